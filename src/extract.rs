@@ -1,0 +1,56 @@
+//! The axum extractor for [`Session`], and the rejection when [`SessionLayer`] is missing.
+//!
+//! [`SessionLayer`]: crate::SessionLayer
+
+use axum_core::extract::FromRequestParts;
+use axum_core::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::error::Error;
+use crate::session::Session;
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = MissingSessionLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(MissingSessionLayer)
+    }
+}
+
+/// The rejection of the [`Session`] extractor when the route is not behind a
+/// [`SessionLayer`](crate::SessionLayer): a 500 that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingSessionLayer;
+
+impl std::fmt::Display for MissingSessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the Session extractor needs a SessionLayer around this route")
+    }
+}
+
+impl std::error::Error for MissingSessionLayer {}
+
+impl IntoResponse for MissingSessionLayer {
+    fn into_response(self) -> Response {
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+impl IntoResponse for Error {
+    /// An opaque 500, or 503 when the store is unavailable; the error itself is logged.
+    fn into_response(self) -> Response {
+        let status = self.status();
+        tracing::error!(error = &self as &dyn std::error::Error, "session error");
+        let body = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "service unavailable"
+        } else {
+            "internal server error"
+        };
+        (status, body).into_response()
+    }
+}
