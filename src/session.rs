@@ -93,7 +93,6 @@ struct State {
 
 impl Session {
     pub(crate) fn new(engine: SessionEngine, cookies: Box<[HeaderValue]>) -> Self {
-        let now = engine.inner.now();
         Self {
             inner: Arc::new(SessionInner {
                 engine,
@@ -109,8 +108,9 @@ impl Session {
                     dirty: false,
                     changes: Changes::new(),
                     rolled_from: None,
-                    created_at: now,
-                    expires_at: now,
+                    // Set by `start`; a session that is never started has no times.
+                    created_at: SystemTime::UNIX_EPOCH,
+                    expires_at: SystemTime::UNIX_EPOCH,
                     touched: false,
                 }),
                 gate: tokio::sync::Mutex::new(()),
@@ -884,4 +884,82 @@ fn json_len(value: &impl Serialize) -> usize {
 /// The bytes `"key":value` adds to an object, with its separating comma.
 fn entry_len(key: &str, value: &Value) -> usize {
     json_len(&key) + 1 + json_len(value) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn session(max_data_bytes: usize) -> Session {
+        let engine = SessionEngine::builder()
+            .secret("0123456789abcdef0123456789abcdef")
+            .max_data_bytes(max_data_bytes)
+            .build()
+            .unwrap();
+        Session::new(engine, Box::new([]))
+    }
+
+    /// The kept size must equal the real JSON size after every kind of change.
+    #[tokio::test]
+    async fn data_size_is_tracked_exactly() {
+        let session = session(1 << 20);
+        session.start().await.unwrap();
+        let exact = |session: &Session| {
+            let mut state = session.state();
+            let real = serde_json::to_string(&state.data).unwrap().len();
+            assert_eq!(state.len(), real, "data {:?}", state.data);
+        };
+        exact(&session);
+        session.set("a", 1).unwrap();
+        exact(&session);
+        session.set("b", "text with \"quotes\" and é").unwrap();
+        exact(&session);
+        session.set("a", json!({"nested": [1, 2, 3]})).unwrap();
+        exact(&session);
+        session.set_duration(Duration::from_secs(5)).unwrap();
+        exact(&session);
+        session.delete("b").unwrap();
+        exact(&session);
+        session.set_many(json!({"x": 1, "a": null})).unwrap();
+        exact(&session);
+        session.delete_all().unwrap();
+        exact(&session);
+        session.reset(json!({"r": "s"})).unwrap();
+        exact(&session);
+        session.delete("r").unwrap();
+        exact(&session);
+    }
+
+    #[tokio::test]
+    async fn oversize_changes_are_refused_and_lose_nothing() {
+        // {"a":"xxxxx"} is 13 bytes.
+        let session = session(13);
+        session.start().await.unwrap();
+        session.set("a", "xxxxx").unwrap();
+        let refused = session.set("a", "xxxxxx").unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::DataTooLarge {
+                    size: 14,
+                    limit: 13
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            session.set_many(json!({"b": 1})),
+            Err(Error::DataTooLarge { .. })
+        ));
+        assert!(matches!(
+            session.reset(json!({"a": "xxxxxxx"})),
+            Err(Error::DataTooLarge { .. })
+        ));
+        assert_eq!(
+            session.get::<String>("a").unwrap().as_deref(),
+            Some("xxxxx")
+        );
+        assert_eq!(session.get_all().unwrap().len(), 1);
+    }
 }
