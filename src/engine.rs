@@ -17,6 +17,9 @@ use crate::store::{SessionStore, StoreError};
 /// The default idle lifetime: 30 minutes.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(30 * 60);
 
+/// The longest duration or lifetime that counts: 100 years. Longer ones are treated as this.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The default limit on a session's data, as JSON: 1 MiB.
 pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
 
@@ -125,9 +128,9 @@ impl EngineInner {
     /// The expiry of a session created at `created_at` that is written or touched now with
     /// idle lifetime `duration`: now + duration, capped by `max_lifetime`.
     pub(crate) fn expiry(&self, created_at: SystemTime, duration: Duration) -> SystemTime {
-        let idle = self.now() + duration;
+        let idle = later(self.now(), duration);
         match self.max_lifetime {
-            Some(max) => idle.min(created_at + max),
+            Some(max) => idle.min(later(created_at, max)),
             None => idle,
         }
     }
@@ -135,8 +138,17 @@ impl EngineInner {
     /// Whether a record with these times is past its expiry or its absolute lifetime (R6).
     pub(crate) fn is_expired(&self, created_at: SystemTime, expires_at: SystemTime) -> bool {
         let now = self.now();
-        expires_at <= now || self.max_lifetime.is_some_and(|max| created_at + max <= now)
+        expires_at <= now
+            || self
+                .max_lifetime
+                .is_some_and(|max| later(created_at, max) <= now)
     }
+}
+
+/// `time + duration`, with durations capped at [`MAX_DURATION`] so that no option can
+/// overflow `SystemTime`.
+fn later(time: SystemTime, duration: Duration) -> SystemTime {
+    time.checked_add(duration.min(MAX_DURATION)).unwrap_or(time)
 }
 
 impl fmt::Debug for SessionEngine {
@@ -223,13 +235,14 @@ impl SessionEngineBuilder {
     }
 
     /// The idle lifetime: each write or touch sets the expiry to now + this. Default 30
-    /// minutes.
+    /// minutes; at most [`MAX_DURATION`].
     pub fn duration(mut self, duration: Duration) -> Self {
         self.duration = duration;
         self
     }
 
-    /// An absolute cap from creation that no touch, write or roll extends. Default none.
+    /// An absolute cap from creation that no touch, write or roll extends. Default none; at
+    /// most [`MAX_DURATION`].
     pub fn max_lifetime(mut self, max_lifetime: Duration) -> Self {
         self.max_lifetime = Some(max_lifetime);
         self

@@ -27,6 +27,9 @@ pub enum Error {
     /// A signed id whose signature did not verify.
     #[error("invalid session id signature")]
     BadSignature,
+    /// `set_duration` was given zero: a session that expires as it is written.
+    #[error("a session duration must be greater than zero")]
+    ZeroDuration,
     /// A change would make the data larger than the engine's `max_data_bytes`; it was not
     /// applied.
     #[error("session data of {size} bytes would exceed the limit of {limit} bytes")]

@@ -16,7 +16,7 @@ pub mod testing;
 
 pub use crate::cookie::SameSite;
 pub use crate::engine::{
-    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, SessionEngine, SessionEngineBuilder,
+    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, MAX_DURATION, SessionEngine, SessionEngineBuilder,
 };
 pub use crate::error::{ConfigError, Error};
 #[cfg(feature = "axum")]
@@ -28,3 +28,6 @@ pub use crate::session::Session;
 #[cfg_attr(docsrs, doc(cfg(feature = "memory-store")))]
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::{Changes, Record, SessionStore, StoreError};
+/// The attribute that implements [`SessionStore`]: re-exported so that a store needs no
+/// dependency of its own on `async-trait`.
+pub use async_trait::async_trait;

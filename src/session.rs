@@ -228,8 +228,13 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`Error::NotStarted`] before `start`.
+    /// [`Error::NotStarted`] before `start`; [`Error::ZeroDuration`] for a zero duration.
+    /// Durations past [`MAX_DURATION`](crate::MAX_DURATION) are kept as that.
     pub fn set_duration(&self, duration: Duration) -> Result<&Self, Error> {
+        if duration.is_zero() {
+            return Err(Error::ZeroDuration);
+        }
+        let duration = duration.min(crate::MAX_DURATION);
         let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let mut state = self.started()?;
         let engine = self.engine();
@@ -326,8 +331,9 @@ impl Session {
 
     /// Rolls the session to a fresh id, keeping its data, its custom duration and its
     /// creation time. At the end of the request the new record is inserted, then the old one
-    /// destroyed; if the insert fails the old one stays (R10). Returns `true`; `false` for a
-    /// destroyed session.
+    /// destroyed; if the insert fails the old one stays (R10). If the old record was
+    /// destroyed meanwhile (a logout elsewhere), nothing is inserted and the cookie is
+    /// cleared (R9). Returns `true`; `false` for a destroyed session.
     ///
     /// # Errors
     ///
@@ -763,6 +769,20 @@ impl Write {
                 Err(error) => return Err(error.into()),
             }
         } else {
+            if let Some(old) = &self.rolled_from {
+                // R9: a roll must not carry the data of a session that was destroyed
+                // meanwhile (a logout in another tab) to a new id. A touch confirms that the
+                // old record still lives without recreating it.
+                let touch = engine.store.touch(old, self.record.expires_at);
+                match engine.call(touch).await {
+                    Ok(()) => {}
+                    Err(StoreError::Gone) => {
+                        session.state().mark_destroyed();
+                        return Ok(Outcome::Remove);
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
             self.insert(engine).await?;
             if let Some(old) = &self.rolled_from {
                 engine.call(engine.store.destroy(old)).await?;

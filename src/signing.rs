@@ -181,7 +181,7 @@ mod tests {
             verify(&[new.clone(), old.clone()], &signed),
             Some(("abc", 1))
         );
-        assert_eq!(verify(&[new.clone()], &signed), None);
+        assert_eq!(verify(std::slice::from_ref(&new), &signed), None);
         assert_eq!(
             verify(&[new.clone(), old], &new.sign("abc")),
             Some(("abc", 0))

@@ -1,0 +1,418 @@
+//! The session-engine demo: a small axum server whose routes exercise every part of a session.
+//!
+//! ```sh
+//! cargo run --example demo
+//! ```
+//!
+//! It serves on `127.0.0.1:$PORT` (default 3000). Settings come from the environment:
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `PORT` | the port to listen on | `3000` |
+//! | `SESSION_SECRETS` | comma-separated secrets, each at least 32 bytes; the first signs, all verify | a random one, with a warning |
+//! | `SESSION_STORE` | `memory` (`sqlite://PATH`, `redis://…`, `postgres://…` need their cargo feature) | `memory` |
+//! | `SESSION_DURATION_MS` | idle lifetime in milliseconds | 30 minutes |
+//! | `SESSION_MAX_LIFETIME_MS` | absolute lifetime in milliseconds | none |
+//! | `SESSION_COOKIE_SECURE` | the cookie's `Secure` attribute (`true` or `false`) | `true` |
+//! | `RUST_LOG` | log filter | `info` |
+//!
+//! Routes:
+//!
+//! | route | does |
+//! | --- | --- |
+//! | `GET /health` | `ok`; never touches the session |
+//! | `GET /visits` | start, add 1 to `visits`, body = the new count |
+//! | `GET /peek` | start, body = `visits` (0 if none); no write |
+//! | `POST /login?user=NAME` | start, roll, set `user`; body `ok` |
+//! | `GET /me` | start; body = user, or 401 |
+//! | `POST /logout` | destroy; body `ok` |
+//! | `POST /duration?ms=N` | start, `set_duration`; body `ok` |
+//!
+//! The cookie is `Secure` by default. Browsers and recent curl releases send `Secure` cookies to
+//! `127.0.0.1` and `localhost` over plain HTTP; for any other host over plain HTTP, or an older
+//! curl, run `SESSION_COOKIE_SECURE=false cargo run --example demo`.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use session_engine::store::random_id;
+use session_engine::{Error, MemoryStore, Session, SessionEngine, SessionLayer, SessionStore};
+use tracing_subscriber::EnvFilter;
+
+/// The longest duration the demo accepts from its environment or `/duration`: one year. Longer
+/// values are almost certainly typos, and keep expiry arithmetic far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// How often expired sessions are swept from the store.
+const CLEANUP_PERIOD: Duration = Duration::from_secs(60);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("demo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), DemoError> {
+    let config = Config::from_env()?;
+    let store = open_store(&config.store).await?;
+
+    let mut builder = SessionEngine::builder()
+        .secrets(&config.secrets)
+        .secure(config.secure)
+        .shared_store(store);
+    if let Some(duration) = config.duration {
+        builder = builder.duration(duration);
+    }
+    if let Some(max_lifetime) = config.max_lifetime {
+        builder = builder.max_lifetime(max_lifetime);
+    }
+    let engine = builder
+        .build()
+        .map_err(|error| DemoError(format!("invalid session settings: {error}")))?;
+    let _cleanup = engine.spawn_cleanup(CLEANUP_PERIOD);
+
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| DemoError(format!("cannot listen on {addr}: {error}")))?;
+    tracing::info!(
+        %addr,
+        store = config.store.scheme(),
+        secure = config.secure,
+        secrets = config.secrets.len(),
+        "session-engine demo listening"
+    );
+
+    axum::serve(listener, app(engine))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|error| DemoError(format!("server error: {error}")))?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// The demo's routes, behind the session layer.
+///
+/// `/health` sits behind the layer too: it never calls `start`, so it causes no store call and
+/// no `Set-Cookie` (R1).
+fn app(engine: SessionEngine) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/visits", get(visits))
+        .route("/peek", get(peek))
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/logout", post(logout))
+        .route("/duration", post(set_duration))
+        .layer(SessionLayer::new(engine))
+        .layer(middleware::from_fn(log_request))
+}
+
+// ---- handlers ----
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn visits(session: Session) -> Result<String, Error> {
+    session.start().await?;
+    let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
+    session.set("visits", visits)?;
+    Ok(visits.to_string())
+}
+
+async fn peek(session: Session) -> Result<String, Error> {
+    session.start().await?;
+    let visits = session.get::<u64>("visits")?.unwrap_or(0);
+    Ok(visits.to_string())
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+async fn login(session: Session, Query(login): Query<Login>) -> Result<Response, Error> {
+    if login.user.is_empty() {
+        return Ok((StatusCode::BAD_REQUEST, "user must not be empty").into_response());
+    }
+    session.start().await?;
+    // A new id at a change of privilege, so an id planted before the login is worthless.
+    session.roll().await?;
+    session.set("user", &login.user)?;
+    Ok("ok".into_response())
+}
+
+async fn me(session: Session) -> Result<Response, Error> {
+    session.start().await?;
+    Ok(match session.get::<String>("user")? {
+        Some(user) => user.into_response(),
+        None => (StatusCode::UNAUTHORIZED, "not logged in").into_response(),
+    })
+}
+
+async fn logout(session: Session) -> Result<&'static str, Error> {
+    session.destroy().await?;
+    Ok("ok")
+}
+
+#[derive(Deserialize)]
+struct SetDuration {
+    ms: u64,
+}
+
+async fn set_duration(
+    session: Session,
+    Query(SetDuration { ms }): Query<SetDuration>,
+) -> Result<Response, Error> {
+    let duration = Duration::from_millis(ms);
+    if duration.is_zero() || duration > MAX_DURATION {
+        let message = format!("ms must be between 1 and {}", MAX_DURATION.as_millis());
+        return Ok((StatusCode::BAD_REQUEST, message).into_response());
+    }
+    session.start().await?;
+    session.set_duration(duration)?;
+    Ok("ok".into_response())
+}
+
+/// Logs each request's method, path and status (never its headers: they carry the cookie).
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::info!(%method, %path, status = response.status().as_u16(), "request");
+    response
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+// ---- stores ----
+
+/// Where sessions are kept, from `SESSION_STORE`.
+#[derive(Debug)]
+enum StoreUrl {
+    Memory,
+    /// `scheme://…`, for the stores behind cargo features.
+    Url(String),
+}
+
+impl StoreUrl {
+    fn parse(value: &str) -> Result<Self, DemoError> {
+        if value == "memory" {
+            return Ok(Self::Memory);
+        }
+        match value.split_once("://") {
+            Some((scheme, _)) if !scheme.is_empty() => Ok(Self::Url(value.to_owned())),
+            _ => Err(DemoError(format!(
+                "SESSION_STORE must be `memory` or a URL such as `sqlite://PATH`, \
+                 `redis://HOST` or `postgres://HOST/DB`; got {value:?}"
+            ))),
+        }
+    }
+
+    /// The store's kind, for logs and errors: never the URL, which may hold a password.
+    fn scheme(&self) -> &str {
+        match self {
+            Self::Memory => "memory",
+            Self::Url(url) => url.split_once("://").map_or(url, |(scheme, _)| scheme),
+        }
+    }
+}
+
+/// Opens the store that `url` names.
+///
+/// Each store behind a cargo feature is one arm, placed before the last, such as
+/// `#[cfg(feature = "sqlite")] StoreUrl::Url(url) if url.starts_with("sqlite://") => …`.
+async fn open_store(url: &StoreUrl) -> Result<Arc<dyn SessionStore>, DemoError> {
+    match url {
+        StoreUrl::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreUrl::Url(_) => {
+            let scheme = url.scheme();
+            Err(DemoError(match feature_for(scheme) {
+                Some(feature) => format!(
+                    "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, \
+                     which is not built into this binary; use SESSION_STORE=memory"
+                ),
+                None => format!(
+                    "SESSION_STORE: unknown store `{scheme}://`; use `memory`, `sqlite://PATH`, \
+                     `redis://…` or `postgres://…`"
+                ),
+            }))
+        }
+    }
+}
+
+/// The cargo feature that provides the store for a URL scheme.
+fn feature_for(scheme: &str) -> Option<&'static str> {
+    match scheme.to_ascii_lowercase().as_str() {
+        "sqlite" => Some("sqlite"),
+        "redis" | "rediss" => Some("redis"),
+        "postgres" | "postgresql" => Some("postgres"),
+        _ => None,
+    }
+}
+
+// ---- configuration ----
+
+struct Config {
+    port: u16,
+    secrets: Vec<String>,
+    store: StoreUrl,
+    duration: Option<Duration>,
+    max_lifetime: Option<Duration>,
+    secure: bool,
+}
+
+impl Config {
+    fn from_env() -> Result<Self, DemoError> {
+        let port = match var("PORT")? {
+            None => 3000,
+            Some(value) => value.trim().parse().map_err(|_| {
+                DemoError(format!(
+                    "PORT must be a port number (0 to 65535); got {value:?}"
+                ))
+            })?,
+        };
+        let secrets = match var("SESSION_SECRETS")? {
+            Some(value) => parse_secrets(&value)?,
+            None => {
+                tracing::warn!(
+                    "SESSION_SECRETS is not set: signing with a random secret made for this \
+                     run, so sessions will not survive a restart"
+                );
+                // Two ids of 24 random bytes: 64 characters, 384 bits.
+                let secret = random_id()
+                    .and_then(|a| random_id().map(|b| a + &b))
+                    .map_err(|error| DemoError(format!("cannot make a random secret: {error}")))?;
+                vec![secret]
+            }
+        };
+        let store = StoreUrl::parse(var("SESSION_STORE")?.as_deref().unwrap_or("memory"))?;
+        let duration = duration_var("SESSION_DURATION_MS")?;
+        let max_lifetime = duration_var("SESSION_MAX_LIFETIME_MS")?;
+        let secure = match var("SESSION_COOKIE_SECURE")? {
+            None => true,
+            Some(value) => parse_bool(&value).ok_or_else(|| {
+                DemoError(format!(
+                    "SESSION_COOKIE_SECURE must be `true` or `false`; got {value:?}"
+                ))
+            })?,
+        };
+        Ok(Self {
+            port,
+            secrets,
+            store,
+            duration,
+            max_lifetime,
+            secure,
+        })
+    }
+}
+
+/// An environment variable; unset or empty is `None`.
+fn var(name: &str) -> Result<Option<String>, DemoError> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(DemoError(format!("{name} is not valid UTF-8")))
+        }
+    }
+}
+
+/// `SESSION_SECRETS`: comma-separated; the lengths are checked by the engine's builder. The
+/// secrets themselves never appear in a message.
+fn parse_secrets(value: &str) -> Result<Vec<String>, DemoError> {
+    let secrets: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
+    if let Some(index) = secrets.iter().position(String::is_empty) {
+        return Err(DemoError(format!(
+            "SESSION_SECRETS: secret #{index} is empty (secrets are separated by commas)"
+        )));
+    }
+    Ok(secrets)
+}
+
+/// A duration in milliseconds: a whole number from 1 to [`MAX_DURATION`].
+fn duration_var(name: &str) -> Result<Option<Duration>, DemoError> {
+    let Some(value) = var(name)? else {
+        return Ok(None);
+    };
+    let duration = value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
+        .filter(|d| !d.is_zero() && *d <= MAX_DURATION)
+        .ok_or_else(|| {
+            DemoError(format!(
+                "{name} must be a whole number of milliseconds from 1 to {}; got {value:?}",
+                MAX_DURATION.as_millis()
+            ))
+        })?;
+    Ok(Some(duration))
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// A setting or start-up failure, as the message printed before exiting.
+#[derive(Debug)]
+struct DemoError(String);
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
