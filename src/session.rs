@@ -339,8 +339,10 @@ impl Session {
     ///
     /// [`Error::NotStarted`] before `start`; the store's `id` hook failed.
     pub async fn roll(&self) -> Result<bool, Error> {
-        if self.state().phase == Phase::Idle {
-            return Err(Error::NotStarted);
+        match self.state().phase {
+            Phase::Idle => return Err(Error::NotStarted),
+            Phase::Destroyed => return Ok(false),
+            Phase::Started => {}
         }
         let id = self.generate_id().await?;
         let engine = self.engine();
