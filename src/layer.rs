@@ -88,7 +88,7 @@ where
         ResponseFuture {
             state: State::Inner {
                 future: self.inner.call(request),
-                session: Some(session),
+                session,
             },
         }
     }
@@ -111,13 +111,14 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            session: Option<Session>,
+            session: Session,
         },
         Persisting {
             persist: Persist,
             response: Option<Response<B>>,
             session: Session,
         },
+        Done,
     }
 }
 
@@ -139,12 +140,15 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future, session } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    let session = session
-                        .take()
-                        .expect("ResponseFuture polled after completion");
+                    let result = ready!(future.poll(cx));
+                    let session = session.clone();
+                    this.state.set(State::Done);
+                    let mut response = result?;
                     // R7: a failed response persists nothing and sets no cookie.
                     if response.status().is_server_error() {
+                        if session.was_used() {
+                            add_vary(response.headers_mut());
+                        }
                         return Poll::Ready(Ok(response));
                     }
                     match session.finish() {
@@ -166,17 +170,18 @@ where
                     session,
                 } => {
                     let result = ready!(persist.as_mut().poll(cx));
-                    let mut response = response
-                        .take()
-                        .expect("ResponseFuture polled after completion");
+                    let mut response = response.take().expect("set with the state");
+                    let session = session.clone();
+                    this.state.set(State::Done);
                     return Poll::Ready(Ok(match result {
                         Ok(outcome) => {
-                            apply(response.headers_mut(), session, outcome);
+                            apply(response.headers_mut(), &session, outcome);
                             response
                         }
                         Err(error) => failure(&error),
                     }));
                 }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }
@@ -196,6 +201,11 @@ fn apply(headers: &mut HeaderMap, session: &Session, outcome: Outcome) {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
     }
+    add_vary(headers);
+}
+
+/// `Vary: Cookie`, unless the response already varies by it (R13).
+fn add_vary(headers: &mut HeaderMap) {
     if !varies_by_cookie(headers) {
         headers.append(VARY, HeaderValue::from_static("cookie"));
     }
@@ -218,8 +228,8 @@ fn failure<B: Default>(error: &Error) -> Response<B> {
     );
     let mut response = Response::new(B::default());
     *response.status_mut() = error.status();
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    add_vary(headers);
     response
 }

@@ -38,6 +38,11 @@ const INSERT_TRIES: usize = 3;
 /// # Ok(()) }
 /// ```
 ///
+/// Clones share one state, and may be used from several tasks at once within the request.
+/// The end of the request persists what the handle holds when the inner service has answered:
+/// a clone kept beyond that (moved into a spawned task, say) can still be read, but its later
+/// changes are not saved.
+///
 /// [`start`]: Session::start
 #[derive(Clone)]
 pub struct Session {
@@ -193,12 +198,17 @@ impl Session {
     /// # Errors
     ///
     /// [`Error::InvalidId`] for an id that is empty, longer than 128 bytes, or has characters
-    /// outside `[A-Za-z0-9_-]`; [`Error::AlreadyStarted`] after `start`.
+    /// outside `[A-Za-z0-9_-]`; [`Error::AlreadyStarted`] after `start` (or while a clone
+    /// is starting, touching or destroying the session).
     pub fn set_id(&self, id: impl Into<String>) -> Result<&Self, Error> {
         let id = id.into();
         if !store::is_valid_id(&id) {
             return Err(Error::InvalidId);
         }
+        // A clone that holds the gate may be starting the session with another id.
+        let Ok(_gate) = self.inner.gate.try_lock() else {
+            return Err(Error::AlreadyStarted);
+        };
         let mut state = self.state();
         if state.phase != Phase::Idle {
             return Err(Error::AlreadyStarted);
@@ -249,7 +259,8 @@ impl Session {
     /// Starts the session: reads the record of the cookie's id (or of the id chosen with
     /// `set_id`) from the store. Without a valid cookie, or when the id has no live record,
     /// the session gets a fresh id and no data (R4). Idempotent, and safe to call from
-    /// several clones at once: the store is read at most once (R5).
+    /// several clones at once: the store is read at most once (R5); only when that read
+    /// fails does a waiting clone try again.
     ///
     /// # Errors
     ///
@@ -657,6 +668,11 @@ impl Session {
         }
     }
 
+    /// Whether the handler started, touched or destroyed the session.
+    pub(crate) fn was_used(&self) -> bool {
+        self.state().phase != Phase::Idle
+    }
+
     /// The cookie that removes ours from the browser.
     pub(crate) fn removal_cookie(&self) -> HeaderValue {
         self.engine().cookie_format.removal()
@@ -771,23 +787,23 @@ impl Write {
                 Err(error) => return Err(error.into()),
             }
         } else {
+            self.insert(engine).await?;
             if let Some(old) = &self.rolled_from {
-                // R9: a roll must not carry the data of a session that was destroyed
-                // meanwhile (a logout in another tab) to a new id. A touch confirms that the
-                // old record still lives without recreating it.
+                // R9: a roll must not carry a session that was destroyed meanwhile (a logout
+                // in another tab) to the new id. Once the new record is in, a touch of the
+                // old one shows whether it still lives, without recreating it; only then is
+                // it destroyed. Were the old one checked before the insert, a logout between
+                // the two would be undone.
                 let touch = engine.store.touch(old, self.record.expires_at);
                 match engine.call(touch).await {
-                    Ok(()) => {}
+                    Ok(()) => engine.call(engine.store.destroy(old)).await?,
                     Err(StoreError::Gone) => {
+                        engine.call(engine.store.destroy(&self.key)).await?;
                         session.state().mark_destroyed();
                         return Ok(Outcome::Remove);
                     }
                     Err(error) => return Err(error.into()),
                 }
-            }
-            self.insert(engine).await?;
-            if let Some(old) = &self.rolled_from {
-                engine.call(engine.store.destroy(old)).await?;
             }
         }
         {
@@ -951,6 +967,17 @@ mod tests {
         exact(&session);
         session.delete("r").unwrap();
         exact(&session);
+    }
+
+    #[tokio::test]
+    async fn set_id_while_a_clone_holds_the_gate_is_refused() {
+        let session = session(1 << 20);
+        let clone = session.clone();
+        let gate = session.inner.gate.lock().await;
+        assert!(matches!(clone.set_id("abc"), Err(Error::AlreadyStarted)));
+        drop(gate);
+        assert!(clone.set_id("abc").is_ok());
+        assert_eq!(session.id().as_deref(), Some("abc"));
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use session_engine::testing::{assert_conforms, check};
+use session_engine::testing::{Options, assert_conforms, check, check_with};
 use session_engine::{Changes, MemoryStore, Record, SessionStore, StoreError};
 
 #[tokio::test]
@@ -22,6 +22,7 @@ enum Defect {
     ReadReturnsExpired,
     TouchRewritesData,
     IgnoresDeltas,
+    CleanupDoesNothing,
 }
 
 /// A `MemoryStore` with one defect.
@@ -106,6 +107,9 @@ impl SessionStore for Broken {
     }
 
     async fn cleanup(&self) -> Result<u64, StoreError> {
+        if self.defect == Defect::CleanupDoesNothing {
+            return Ok(0);
+        }
         self.inner.cleanup().await
     }
 }
@@ -157,4 +161,15 @@ async fn suite_catches_a_store_that_ignores_deltas() {
 #[should_panic(expected = "insert_never_overwrites")]
 async fn assert_conforms_panics_with_the_rule_broken() {
     assert_conforms(&Broken::new(Defect::InsertOverwrites)).await;
+}
+
+#[tokio::test]
+async fn suite_catches_a_cleanup_that_removes_nothing() {
+    assert_eq!(
+        failed_checks(Defect::CleanupDoesNothing).await,
+        ["cleanup_removes_only_expired"]
+    );
+    // A backend that expires records by itself may find nothing to clean up.
+    let store = Broken::new(Defect::CleanupDoesNothing);
+    assert_eq!(check_with(&store, Options::self_expiring()).await, Ok(()));
 }

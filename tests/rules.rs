@@ -900,6 +900,8 @@ async fn r7_inner_5xx_means_no_write_no_touch_no_cookie() {
             let reply = get_with(&app, uri, cookie).await;
             assert_eq!(reply.status, status);
             assert!(reply.set_cookies.is_empty(), "{uri}: {reply:?}");
+            // R13: the started session still made the response depend on the cookie.
+            assert_eq!(reply.headers.get("vary").unwrap(), "cookie", "{uri}");
             let expected = if cookie.is_some() {
                 [Hook::Read]
             } else {
@@ -1237,6 +1239,40 @@ async fn r9_logout_in_one_tab_is_not_undone_by_a_slower_request_in_another() {
     }
 }
 
+#[tokio::test]
+async fn r9_a_roll_whose_old_record_vanished_after_the_insert_leaves_nothing() {
+    let store = FaultyStore::new();
+    let app = app(engine_with(&store, |b| b));
+    let (cookie, old_id) = new_session(&app).await;
+    // The old record is destroyed elsewhere once the new one is in: the touch finds it gone.
+    store.fail(Hook::Touch, Fault::Gone);
+    store.clear_history();
+    let reply = post_with(&app, "/login?user=ada", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(cookie_header(reply.set_cookie()), "sid=");
+    let hooks = store.hooks();
+    assert_eq!(
+        hooks,
+        [
+            Hook::Read,
+            Hook::Id,
+            Hook::Write,
+            Hook::Touch,
+            Hook::Destroy
+        ]
+    );
+    // The new record was removed again, so the logout stands; the old one is untouched.
+    assert_eq!(store.inner().len(), 1);
+    assert!(
+        store
+            .inner()
+            .read(&store_key(&old_id))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 // ---- R10 roll ----
 
 #[tokio::test]
@@ -1255,8 +1291,7 @@ async fn r10_roll_keeps_data_custom_duration_and_creation_time() {
     let new_id = reply.cookie_id();
     assert_ne!(new_id, old_id);
     assert_eq!(max_age(reply.set_cookie()), 7200);
-    // The old record is confirmed live (R9), the new one inserted, then the old one
-    // destroyed.
+    // The new record is inserted, the old one confirmed live (R9), then destroyed.
     assert_eq!(
         store.history(),
         [
@@ -1266,8 +1301,8 @@ async fn r10_roll_keeps_data_custom_duration_and_creation_time() {
                 key: Some(new_id.clone()),
                 stored: None
             },
-            call(Hook::Touch, &store_key(&old_id), None),
             call(Hook::Write, &store_key(&new_id), Some(false)),
+            call(Hook::Touch, &store_key(&old_id), None),
             call(Hook::Destroy, &store_key(&old_id), None),
         ]
     );
@@ -1461,6 +1496,8 @@ async fn r12_write_error_at_the_end_replaces_the_response_with_an_opaque_500() {
         assert_eq!(reply.body, "");
         assert!(reply.set_cookies.is_empty());
         assert!(reply.headers.get("x-handler").is_none());
+        assert_eq!(reply.headers.get("cache-control").unwrap(), "no-store");
+        assert_eq!(reply.headers.get("vary").unwrap(), "cookie");
     }
     store.heal(Hook::Write);
     assert_eq!(get_with(&app, "/peek", Some(&cookie)).await.body, "1");
