@@ -522,6 +522,43 @@ mod tests {
         assert!(!builder.contains(SECRET), "{builder}");
     }
 
+    #[tokio::test]
+    async fn spawned_cleanup_removes_expired_records() {
+        use crate::store::{Changes, Record};
+        let store = Arc::new(crate::MemoryStore::new());
+        let engine = SessionEngine::builder()
+            .secret(SECRET)
+            .shared_store(store.clone())
+            .build()
+            .unwrap();
+        let past = SystemTime::now() - Duration::from_secs(60);
+        let expired = Record::new(Default::default(), past, past);
+        let live = Record::new(
+            Default::default(),
+            past,
+            SystemTime::now() + DEFAULT_DURATION,
+        );
+        let replace = Changes::replace_all();
+        store
+            .write("expired", &expired, &replace, false)
+            .await
+            .unwrap();
+        store.write("live", &live, &replace, false).await.unwrap();
+        let task = engine.spawn_cleanup(Duration::from_millis(5));
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while store.len() != 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        task.abort();
+        assert!(
+            waited.is_ok(),
+            "the cleanup task never removed the expired record"
+        );
+        assert!(store.read("live").await.unwrap().is_some());
+    }
+
     #[test]
     fn ids_are_hashed_for_the_store() {
         let engine = SessionEngine::builder().secret(SECRET).build().unwrap();
