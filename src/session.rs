@@ -169,7 +169,7 @@ impl Session {
     }
 
     /// When the session expires: the stored expiry of a loaded session, or the one it will
-    /// be given when written.
+    /// be given when written; `UNIX_EPOCH` before `start`.
     pub fn expires_at(&self) -> SystemTime {
         self.state().expires_at
     }
