@@ -193,13 +193,13 @@ pub(crate) fn is_token(name: &str) -> bool {
         })
 }
 
-/// Whether `value` can stand in a cookie attribute: not empty, and no `;`, control character
-/// or whitespace.
+/// Whether `value` can stand in a cookie attribute: not empty, visible ASCII only (so no
+/// control character or whitespace), and no `;` or `,`.
 pub(crate) fn is_attribute_value(value: &str) -> bool {
     !value.is_empty()
         && value
-            .chars()
-            .all(|c| c != ';' && c != ',' && !c.is_control() && !c.is_whitespace())
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
 }
 
 #[cfg(test)]
@@ -311,7 +311,16 @@ mod tests {
             assert!(!is_token(bad), "{bad:?}");
         }
         assert!(is_attribute_value("/a/b"));
-        for bad in ["", "/a;b", "/a b", "/a\nb", "/a\u{7f}"] {
+        for bad in [
+            "",
+            "/a;b",
+            "/a b",
+            "/a\nb",
+            "/a\u{7f}",
+            "/é",
+            "/a,b",
+            "/a\u{a0}b",
+        ] {
             assert!(!is_attribute_value(bad), "{bad:?}");
         }
     }

@@ -82,11 +82,12 @@ pub enum ConfigError {
     #[error("the cookie name is not a valid RFC 6265 token")]
     InvalidCookieName,
     /// The cookie path is empty, does not start with `/`, or has a `;`, `,`, control
-    /// character or whitespace.
-    #[error("the cookie path must start with `/` and hold no `;`, `,`, control or whitespace")]
+    /// character, whitespace or non-ASCII character.
+    #[error("the cookie path must start with `/` and hold only visible ASCII but `;` and `,`")]
     InvalidCookiePath,
-    /// The cookie domain is empty or has a `;`, `,`, control character or whitespace.
-    #[error("the cookie domain must hold no `;`, `,`, control or whitespace")]
+    /// The cookie domain is empty or has a `;`, `,`, control character, whitespace or
+    /// non-ASCII character (use its punycode form).
+    #[error("the cookie domain must hold only visible ASCII but `;` and `,`")]
     InvalidCookieDomain,
     /// `SameSite=None` without `Secure`: browsers refuse such cookies.
     #[error("SameSite=None requires the Secure attribute")]
