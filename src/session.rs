@@ -62,6 +62,14 @@ struct SessionInner {
     gate: tokio::sync::Mutex<()>,
 }
 
+/// What the request's cookie carried, once verified.
+struct Client {
+    id: String,
+    /// The cookie's value when it was signed with the current secret and sent as is (not
+    /// percent-encoded): a refresh of the same id sends it again instead of signing anew.
+    signed: Option<String>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Not started: no store call yet.
@@ -75,11 +83,11 @@ struct State {
     phase: Phase,
     /// The id, once chosen by `set_id` or by `start`.
     id: Option<String>,
-    /// The store's key for `id`.
+    /// The store's key for `id`; empty until the session is stored or about to be written,
+    /// so a new session that is never written costs no hash.
     key: String,
-    /// The id the request's cookie carried (verified), and whether it was signed with the
-    /// current secret; `None` when there was no valid cookie. Read on first use.
-    client: Option<Option<(String, bool)>>,
+    /// The request's verified cookie, read on first use; `Some(None)` when it had none.
+    client: Option<Option<Client>>,
     stored: bool,
     data: Map<String, Value>,
     /// The size of `data` as JSON, computed when first needed and then kept up to date.
@@ -309,7 +317,7 @@ impl Session {
         let mut state = self.state();
         let now = engine.now();
         state.phase = Phase::Started;
-        state.key = engine.store_key(&id);
+        state.key.clear();
         state.id = Some(id);
         state.created_at = now;
         state.expires_at = engine.expiry(now, duration_of(&state.data, engine));
@@ -321,21 +329,24 @@ impl Session {
         if state.id.is_some() {
             return state.id.clone();
         }
-        self.client(state).map(|(id, _)| id.clone())
+        self.client(state).map(|client| client.id.clone())
     }
 
-    /// The verified id of the request's cookie, read once (R2, R3).
-    fn client<'s>(&self, state: &'s mut State) -> Option<&'s (String, bool)> {
+    /// The request's cookie, verified, read once (R2, R3).
+    fn client<'s>(&self, state: &'s mut State) -> Option<&'s Client> {
         state
             .client
             .get_or_insert_with(|| {
                 let engine = self.engine();
                 let mut found = None;
                 cookie::find(&self.inner.cookies, &engine.cookie.name, |value| {
-                    found = verify_value(&engine.keys, value);
+                    found = verify_value(&engine.keys, value).map(|(id, index)| Client {
+                        id,
+                        signed: (index == 0 && !value.contains('%')).then(|| value.to_owned()),
+                    });
                     found.is_some()
                 });
-                found.map(|(id, index)| (id, index == 0))
+                found
             })
             .as_ref()
     }
@@ -595,9 +606,13 @@ impl Session {
             Phase::Started if state.dirty => {
                 let duration = duration_of(&state.data, engine);
                 let expires_at = engine.expiry(state.created_at, duration);
+                let id = state.id.clone().unwrap_or_default();
+                if state.key.is_empty() {
+                    state.key = engine.store_key(&id);
+                }
                 let write = Write {
                     session: self.clone(),
-                    id: state.id.clone().unwrap_or_default(),
+                    id,
                     key: state.key.clone(),
                     record: Record::new(state.data.clone(), state.created_at, expires_at),
                     changes: std::mem::take(&mut state.changes),
@@ -620,19 +635,23 @@ impl Session {
                             engine.now().duration_since(last).unwrap_or_default() >= interval
                         })
                     });
+                let id = state.id.clone().unwrap_or_default();
                 if touch_due {
                     let session = self.clone();
                     let key = state.key.clone();
+                    let signed = state.signed(engine, &id);
                     return Finish::Pending(Box::pin(async move {
-                        session.auto_touch(key, expires_at).await
+                        session.auto_touch(key, expires_at, signed).await
                     }));
                 }
-                let id = state.id.clone().unwrap_or_default();
+                // Key rotation: a cookie signed with an older secret (or carrying another id)
+                // is re-issued even when no touch is due.
                 let client_current = self
                     .client(&mut state)
-                    .is_some_and(|(client_id, current)| *current && *client_id == id);
+                    .is_some_and(|client| client.signed.is_some() && client.id == id);
                 if state.touched || !client_current {
-                    Finish::Done(Outcome::Set(self.cookie_for(&id, state.expires_at)))
+                    let signed = state.signed(engine, &id);
+                    Finish::Done(Outcome::Set(self.cookie_for(&signed, state.expires_at)))
                 } else {
                     Finish::Done(Outcome::Unchanged)
                 }
@@ -641,16 +660,17 @@ impl Session {
         }
     }
 
-    async fn auto_touch(self, key: String, expires_at: SystemTime) -> Result<Outcome, Error> {
+    async fn auto_touch(
+        self,
+        key: String,
+        expires_at: SystemTime,
+        signed: String,
+    ) -> Result<Outcome, Error> {
         let engine = self.engine();
         match engine.call(engine.store.touch(&key, expires_at)).await {
             Ok(()) => {
-                let id = {
-                    let mut state = self.state();
-                    state.expires_at = expires_at;
-                    state.id.clone().unwrap_or_default()
-                };
-                Ok(Outcome::Set(self.cookie_for(&id, expires_at)))
+                self.state().expires_at = expires_at;
+                Ok(Outcome::Set(self.cookie_for(&signed, expires_at)))
             }
             Err(StoreError::Gone) => {
                 // R9: destroyed or expired meanwhile; the client's cookie is stale.
@@ -678,14 +698,14 @@ impl Session {
         self.engine().cookie_format.removal()
     }
 
-    /// `Set-Cookie` for `id`, with `Max-Age` the seconds until `expires_at`.
-    fn cookie_for(&self, id: &str, expires_at: SystemTime) -> HeaderValue {
+    /// `Set-Cookie` for a signed id, with `Max-Age` the seconds until `expires_at`.
+    fn cookie_for(&self, signed: &str, expires_at: SystemTime) -> HeaderValue {
         let engine = self.engine();
         let max_age = expires_at
             .duration_since(engine.now())
             .unwrap_or_default()
             .as_secs();
-        engine.cookie_format.set(&engine.keys[0].sign(id), max_age)
+        engine.cookie_format.set(signed, max_age)
     }
 }
 
@@ -703,6 +723,18 @@ impl fmt::Debug for Session {
 }
 
 impl State {
+    /// `id` signed with the current secret: the request's own cookie value when it already
+    /// is exactly that, else a new signature.
+    fn signed(&self, engine: &EngineInner, id: &str) -> String {
+        match self.client.as_ref().and_then(Option::as_ref) {
+            Some(Client {
+                id: client_id,
+                signed: Some(signed),
+            }) if client_id == id => signed.clone(),
+            _ => engine.keys[0].sign(id),
+        }
+    }
+
     /// Sets `key`, keeping the size within the limit; an equal value is no change.
     fn put(&mut self, engine: &EngineInner, key: String, value: Value) -> Result<(), Error> {
         if self.data.get(&key) == Some(&value) {
@@ -806,7 +838,7 @@ impl Write {
                 }
             }
         }
-        {
+        let signed = {
             let mut state = session.state();
             if state.phase == Phase::Started {
                 state.stored = true;
@@ -814,9 +846,10 @@ impl Write {
                 state.key = self.key;
                 state.expires_at = self.record.expires_at;
             }
-        }
+            state.signed(engine, &self.id)
+        };
         Ok(Outcome::Set(
-            session.cookie_for(&self.id, self.record.expires_at),
+            session.cookie_for(&signed, self.record.expires_at),
         ))
     }
 
