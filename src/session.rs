@@ -925,13 +925,13 @@ fn to_object(object: impl Serialize) -> Result<Map<String, Value>, Error> {
 /// Verifies a cookie value, raw or percent-encoded, with each key; returns the id and the
 /// index of the key that verified it.
 fn verify_value(keys: &[Key], value: &str) -> Option<(String, usize)> {
-    let verified = if value.contains('%') {
-        let decoded = signing::percent_decode(value)?;
-        signing::verify(keys, &decoded).map(|(id, index)| (id.to_owned(), index))
+    let value = if value.contains('%') {
+        std::borrow::Cow::Owned(signing::percent_decode(value)?)
     } else {
-        signing::verify(keys, value).map(|(id, index)| (id.to_owned(), index))
+        std::borrow::Cow::Borrowed(value)
     };
-    verified.filter(|(id, _)| store::is_valid_id(id))
+    let (id, index) = signing::verify(keys, &value)?;
+    store::is_valid_id(id).then(|| (id.to_owned(), index))
 }
 
 /// The size of `value` as JSON, in bytes, without building the string.
