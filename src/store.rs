@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::error::Error as StdError;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -12,6 +12,14 @@ use serde_json::{Map, Value};
 
 #[cfg(feature = "memory-store")]
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// The longest session id that is accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -218,6 +226,18 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes expired records and returns how many.
     async fn cleanup(&self) -> Result<u64, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch: the unit every bundled store keeps its times in.
+/// Times before the epoch count as 0; times past `u64::MAX` ms saturate.
+pub(crate) fn to_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The inverse of [`to_ms`].
+pub(crate) fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// 24 bytes from the operating system's CSPRNG, as 32 characters of base64url.

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::store::{Changes, Record, SessionStore, StoreError};
+use crate::store::{Changes, Record, SessionStore, StoreError, from_ms, to_ms};
 
 /// Sessions kept in this process's memory: fast, and gone when the process ends.
 ///
@@ -91,15 +91,6 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
     shard
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn to_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn from_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 fn encode(data: &Map<String, Value>) -> Result<Box<str>, StoreError> {
@@ -208,6 +199,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn shards_are_a_power_of_two() {

@@ -1,0 +1,425 @@
+//! [`RedisStore`]: sessions in Redis, standalone or Cluster, shared by every instance of an app
+//! (feature `redis`, on the [`fred`] client).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), session_engine::StoreError> {
+//! use session_engine::SessionEngine;
+//! use session_engine::store::redis::RedisStore;
+//!
+//! // Or "redis-cluster://127.0.0.1:7001?node=127.0.0.1:7002&node=127.0.0.1:7003".
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//! let engine = SessionEngine::builder()
+//!     .secret("a secret of at least thirty-two bytes!")
+//!     .store(store)
+//!     .build();
+//! # let _ = engine;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Each session is one hash under `PREFIX + key` (the prefix is `session:` unless set): the
+//! field `c` holds its creation time and `e` its expiry, both in milliseconds since the Unix
+//! epoch, and each data key `k` is the field `.k` holding the value as JSON. Redis expires the
+//! hash itself at `e` (`PEXPIREAT`), so [`cleanup`](SessionStore::cleanup) has nothing to do.
+//!
+//! Reads are one `HGETALL`, destroys one `DEL`. Writes and touches are each one Lua script, run
+//! atomically by the server, so the rules of the store contract hold in Redis itself:
+//!
+//! - an insert fails if the hash exists, so it never overwrites a live session (R8);
+//! - an update and a touch fail if it does not, so they never recreate a destroyed one (R9);
+//! - an update sets the fields of the keys that were set, removes those of the keys that were
+//!   deleted and moves the expiry, so two requests that change different keys both keep
+//!   their change.
+//!
+//! Every hook names one key, so every hook works on a Cluster. The scripts are sent by their
+//! SHA-1 (`EVALSHA`) and loaded again when a server answers that it does not know them (after a
+//! restart, or on a new Cluster node).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use fred::clients::Client;
+use fred::error::{Error as RedisError, ErrorKind};
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::scripts::Script;
+use fred::types::{Builder, Value as RedisValue};
+use serde_json::{Map, Value};
+
+use crate::store::{Changes, Record, SessionStore, StoreError, from_ms, to_ms};
+
+pub use fred;
+
+/// The key prefix used unless [`RedisStore::with_key_prefix`] sets another.
+pub const DEFAULT_KEY_PREFIX: &str = "session:";
+
+/// The hash field of the creation time.
+const CREATED: &str = "c";
+/// The hash field of the expiry.
+const EXPIRES: &str = "e";
+/// What precedes each data key in its field's name, so data keys never meet `c` and `e`.
+const DATA: char = '.';
+
+/// Insert, update (replace or patch) a session hash; see the argument list at its top.
+static WRITE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r"
+-- KEYS[1]: the session's hash.
+-- ARGV: mode ('insert', 'replace' or 'patch'), expiry (ms), creation (ms), the number n of
+-- fields to delete, those n fields, then the fields to set, each followed by its value.
+local key = KEYS[1]
+local mode = ARGV[1]
+local live = redis.call('EXISTS', key) == 1
+if (mode == 'insert') == live then
+  return 0
+end
+if mode == 'replace' then
+  ARGV[3] = redis.call('HGET', key, 'c') or ARGV[3]
+  redis.call('DEL', key)
+end
+local function chunked(command, first, last)
+  for i = first, last, 1000 do
+    redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
+  end
+end
+local deleted = tonumber(ARGV[4])
+chunked('HDEL', 5, 4 + deleted)
+if mode == 'patch' then
+  redis.call('HSET', key, 'e', ARGV[2])
+else
+  redis.call('HSET', key, 'e', ARGV[2], 'c', ARGV[3])
+end
+chunked('HSET', 5 + deleted, #ARGV)
+redis.call('PEXPIREAT', key, ARGV[2])
+return 1
+",
+    )
+});
+
+/// Move the expiry of a live session hash.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r"
+-- KEYS[1]: the session's hash. ARGV[1]: the new expiry (ms).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'e', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+",
+    )
+});
+
+/// A [`SessionStore`] in Redis or a Redis Cluster. See the [module docs](self).
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    prefix: Arc<str>,
+}
+
+impl RedisStore {
+    /// Connects to `url` and waits for the first connection.
+    ///
+    /// `redis://[user:password@]host:port[/db]` is one server;
+    /// `redis-cluster://host:port?node=host:port&node=…` is a Cluster, found from any of the
+    /// nodes named. The client reconnects by itself after a lost connection (100 ms, doubling
+    /// up to 2 s, for ever), gives up on a connection attempt after 2 s and on a command after
+    /// 3 s; meanwhile hooks fail with [`StoreError::Unavailable`] (answered 503), and they
+    /// work again once the server is back. For other settings, build a [`fred`] client and
+    /// use [`RedisStore::new`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config = Config::from_url(url).map_err(error)?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|connection| {
+                connection.connection_timeout = Duration::from_secs(2);
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = Duration::from_secs(3);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2))
+            .build()
+            .map_err(error)?;
+        client.init().await.map_err(error)?;
+        Ok(Self::new(client))
+    }
+
+    /// A store on a [`fred`] client that is already initialized (`init()` was called).
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            prefix: DEFAULT_KEY_PREFIX.into(),
+        }
+    }
+
+    /// Puts `prefix` (default `session:`) before every key, so that several apps can share
+    /// one Redis.
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The client, for example to close it with `quit()`.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn redis_key(&self, key: &str) -> String {
+        let mut redis_key = String::with_capacity(self.prefix.len() + key.len());
+        redis_key.push_str(&self.prefix);
+        redis_key.push_str(key);
+        redis_key
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a Redis error: lost connections, time-outs and a Cluster that is re-sharding or down
+/// are [`StoreError::Unavailable`] (the request may succeed later); the rest is
+/// [`StoreError::Backend`]. The Redis error is kept as the source either way.
+fn error(error: RedisError) -> StoreError {
+    let unavailable = matches!(
+        error.kind(),
+        ErrorKind::IO
+            | ErrorKind::Timeout
+            | ErrorKind::Canceled
+            | ErrorKind::Backpressure
+            | ErrorKind::Routing
+            | ErrorKind::Cluster
+    ) || ["CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "BUSY"]
+        .iter()
+        .any(|prefix| error.details().starts_with(prefix));
+    if unavailable {
+        StoreError::Unavailable(Box::new(error))
+    } else {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+fn field(key: &str) -> String {
+    let mut field = String::with_capacity(key.len() + 1);
+    field.push(DATA);
+    field.push_str(key);
+    field
+}
+
+fn json(value: &Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(StoreError::backend)
+}
+
+/// The arguments of [`WRITE`].
+fn write_args(
+    record: &Record,
+    changes: &Changes,
+    stored: bool,
+) -> Result<Vec<RedisValue>, StoreError> {
+    let mode = match (stored, changes.is_replace()) {
+        (false, _) => "insert",
+        (true, true) => "replace",
+        (true, false) => "patch",
+    };
+    let mut deleted = Vec::new();
+    let mut set = Vec::new();
+    if mode == "patch" {
+        for key in changes.deleted_keys() {
+            deleted.push(field(key).into());
+        }
+        for key in changes.set_keys() {
+            match record.data.get(key) {
+                Some(value) => set.extend([field(key).into(), json(value)?.into()]),
+                None => deleted.push(field(key).into()),
+            }
+        }
+    } else {
+        for (key, value) in &record.data {
+            set.extend([field(key).into(), json(value)?.into()]);
+        }
+    }
+    let mut args: Vec<RedisValue> = Vec::with_capacity(4 + deleted.len() + set.len());
+    args.push(mode.into());
+    args.push(to_ms(record.expires_at).to_string().into());
+    args.push(to_ms(record.created_at).to_string().into());
+    args.push(deleted.len().to_string().into());
+    args.extend(deleted);
+    args.extend(set);
+    Ok(args)
+}
+
+/// A record from the fields of its hash; `None` for an empty hash (no such key).
+fn record_from(fields: HashMap<String, String>, now_ms: u64) -> Result<Option<Record>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let time = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|value| value.parse::<u64>().ok())
+            .ok_or_else(|| StoreError::backend(format!("session hash has no valid `{name}` field")))
+    };
+    let created = time(CREATED)?;
+    let expires = time(EXPIRES)?;
+    if expires <= now_ms {
+        return Ok(None);
+    }
+    let mut data = Map::new();
+    for (name, value) in &fields {
+        if let Some(key) = name.strip_prefix(DATA) {
+            let value: Value = serde_json::from_str(value).map_err(StoreError::backend)?;
+            data.insert(key.to_owned(), value);
+        }
+    }
+    Ok(Some(Record::new(data, from_ms(created), from_ms(expires))))
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let fields: HashMap<String, String> = self
+            .client
+            .hgetall(self.redis_key(key))
+            .await
+            .map_err(error)?;
+        record_from(fields, to_ms(SystemTime::now()))
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        record: &Record,
+        changes: &Changes,
+        stored: bool,
+    ) -> Result<(), StoreError> {
+        let args = write_args(record, changes, stored)?;
+        let written: i64 = WRITE
+            .evalsha_with_reload(&self.client, self.redis_key(key), args)
+            .await
+            .map_err(error)?;
+        match (written, stored) {
+            (0, false) => Err(StoreError::IdTaken),
+            (0, true) => Err(StoreError::Gone),
+            _ => Ok(()),
+        }
+    }
+
+    async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
+        let touched: i64 = TOUCH
+            .evalsha_with_reload(
+                &self.client,
+                self.redis_key(key),
+                to_ms(expires_at).to_string(),
+            )
+            .await
+            .map_err(error)?;
+        match touched {
+            0 => Err(StoreError::Gone),
+            _ => Ok(()),
+        }
+    }
+
+    async fn destroy(&self, key: &str) -> Result<(), StoreError> {
+        let _: i64 = self.client.del(self.redis_key(key)).await.map_err(error)?;
+        Ok(())
+    }
+
+    /// Redis expires each session hash by itself, at its expiry: there is nothing to remove.
+    async fn cleanup(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record() -> Record {
+        let data = json!({"a": 1, "b": {"x": [true]}})
+            .as_object()
+            .unwrap()
+            .clone();
+        Record::new(data, from_ms(1_000), from_ms(2_000))
+    }
+
+    fn strings(args: &[RedisValue]) -> Vec<String> {
+        args.iter()
+            .map(|value| value.as_string().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn an_insert_sends_every_key() {
+        let args = write_args(&record(), &Changes::replace_all(), false).unwrap();
+        assert_eq!(
+            strings(&args),
+            [
+                "insert",
+                "2000",
+                "1000",
+                "0",
+                ".a",
+                "1",
+                ".b",
+                r#"{"x":[true]}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_patch_sends_only_the_changed_keys() {
+        let changes = Changes::new()
+            .with_set("a")
+            .with_deleted("z")
+            .with_set("missing");
+        let args = write_args(&record(), &changes, true).unwrap();
+        assert_eq!(
+            strings(&args),
+            ["patch", "2000", "1000", "2", ".z", ".missing", ".a", "1"]
+        );
+    }
+
+    #[test]
+    fn a_hash_becomes_a_record_until_it_expires() {
+        let fields: HashMap<String, String> = [
+            ("c", "1000"),
+            ("e", "2000"),
+            (".a", "1"),
+            (".c", "\"data key named c\""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let record = record_from(fields.clone(), 1_999).unwrap().unwrap();
+        assert_eq!(record.created_at, from_ms(1_000));
+        assert_eq!(record.expires_at, from_ms(2_000));
+        assert_eq!(
+            Value::Object(record.data),
+            json!({"a": 1, "c": "data key named c"})
+        );
+        assert!(record_from(fields, 2_000).unwrap().is_none());
+        assert!(record_from(HashMap::new(), 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_hash_without_times_is_an_error_not_a_panic() {
+        let fields = HashMap::from([(".a".to_owned(), "1".to_owned())]);
+        assert!(matches!(
+            record_from(fields, 0),
+            Err(StoreError::Backend(_))
+        ));
+    }
+}
