@@ -31,6 +31,8 @@ use session_engine::{
     SessionLayer, SessionStore, StoreError,
 };
 use sha2::{Digest, Sha256};
+
+pub(crate) mod stores;
 use tower::ServiceExt as _;
 
 /// The signing secret of every test engine (at least 32 bytes).
