@@ -1,0 +1,303 @@
+//! `PostgresStore` against the real PostgreSQL server on 127.0.0.1:5432 (database `test`,
+//! trust auth; `DATABASE_URL` overrides), each test in a table of its own. The outage test runs
+//! a PostgreSQL server of its own, which it stops and starts.
+
+#![cfg(all(feature = "postgres", feature = "testing"))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::stores::{self, free_port, run};
+use serde_json::Map;
+use session_engine::store::postgres::PostgresStore;
+use session_engine::testing::assert_conforms;
+use session_engine::{Changes, Record, SessionStore};
+use sqlx::postgres::PgPoolOptions;
+
+fn url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A name no other test uses.
+fn table_name() -> String {
+    let suffix: String = session_engine::store::random_id()
+        .expect("an id")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    format!("sessions_test_{}", suffix.to_ascii_lowercase())
+}
+
+/// A migrated store on a table of its own.
+async fn store() -> PostgresStore {
+    let store = PostgresStore::connect(&url())
+        .await
+        .expect("a pool")
+        .with_table_name(&table_name())
+        .expect("a valid name");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn drop_table(store: &PostgresStore) {
+    let statement = format!("DROP TABLE IF EXISTS {}", store.table_name());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(store.pool())
+        .await
+        .expect("drop the test table");
+}
+
+#[tokio::test]
+async fn postgres_store_conforms() {
+    let store = store().await;
+    assert_conforms(&store).await;
+    drop_table(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_changing_different_keys_both_survive() {
+    let store = store().await;
+    stores::different_keys_both_survive(Arc::new(store.clone())).await;
+    drop_table(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_racing_a_write_stays_destroyed() {
+    let store = store().await;
+    stores::destroy_wins_over_a_racing_write(Arc::new(store.clone())).await;
+    drop_table(&store).await;
+}
+
+#[tokio::test]
+async fn odd_keys_survive_delta_writes() {
+    let store = store().await;
+    stores::odd_keys_survive_delta_writes(Arc::new(store.clone())).await;
+    drop_table(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_app_instances_share_sessions() {
+    let first = store().await;
+    let second = PostgresStore::connect(&url())
+        .await
+        .expect("a second pool")
+        .with_table_name(first.table_name())
+        .expect("a valid name");
+    stores::two_instances_share_sessions(Arc::new(first.clone()), Arc::new(second)).await;
+    drop_table(&first).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_idempotent_even_when_run_at_once() {
+    let store = PostgresStore::connect(&url())
+        .await
+        .expect("a pool")
+        .with_table_name(&format!("app_schema_{}", table_name()))
+        .expect("a valid name");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for run in runs {
+        run.await.expect("the task ran").expect("migrate");
+    }
+    store.migrate().await.expect("once more");
+    drop_table(&store).await;
+}
+
+#[tokio::test]
+async fn a_schema_qualified_table_works() {
+    let schema = table_name().replace("sessions_test_", "schema_");
+    let base = PostgresStore::connect(&url()).await.expect("a pool");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(base.pool())
+        .await
+        .expect("create the schema");
+    let store = base
+        .with_table_name(&format!("{schema}.sessions"))
+        .expect("a valid name");
+    store.migrate().await.expect("migrate");
+    let now = SystemTime::now();
+    let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
+    store
+        .write("k", &record, &Changes::replace_all(), false)
+        .await
+        .expect("insert");
+    assert!(store.read("k").await.expect("read").is_some());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(store.pool())
+        .await
+        .expect("drop the schema");
+}
+
+#[tokio::test]
+async fn bad_table_names_are_refused() {
+    let base = PostgresStore::connect(&url()).await.expect("a pool");
+    for name in ["", "x; DROP TABLE sessions", "a\"b", "9lives", "a.b.c"] {
+        assert!(base.clone().with_table_name(name).is_err(), "{name:?}");
+    }
+}
+
+#[tokio::test]
+async fn cleanup_deletes_expired_rows_in_batches() {
+    let store = store().await.with_cleanup_batch(10);
+    let now = SystemTime::now();
+    let past = now - Duration::from_secs(5);
+    for i in 0..25 {
+        let record = Record::new(Map::new(), past, past);
+        store
+            .write(&format!("old{i}"), &record, &Changes::replace_all(), false)
+            .await
+            .expect("insert expired");
+    }
+    for i in 0..5 {
+        let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
+        store
+            .write(&format!("live{i}"), &record, &Changes::replace_all(), false)
+            .await
+            .expect("insert live");
+    }
+    assert_eq!(store.cleanup().await.expect("cleanup"), 25);
+    assert_eq!(store.cleanup().await.expect("cleanup"), 0);
+    for i in 0..5 {
+        assert!(
+            store
+                .read(&format!("live{i}"))
+                .await
+                .expect("read")
+                .is_some()
+        );
+    }
+    drop_table(&store).await;
+}
+
+/// A PostgreSQL server of the test's own, in a temporary directory, on a free port. Run as
+/// the `postgres` user when the tests run as root (the server refuses root).
+struct TempPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl TempPostgres {
+    fn init() -> Self {
+        let bin = PathBuf::from(run("pg_config", &["--bindir"]).trim());
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let as_postgres = run("id", &["-u"]).trim() == "0";
+        if as_postgres {
+            run("chown", &["postgres:", path(dir.path())]);
+        }
+        let server = Self {
+            dir,
+            port: free_port(),
+            bin,
+            as_postgres,
+        };
+        server.pg(
+            "initdb",
+            &[
+                "-D",
+                &server.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        server
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", path(self.dir.path()))
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg(&self, tool: &str, args: &[&str]) {
+        let tool = self.bin.join(tool);
+        let tool = path(&tool);
+        if self.as_postgres {
+            let mut all = vec!["-u", "postgres", "--", tool];
+            all.extend(args);
+            run("runuser", &all);
+        } else {
+            run(tool, args);
+        }
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            path(self.dir.path())
+        );
+        let log = format!("{}/log", path(self.dir.path()));
+        self.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    fn stop(&self) {
+        self.pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+        if self.as_postgres {
+            let _ = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-D", &self.data(), "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_only_session_routes_and_the_app_recovers() {
+    let server = TempPostgres::init();
+    server.start();
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy(&server.url())
+        .expect("a pool");
+    let store = PostgresStore::new(pool);
+    store.migrate().await.expect("migrate");
+    let server = Arc::new(server);
+    let (stopping, starting) = (server.clone(), server.clone());
+    stores::outage_and_recovery(
+        Arc::new(store),
+        async move { stopping.stop() },
+        async move { starting.start() },
+    )
+    .await;
+}
