@@ -2,6 +2,8 @@
 //!
 //! ```sh
 //! cargo run --example demo
+//! # sessions in a file, kept across restarts:
+//! SESSION_STORE=sqlite://demo.db cargo run --example demo --features sqlite
 //! ```
 //!
 //! It serves on `127.0.0.1:$PORT` (default 3000). Settings come from the environment:
@@ -10,7 +12,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | the port to listen on | `3000` |
 //! | `SESSION_SECRETS` | comma-separated secrets, each at least 32 bytes; the first signs, all verify | a random one, with a warning |
-//! | `SESSION_STORE` | `memory` (`sqlite://PATH`, `redis://…`, `postgres://…` need their cargo feature) | `memory` |
+//! | `SESSION_STORE` | `memory`; `sqlite://PATH` (feature `sqlite`); `redis://HOST:PORT` or `redis-cluster://HOST:PORT?node=HOST:PORT&…` (feature `redis`); `postgres://USER@HOST/DB` (feature `postgres`) | `memory` |
 //! | `SESSION_DURATION_MS` | idle lifetime in milliseconds | 30 minutes |
 //! | `SESSION_MAX_LIFETIME_MS` | absolute lifetime in milliseconds | none |
 //! | `SESSION_COOKIE_SECURE` | the cookie's `Secure` attribute (`true` or `false`) | `true` |
@@ -46,7 +48,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use session_engine::store::random_id;
-use session_engine::{Error, MemoryStore, Session, SessionEngine, SessionLayer, SessionStore};
+use session_engine::{
+    Error, MemoryStore, Session, SessionEngine, SessionLayer, SessionStore, StoreError,
+};
 use tracing_subscriber::EnvFilter;
 
 /// The longest duration the demo accepts from its environment or `/duration`: one year. Longer
@@ -265,34 +269,65 @@ impl StoreUrl {
     }
 }
 
-/// Opens the store that `url` names.
-///
-/// Each store behind a cargo feature is one arm, placed before the last, such as
-/// `#[cfg(feature = "sqlite")] StoreUrl::Url(url) if url.starts_with("sqlite://") => …`.
+/// Opens the store that `url` names; the SQL stores create their table if it is missing.
 async fn open_store(url: &StoreUrl) -> Result<Arc<dyn SessionStore>, DemoError> {
-    match url {
-        StoreUrl::Memory => Ok(Arc::new(MemoryStore::new())),
-        StoreUrl::Url(_) => {
-            let scheme = url.scheme();
-            Err(DemoError(match feature_for(scheme) {
-                Some(feature) => format!(
-                    "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, \
-                     which is not built into this binary; use SESSION_STORE=memory"
-                ),
-                None => format!(
-                    "SESSION_STORE: unknown store `{scheme}://`; use `memory`, `sqlite://PATH`, \
-                     `redis://…` or `postgres://…`"
-                ),
-            }))
+    let StoreUrl::Url(text) = url else {
+        return Ok(Arc::new(MemoryStore::new()));
+    };
+    let scheme = url.scheme();
+    let opened: Result<Arc<dyn SessionStore>, StoreError> = match feature_for(scheme) {
+        #[cfg(feature = "sqlite")]
+        Some("sqlite") => open_sqlite(text).await,
+        #[cfg(feature = "postgres")]
+        Some("postgres") => open_postgres(text).await,
+        #[cfg(feature = "redis")]
+        Some("redis") => session_engine::store::redis::RedisStore::connect(text)
+            .await
+            .map(|store| Arc::new(store) as Arc<dyn SessionStore>),
+        Some(feature) => {
+            return Err(DemoError(format!(
+                "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, \
+                 which is not built into this binary: run with `--features {feature}`, \
+                 or use SESSION_STORE=memory"
+            )));
         }
-    }
+        None => {
+            return Err(DemoError(format!(
+                "SESSION_STORE: unknown store `{scheme}://`; use `memory`, `sqlite://PATH`, \
+                 `redis://…`, `redis-cluster://…` or `postgres://…`"
+            )));
+        }
+    };
+    opened.map_err(|error| {
+        let mut message = format!("SESSION_STORE: the {scheme} store could not be opened: {error}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        DemoError(message)
+    })
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let store = session_engine::store::sqlite::SqliteStore::open(url).await?;
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let store = session_engine::store::postgres::PostgresStore::connect(url).await?;
+    store.migrate().await?;
+    Ok(Arc::new(store))
 }
 
 /// The cargo feature that provides the store for a URL scheme.
 fn feature_for(scheme: &str) -> Option<&'static str> {
     match scheme.to_ascii_lowercase().as_str() {
         "sqlite" => Some("sqlite"),
-        "redis" | "rediss" => Some("redis"),
+        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => Some("redis"),
         "postgres" | "postgresql" => Some("postgres"),
         _ => None,
     }

@@ -75,7 +75,8 @@ fn millis_of(column: &str) -> String {
 impl Queries {
     fn new(table: &str) -> Result<Self, StoreError> {
         let t = sql::quote_table(table, true)?;
-        let index = sql::quote_table(&format!("{}_expires_at", sql::bare_table(table)), false)
+        let bare = table.rsplit('.').next().unwrap_or(table);
+        let index = sql::quote_table(&format!("{bare}_expires_at"), false)
             .map_err(|_| StoreError::backend(format!("table name {table:?} is too long")))?;
         let live = format!("key = $1 AND expires_at > {}", at(2));
         Ok(Self {

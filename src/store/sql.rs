@@ -43,11 +43,6 @@ pub(crate) fn quote_table(name: &str, allow_schema: bool) -> Result<String, Stor
         .join("."))
 }
 
-/// The unqualified name of a table, for naming its index.
-pub(crate) fn bare_table(name: &str) -> &str {
-    name.rsplit('.').next().unwrap_or(name)
-}
-
 /// A time as integer milliseconds since the Unix epoch, as the SQL stores keep it.
 pub(crate) fn millis(time: SystemTime) -> i64 {
     i64::try_from(to_ms(time)).unwrap_or(i64::MAX)
@@ -151,7 +146,6 @@ mod tests {
             assert!(quote_table(bad, true).is_err(), "{bad:?} was accepted");
         }
         assert!(quote_table("app.s", false).is_err());
-        assert_eq!(bare_table("app.s"), "s");
     }
 
     #[test]
