@@ -301,3 +301,31 @@ async fn an_outage_fails_only_session_routes_and_the_app_recovers() {
     )
     .await;
 }
+
+/// `jsonb` cannot hold U+0000: such a write fails with an error, and the stored record stays
+/// as it was.
+#[tokio::test]
+async fn a_nul_character_is_refused_and_loses_nothing() {
+    let store = store().await;
+    let now = SystemTime::now();
+    let mut data = Map::new();
+    data.insert("kept".into(), serde_json::json!(1));
+    let record = Record::new(data.clone(), now, now + Duration::from_secs(60));
+    store
+        .write("k", &record, &Changes::replace_all(), false)
+        .await
+        .expect("insert");
+    data.insert("bad".into(), serde_json::json!("a\u{0}b"));
+    let bad = Record::new(data, now, now + Duration::from_secs(60));
+    let error = store
+        .write("k", &bad, &Changes::new().with_set("bad"), true)
+        .await
+        .expect_err("U+0000 is refused");
+    assert!(
+        matches!(error, session_engine::StoreError::Backend(_)),
+        "{error:?}"
+    );
+    let stored = store.read("k").await.expect("read").expect("live");
+    assert_eq!(stored.data, record.data);
+    drop_table(&store).await;
+}
