@@ -15,7 +15,6 @@ use serde_json::Map;
 use session_engine::store::postgres::PostgresStore;
 use session_engine::testing::assert_conforms;
 use session_engine::{Changes, Record, SessionStore};
-use sqlx::postgres::PgPoolOptions;
 
 fn url() -> String {
     std::env::var("DATABASE_URL")
@@ -285,12 +284,7 @@ fn path(path: &Path) -> &str {
 async fn an_outage_fails_only_session_routes_and_the_app_recovers() {
     let server = TempPostgres::init();
     server.start();
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_lazy(&server.url())
-        .expect("a pool");
-    let store = PostgresStore::new(pool);
+    let store = PostgresStore::connect(&server.url()).await.expect("a pool");
     store.migrate().await.expect("migrate");
     let server = Arc::new(server);
     let (stopping, starting) = (server.clone(), server.clone());

@@ -145,11 +145,23 @@ impl PostgresStore {
     /// first use.
     ///
     /// The pool connects lazily: a server that is down now is not an error here, only later,
-    /// for the hooks that need it (answered 503), until it is back.
+    /// for the hooks that need it (answered 503), until it is back. A connection that sat idle
+    /// for more than a second is checked with a ping before use; a busy one is not, which
+    /// saves a round trip per hook (a connection that turns out broken fails its one query and
+    /// is dropped from the pool).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        sqlx::Connection::ping(connection).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy(url)
             .map_err(error)?;
         Ok(Self::new(pool))

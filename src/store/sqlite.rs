@@ -160,7 +160,8 @@ fn error(error: sqlx::Error) -> StoreError {
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `url`: `sqlite://PATH`, `sqlite:PATH` or
     /// a plain path. The file is put in WAL mode with a 5 s busy time-out, and read and written
-    /// through a pool of 4 connections. Call [`migrate`](Self::migrate) before first use.
+    /// through a pool of 4 connections (not pinged before use: the database is in this
+    /// process). Call [`migrate`](Self::migrate) before first use.
     ///
     /// An in-memory database (`sqlite::memory:`) would give each pooled connection its own
     /// empty database; use a file, or [`SqliteStore::new`] with a pool of one connection.
@@ -178,6 +179,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(error)?;
