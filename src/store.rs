@@ -235,9 +235,12 @@ pub(crate) fn to_ms(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The inverse of [`to_ms`].
-pub(crate) fn from_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+/// The inverse of [`to_ms`]; an error, not a panic, for a stored time this platform's
+/// `SystemTime` cannot hold.
+pub(crate) fn from_ms(ms: u64) -> Result<SystemTime, StoreError> {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .ok_or_else(|| StoreError::backend(format!("stored time {ms} ms is out of range")))
 }
 
 /// 24 bytes from the operating system's CSPRNG, as 32 characters of base64url.

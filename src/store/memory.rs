@@ -111,8 +111,8 @@ impl SessionStore for MemoryStore {
         match shard.get(key) {
             Some(entry) if entry.is_live(now) => Ok(Some(Record::new(
                 decode(&entry.data)?,
-                from_ms(entry.created_ms),
-                from_ms(entry.expires_ms),
+                from_ms(entry.created_ms)?,
+                from_ms(entry.expires_ms)?,
             ))),
             Some(_) => {
                 shard.remove(key);

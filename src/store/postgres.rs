@@ -61,8 +61,8 @@ struct Queries {
     cleanup: Arc<str>,
 }
 
-/// The `timestamptz` for parameter `n`, given as integer milliseconds since the epoch: exact,
-/// with no floating point on the way.
+/// The `timestamptz` for parameter `n`, given as integer milliseconds since the epoch (the
+/// product is computed in `float8`, exact for any time before the year 285,000).
 fn at(n: u8) -> String {
     format!("('epoch'::timestamptz + ${n}::int8 * interval '1 millisecond')")
 }
@@ -129,10 +129,17 @@ impl Queries {
     }
 }
 
-/// PostgreSQL's connection exceptions (class 08) and shut-down or start-up states (57P01 to
-/// 57P03) mean "try again later".
+/// "Try again later" in PostgreSQL's codes: connection exceptions (class 08), insufficient
+/// resources such as too many connections (class 53), a cancelled or timed-out statement
+/// (57014), a server shutting down or starting up (57P01 to 57P03), and a serialization
+/// failure or deadlock (40001, 40P01).
 fn unavailable_code(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "57014" | "57P01" | "57P02" | "57P03" | "40001" | "40P01"
+        )
 }
 
 fn error(error: sqlx::Error) -> StoreError {
@@ -179,8 +186,8 @@ impl PostgresStore {
         }
     }
 
-    /// Uses the table `name` (default `sessions`): 1 to 63 characters of `[A-Za-z0-9_]`, not
-    /// starting with a digit, optionally after a schema and a dot (`auth.sessions`).
+    /// Uses the table `name` (default `sessions`): 1 to 52 characters of `[A-Za-z0-9_]` (the index
+    /// name adds 11), not starting with a digit, optionally after a schema and a dot (`auth.sessions`).
     pub fn with_table_name(mut self, name: &str) -> Result<Self, StoreError> {
         self.queries = Arc::new(Queries::new(name)?);
         self.table = name.into();
@@ -223,6 +230,19 @@ impl PostgresStore {
     /// The table's name, as given.
     pub fn table_name(&self) -> &str {
         &self.table
+    }
+
+    /// Removes at most one batch (see [`with_cleanup_batch`](Self::with_cleanup_batch)) of
+    /// expired rows, in one statement, and returns how many: for an app that paces its own
+    /// clean-up. [`cleanup`](SessionStore::cleanup) repeats it until a batch comes back short.
+    pub async fn cleanup_one_batch(&self) -> Result<u64, StoreError> {
+        let removed = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.cleanup)))
+            .bind(sql::millis(SystemTime::now()))
+            .bind(i64::from(self.cleanup_batch))
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+        Ok(removed.rows_affected())
     }
 
     async fn update(
@@ -283,8 +303,8 @@ impl SessionStore for PostgresStore {
         let expires: i64 = row.try_get(2).map_err(error)?;
         Ok(Some(Record::new(
             sql::decode(data)?,
-            sql::from_millis(created),
-            sql::from_millis(expires),
+            sql::from_millis(created)?,
+            sql::from_millis(expires)?,
         )))
     }
 
@@ -340,16 +360,9 @@ impl SessionStore for PostgresStore {
     }
 
     async fn cleanup(&self) -> Result<u64, StoreError> {
-        let now = sql::millis(SystemTime::now());
         let mut removed = 0;
         loop {
-            let batch = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.cleanup)))
-                .bind(now)
-                .bind(i64::from(self.cleanup_batch))
-                .execute(&self.pool)
-                .await
-                .map_err(error)?
-                .rows_affected();
+            let batch = self.cleanup_one_batch().await?;
             removed += batch;
             if batch < u64::from(self.cleanup_batch) {
                 return Ok(removed);
@@ -377,6 +390,9 @@ mod tests {
     fn connection_and_shutdown_codes_are_unavailable() {
         assert!(unavailable_code("08006"));
         assert!(unavailable_code("57P01"));
+        assert!(unavailable_code("53300"));
+        assert!(unavailable_code("57014"));
+        assert!(unavailable_code("40P01"));
         assert!(!unavailable_code("23505"));
         assert!(!unavailable_code("42P01"));
     }

@@ -201,9 +201,16 @@ fn error(error: RedisError) -> StoreError {
             | ErrorKind::Backpressure
             | ErrorKind::Routing
             | ErrorKind::Cluster
-    ) || ["CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "BUSY"]
-        .iter()
-        .any(|prefix| error.details().starts_with(prefix));
+    ) || [
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "LOADING",
+        "MASTERDOWN",
+        "BUSY",
+        "READONLY",
+    ]
+    .iter()
+    .any(|prefix| error.details().starts_with(prefix));
     if unavailable {
         StoreError::Unavailable(Box::new(error))
     } else {
@@ -283,7 +290,11 @@ fn record_from(fields: HashMap<String, String>, now_ms: u64) -> Result<Option<Re
             data.insert(key.to_owned(), value);
         }
     }
-    Ok(Some(Record::new(data, from_ms(created), from_ms(expires))))
+    Ok(Some(Record::new(
+        data,
+        from_ms(created)?,
+        from_ms(expires)?,
+    )))
 }
 
 #[async_trait]
@@ -352,7 +363,7 @@ mod tests {
             .as_object()
             .unwrap()
             .clone();
-        Record::new(data, from_ms(1_000), from_ms(2_000))
+        Record::new(data, from_ms(1_000).unwrap(), from_ms(2_000).unwrap())
     }
 
     fn strings(args: &[RedisValue]) -> Vec<String> {
@@ -404,8 +415,8 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let record = record_from(fields.clone(), 1_999).unwrap().unwrap();
-        assert_eq!(record.created_at, from_ms(1_000));
-        assert_eq!(record.expires_at, from_ms(2_000));
+        assert_eq!(record.created_at, from_ms(1_000).unwrap());
+        assert_eq!(record.expires_at, from_ms(2_000).unwrap());
         assert_eq!(
             Value::Object(record.data),
             json!({"a": 1, "c": "data key named c"})

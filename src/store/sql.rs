@@ -49,7 +49,7 @@ pub(crate) fn millis(time: SystemTime) -> i64 {
 }
 
 /// The inverse of [`millis`]; negative values (never written by this crate) count as 0.
-pub(crate) fn from_millis(ms: i64) -> SystemTime {
+pub(crate) fn from_millis(ms: i64) -> Result<SystemTime, StoreError> {
     crate::store::from_ms(u64::try_from(ms).unwrap_or(0))
 }
 
@@ -107,14 +107,11 @@ impl Delta {
 
 /// Maps a sqlx error: lost connections, pool time-outs and the database codes that
 /// `unavailable_code` picks are [`StoreError::Unavailable`] (the request may succeed later);
-/// the rest is [`StoreError::Backend`]. The sqlx error is kept as the source either way.
+/// the rest, TLS set-up and a pool the app closed included, is [`StoreError::Backend`]. The
+/// sqlx error is kept as the source either way.
 pub(crate) fn error(error: sqlx::Error, unavailable_code: fn(&str) -> bool) -> StoreError {
     let unavailable = match &error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
         _ => false,
     };

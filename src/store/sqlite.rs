@@ -163,10 +163,14 @@ impl SqliteStore {
     /// through a pool of 4 connections (not pinged before use: the database is in this
     /// process). Call [`migrate`](Self::migrate) before first use.
     ///
-    /// An in-memory database (`sqlite::memory:`) would give each pooled connection its own
-    /// empty database; use a file, or [`SqliteStore::new`] with a pool of one connection.
+    /// `sqlite::memory:` (or `:memory:`) opens one in-memory database shared by the pool and
+    /// kept for as long as the store: for tests, as it keeps nothing across restarts.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = if url.starts_with("sqlite:") {
+        let in_memory =
+            url == ":memory:" || url.contains(":memory:") || url.contains("mode=memory");
+        let options = if in_memory {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(error)?
+        } else if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url).map_err(error)?
         } else {
             SqliteConnectOptions::new().filename(url)
@@ -176,13 +180,18 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
+        let mut pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .map_err(error)?;
+            .test_before_acquire(false);
+        if in_memory {
+            // The database lives while one connection to it is open: keep one for ever.
+            pool = pool
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool.connect_with(options).await.map_err(error)?;
         Ok(Self::new(pool))
     }
 
@@ -198,8 +207,8 @@ impl SqliteStore {
         }
     }
 
-    /// Uses the table `name` (default `sessions`): 1 to 63 characters of `[A-Za-z0-9_]`, not
-    /// starting with a digit.
+    /// Uses the table `name` (default `sessions`): 1 to 52 characters of `[A-Za-z0-9_]` (the index
+    /// name adds 11), not starting with a digit.
     pub fn with_table_name(mut self, name: &str) -> Result<Self, StoreError> {
         self.queries = Arc::new(Queries::new(name)?);
         self.table = name.into();
@@ -236,6 +245,19 @@ impl SqliteStore {
     /// The table's name.
     pub fn table_name(&self) -> &str {
         &self.table
+    }
+
+    /// Removes at most one batch (see [`with_cleanup_batch`](Self::with_cleanup_batch)) of
+    /// expired rows, in one statement, and returns how many: for an app that paces its own
+    /// clean-up. [`cleanup`](SessionStore::cleanup) repeats it until a batch comes back short.
+    pub async fn cleanup_one_batch(&self) -> Result<u64, StoreError> {
+        let removed = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.cleanup)))
+            .bind(sql::millis(SystemTime::now()))
+            .bind(i64::from(self.cleanup_batch))
+            .execute(&self.pool)
+            .await
+            .map_err(error)?;
+        Ok(removed.rows_affected())
     }
 
     async fn update(
@@ -299,8 +321,8 @@ impl SessionStore for SqliteStore {
         let expires: i64 = row.try_get(2).map_err(error)?;
         Ok(Some(Record::new(
             sql::decode(data)?,
-            sql::from_millis(created),
-            sql::from_millis(expires),
+            sql::from_millis(created)?,
+            sql::from_millis(expires)?,
         )))
     }
 
@@ -356,16 +378,9 @@ impl SessionStore for SqliteStore {
     }
 
     async fn cleanup(&self) -> Result<u64, StoreError> {
-        let now = sql::millis(SystemTime::now());
         let mut removed = 0;
         loop {
-            let batch = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.cleanup)))
-                .bind(now)
-                .bind(i64::from(self.cleanup_batch))
-                .execute(&self.pool)
-                .await
-                .map_err(error)?
-                .rows_affected();
+            let batch = self.cleanup_one_batch().await?;
             removed += batch;
             if batch < u64::from(self.cleanup_batch) {
                 return Ok(removed);
