@@ -6,7 +6,9 @@
 #
 # The nodes listen on 127.0.0.1, FIRST_PORT to FIRST_PORT+2 (default 7301, or
 # $REDIS_CLUSTER_FIRST_PORT), keep nothing on disk, and live in a temporary directory that
-# `stop` removes. `start` first stops whatever an earlier run left on those ports.
+# `stop` removes. `start` first stops the nodes an earlier run of it left, refuses ports that
+# some other server holds, and stops what it started if it fails half-way. `stop` only ever
+# stops nodes this script started (found by their pidfiles).
 set -euo pipefail
 
 command=${1:?usage: $0 start|stop [FIRST_PORT]}
@@ -14,15 +16,17 @@ first=${2:-${REDIS_CLUSTER_FIRST_PORT:-7301}}
 ports=("$first" "$((first + 1))" "$((first + 2))")
 dir="${TMPDIR:-/tmp}/session-engine-redis-cluster-$first"
 
-stop() {
-    for port in "${ports[@]}"; do
-        redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
-    done
-    for port in "${ports[@]}"; do
+stop() { # stops only the nodes this script started: those with a pidfile in $dir
+    local pidfile pid
+    for pidfile in "$dir"/*.pid; do
+        [ -e "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do
-            redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
+        kill -9 "$pid" 2>/dev/null || true
     done
     rm -rf "$dir"
 }
@@ -45,6 +49,13 @@ cluster_ok() { # PORT
 case $command in
 start)
     stop
+    for port in "${ports[@]}"; do
+        if redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+            echo "redis-cluster: port $port is taken by a server this script did not start" >&2
+            exit 1
+        fi
+    done
+    trap 'status=$?; [ "$status" = 0 ] || stop; exit "$status"' EXIT
     mkdir -p "$dir"
     for port in "${ports[@]}"; do
         redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \

@@ -32,71 +32,74 @@ fn table_name() -> String {
     format!("sessions_test_{}", suffix.to_ascii_lowercase())
 }
 
-/// A migrated store on a table of its own.
-async fn store() -> PostgresStore {
+/// A migrated store on a table of its own, and the guard that drops the table.
+async fn store() -> (PostgresStore, DropOnExit) {
+    let name = table_name();
+    let guard = DropOnExit(format!("DROP TABLE IF EXISTS {name}"));
     let store = PostgresStore::connect(&url())
         .await
         .expect("a pool")
-        .with_table_name(&table_name())
+        .with_table_name(&name)
         .expect("a valid name");
     store.migrate().await.expect("migrate");
-    store
+    (store, guard)
 }
 
-async fn drop_table(store: &PostgresStore) {
-    let statement = format!("DROP TABLE IF EXISTS {}", store.table_name());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-        .execute(store.pool())
-        .await
-        .expect("drop the test table");
+/// Runs its statement with `psql` when dropped, so that a test's table or schema goes even
+/// when the test fails.
+struct DropOnExit(String);
+
+impl Drop for DropOnExit {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([url().as_str(), "-qwc", &self.0])
+            .output();
+    }
 }
 
 #[tokio::test]
 async fn postgres_store_conforms() {
-    let store = store().await;
+    let (store, _table) = store().await;
     assert_conforms(&store).await;
-    drop_table(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_changing_different_keys_both_survive() {
-    let store = store().await;
+    let (store, _table) = store().await;
     stores::different_keys_both_survive(Arc::new(store.clone())).await;
-    drop_table(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destroy_racing_a_write_stays_destroyed() {
-    let store = store().await;
+    let (store, _table) = store().await;
     stores::destroy_wins_over_a_racing_write(Arc::new(store.clone())).await;
-    drop_table(&store).await;
 }
 
 #[tokio::test]
 async fn odd_keys_survive_delta_writes() {
-    let store = store().await;
+    let (store, _table) = store().await;
     stores::odd_keys_survive_delta_writes(Arc::new(store.clone())).await;
-    drop_table(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_app_instances_share_sessions() {
-    let first = store().await;
+    let (first, _table) = store().await;
     let second = PostgresStore::connect(&url())
         .await
         .expect("a second pool")
         .with_table_name(first.table_name())
         .expect("a valid name");
     stores::two_instances_share_sessions(Arc::new(first.clone()), Arc::new(second)).await;
-    drop_table(&first).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_is_idempotent_even_when_run_at_once() {
+    let name = table_name();
+    let _table = DropOnExit(format!("DROP TABLE IF EXISTS {name}"));
     let store = PostgresStore::connect(&url())
         .await
         .expect("a pool")
-        .with_table_name(&format!("app_schema_{}", table_name()))
+        .with_table_name(&name)
         .expect("a valid name");
     let runs: Vec<_> = (0..4)
         .map(|_| {
@@ -108,12 +111,12 @@ async fn migrate_is_idempotent_even_when_run_at_once() {
         run.await.expect("the task ran").expect("migrate");
     }
     store.migrate().await.expect("once more");
-    drop_table(&store).await;
 }
 
 #[tokio::test]
 async fn a_schema_qualified_table_works() {
     let schema = table_name().replace("sessions_test_", "schema_");
+    let _schema = DropOnExit(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
     let base = PostgresStore::connect(&url()).await.expect("a pool");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(base.pool())
@@ -130,10 +133,6 @@ async fn a_schema_qualified_table_works() {
         .await
         .expect("insert");
     assert!(store.read("k").await.expect("read").is_some());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(store.pool())
-        .await
-        .expect("drop the schema");
 }
 
 #[tokio::test]
@@ -146,7 +145,8 @@ async fn bad_table_names_are_refused() {
 
 #[tokio::test]
 async fn cleanup_deletes_expired_rows_in_batches() {
-    let store = store().await.with_cleanup_batch(10);
+    let (store, _table) = store().await;
+    let store = store.with_cleanup_batch(10);
     let now = SystemTime::now();
     let past = now - Duration::from_secs(5);
     for i in 0..25 {
@@ -163,7 +163,8 @@ async fn cleanup_deletes_expired_rows_in_batches() {
             .await
             .expect("insert live");
     }
-    assert_eq!(store.cleanup().await.expect("cleanup"), 25);
+    assert_eq!(store.cleanup_one_batch().await.expect("one batch"), 10);
+    assert_eq!(store.cleanup().await.expect("cleanup"), 15);
     assert_eq!(store.cleanup().await.expect("cleanup"), 0);
     for i in 0..5 {
         assert!(
@@ -174,7 +175,6 @@ async fn cleanup_deletes_expired_rows_in_batches() {
                 .is_some()
         );
     }
-    drop_table(&store).await;
 }
 
 /// A PostgreSQL server of the test's own, in a temporary directory, on a free port. Run as
@@ -300,7 +300,7 @@ async fn an_outage_fails_only_session_routes_and_the_app_recovers() {
 /// as it was.
 #[tokio::test]
 async fn a_nul_character_is_refused_and_loses_nothing() {
-    let store = store().await;
+    let (store, _table) = store().await;
     let now = SystemTime::now();
     let mut data = Map::new();
     data.insert("kept".into(), serde_json::json!(1));
@@ -321,5 +321,4 @@ async fn a_nul_character_is_refused_and_loses_nothing() {
     );
     let stored = store.read("k").await.expect("read").expect("live");
     assert_eq!(stored.data, record.data);
-    drop_table(&store).await;
 }

@@ -132,7 +132,8 @@ async fn cleanup_deletes_expired_rows_in_batches() {
             .await
             .expect("insert live");
     }
-    assert_eq!(store.cleanup().await.expect("cleanup"), 25);
+    assert_eq!(store.cleanup_one_batch().await.expect("one batch"), 10);
+    assert_eq!(store.cleanup().await.expect("cleanup"), 15);
     assert_eq!(store.cleanup().await.expect("cleanup"), 0);
     for i in 0..5 {
         assert!(
@@ -142,5 +143,15 @@ async fn cleanup_deletes_expired_rows_in_batches() {
                 .expect("read")
                 .is_some()
         );
+    }
+}
+
+#[tokio::test]
+async fn an_in_memory_database_is_one_database_for_the_whole_pool() {
+    for url in ["sqlite::memory:", ":memory:"] {
+        let store = SqliteStore::open(url).await.expect("opens");
+        store.migrate().await.expect("migrate");
+        // Every connection of the pool sees the table and the rows the others wrote.
+        assert_conforms(&store).await;
     }
 }
