@@ -322,3 +322,20 @@ async fn a_nul_character_is_refused_and_loses_nothing() {
     let stored = store.read("k").await.expect("read").expect("live");
     assert_eq!(stored.data, record.data);
 }
+
+/// With the `postgres-tls` feature, `sslmode=require` talks TLS to the server (the test
+/// server has a self-signed certificate, which `require` accepts, as libpq does).
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn tls_connections_work() {
+    let base = url();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let store = PostgresStore::connect(&format!("{base}{separator}sslmode=require"))
+        .await
+        .expect("a pool");
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .expect("the server answers over TLS");
+    assert!(ssl, "the connection is encrypted");
+}
