@@ -6,6 +6,8 @@
 #
 # Needs wrk (Debian's package), and the servers of scripts/test: PostgreSQL on 5432, Redis on
 # 6379; it starts a Redis Cluster on 7331-7333 and stops it at the end. Prints a Markdown table.
+# The counter after /visits is below the number of requests: 16 connections increment one
+# session at once, and of two requests that read the same count, the last write wins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
@@ -24,9 +26,12 @@ cleanup() {
 trap cleanup EXIT
 cluster=$(scripts/redis-cluster.sh start 7331 | tail -1)
 
-rps() { # ROUTE COOKIE
+rps() { # ROUTE COOKIE: requests per second, and the failed ones (non-2xx, socket errors)
     wrk -t1 -c16 -d"${seconds}s" -H "Cookie: $2" "http://127.0.0.1:$port/$1" |
-        awk '/Requests\/sec/ { printf "%.0f", $2 }'
+        awk '/Requests\/sec/ { rps = $2 }
+             /Non-2xx/ { failed += $NF }
+             /Socket errors/ { gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) failed += $i }
+             END { printf "%.0f (%d failed)", rps, failed }'
 }
 
 echo "| store | /peek req/s | /visits req/s |"
