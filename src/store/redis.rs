@@ -131,6 +131,11 @@ impl RedisStore {
     /// 3 s; meanwhile hooks fail with [`StoreError::Unavailable`] (answered 503), and they
     /// work again once the server is back. For other settings, build a [`fred`] client and
     /// use [`RedisStore::new`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] for a malformed URL or option; [`StoreError::Unavailable`] when
+    /// the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let config = Config::from_url(url).map_err(error)?;
         let client = Builder::from_config(config)

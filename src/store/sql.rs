@@ -122,6 +122,125 @@ pub(crate) fn error(error: sqlx::Error, unavailable_code: fn(&str) -> bool) -> S
     }
 }
 
+/// The [`SessionStore`](crate::SessionStore) hooks and `cleanup_one_batch` of a SQL store:
+/// the same code for SQLite and PostgreSQL, compiled once for each driver.
+///
+/// `$store` has the fields `pool`, `queries` (whose `read`, `insert`, `touch`, `destroy` and
+/// `cleanup` statements take their parameters in the same order for both databases) and
+/// `cleanup_batch`, and a method `update` for the one statement that differs; `$error` maps
+/// the driver's errors.
+macro_rules! hooks {
+    ($store:ty, $error:path) => {
+        impl $store {
+            /// Removes at most one batch (see
+            /// [`with_cleanup_batch`](Self::with_cleanup_batch)) of expired rows, in one
+            /// statement, and returns how many: for an app that paces its own clean-up.
+            /// [`cleanup`](crate::SessionStore::cleanup) repeats it until a batch comes back
+            /// short.
+            ///
+            /// # Errors
+            ///
+            /// The database's error, as [`StoreError::Unavailable`] when it cannot be reached.
+            pub async fn cleanup_one_batch(&self) -> Result<u64, StoreError> {
+                let removed = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.cleanup)))
+                    .bind(sql::millis(SystemTime::now()))
+                    .bind(i64::from(self.cleanup_batch))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($error)?;
+                Ok(removed.rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl SessionStore for $store {
+            async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+                let row = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.read)))
+                    .bind(key)
+                    .bind(sql::millis(SystemTime::now()))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($error)?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let data: &str = row.try_get(0).map_err($error)?;
+                let created: i64 = row.try_get(1).map_err($error)?;
+                let expires: i64 = row.try_get(2).map_err($error)?;
+                Ok(Some(Record::new(
+                    sql::decode(data)?,
+                    sql::from_millis(created)?,
+                    sql::from_millis(expires)?,
+                )))
+            }
+
+            async fn write(
+                &self,
+                key: &str,
+                record: &Record,
+                changes: &Changes,
+                stored: bool,
+            ) -> Result<(), StoreError> {
+                if stored {
+                    return match self.update(key, record, changes).await? {
+                        0 => Err(StoreError::Gone),
+                        _ => Ok(()),
+                    };
+                }
+                let inserted = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.insert)))
+                    .bind(key)
+                    .bind(sql::encode(&record.data)?)
+                    .bind(sql::millis(record.created_at))
+                    .bind(sql::millis(record.expires_at))
+                    .bind(sql::millis(SystemTime::now()))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($error)?;
+                match inserted.rows_affected() {
+                    0 => Err(StoreError::IdTaken),
+                    _ => Ok(()),
+                }
+            }
+
+            async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
+                let touched = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.touch)))
+                    .bind(key)
+                    .bind(sql::millis(SystemTime::now()))
+                    .bind(sql::millis(expires_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($error)?;
+                match touched.rows_affected() {
+                    0 => Err(StoreError::Gone),
+                    _ => Ok(()),
+                }
+            }
+
+            async fn destroy(&self, key: &str) -> Result<(), StoreError> {
+                sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.destroy)))
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($error)?;
+                Ok(())
+            }
+
+            async fn cleanup(&self) -> Result<u64, StoreError> {
+                let mut removed = 0;
+                loop {
+                    let batch = self.cleanup_one_batch().await?;
+                    removed += batch;
+                    if batch < u64::from(self.cleanup_batch) {
+                        return Ok(removed);
+                    }
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use hooks;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,11 @@ impl SqliteStore {
     ///
     /// `sqlite::memory:` (or `:memory:`) opens one in-memory database shared by the pool and
     /// kept for as long as the store: for tests, as it keeps nothing across restarts.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] for a malformed URL or option; [`StoreError::Unavailable`] when
+    /// the database cannot be reached.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let in_memory =
             url == ":memory:" || url.contains(":memory:") || url.contains("mode=memory");
@@ -209,6 +214,10 @@ impl SqliteStore {
 
     /// Uses the table `name` (default `sessions`): 1 to 52 characters of `[A-Za-z0-9_]` (the index
     /// name adds 11), not starting with a digit.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] naming the rule, for any other name.
     pub fn with_table_name(mut self, name: &str) -> Result<Self, StoreError> {
         self.queries = Arc::new(Queries::new(name)?);
         self.table = name.into();
@@ -226,6 +235,10 @@ impl SqliteStore {
 
     /// Creates the table and its expiry index if they do not exist. Safe to run at every
     /// start, from several processes at once.
+    ///
+    /// # Errors
+    ///
+    /// The database's error, as [`StoreError::Unavailable`] when it cannot be reached.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(error)?;
         for statement in [&self.queries.create_table, &self.queries.create_index] {
@@ -245,19 +258,6 @@ impl SqliteStore {
     /// The table's name.
     pub fn table_name(&self) -> &str {
         &self.table
-    }
-
-    /// Removes at most one batch (see [`with_cleanup_batch`](Self::with_cleanup_batch)) of
-    /// expired rows, in one statement, and returns how many: for an app that paces its own
-    /// clean-up. [`cleanup`](SessionStore::cleanup) repeats it until a batch comes back short.
-    pub async fn cleanup_one_batch(&self) -> Result<u64, StoreError> {
-        let removed = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.cleanup)))
-            .bind(sql::millis(SystemTime::now()))
-            .bind(i64::from(self.cleanup_batch))
-            .execute(&self.pool)
-            .await
-            .map_err(error)?;
-        Ok(removed.rows_affected())
     }
 
     async fn update(
@@ -304,90 +304,7 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for SqliteStore {
-    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.read)))
-            .bind(key)
-            .bind(sql::millis(SystemTime::now()))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(error)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let data: &str = row.try_get(0).map_err(error)?;
-        let created: i64 = row.try_get(1).map_err(error)?;
-        let expires: i64 = row.try_get(2).map_err(error)?;
-        Ok(Some(Record::new(
-            sql::decode(data)?,
-            sql::from_millis(created)?,
-            sql::from_millis(expires)?,
-        )))
-    }
-
-    async fn write(
-        &self,
-        key: &str,
-        record: &Record,
-        changes: &Changes,
-        stored: bool,
-    ) -> Result<(), StoreError> {
-        if stored {
-            return match self.update(key, record, changes).await? {
-                0 => Err(StoreError::Gone),
-                _ => Ok(()),
-            };
-        }
-        let inserted = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.insert)))
-            .bind(key)
-            .bind(sql::encode(&record.data)?)
-            .bind(sql::millis(record.created_at))
-            .bind(sql::millis(record.expires_at))
-            .bind(sql::millis(SystemTime::now()))
-            .execute(&self.pool)
-            .await
-            .map_err(error)?;
-        match inserted.rows_affected() {
-            0 => Err(StoreError::IdTaken),
-            _ => Ok(()),
-        }
-    }
-
-    async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
-        let touched = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.touch)))
-            .bind(key)
-            .bind(sql::millis(SystemTime::now()))
-            .bind(sql::millis(expires_at))
-            .execute(&self.pool)
-            .await
-            .map_err(error)?;
-        match touched.rows_affected() {
-            0 => Err(StoreError::Gone),
-            _ => Ok(()),
-        }
-    }
-
-    async fn destroy(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.destroy)))
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(error)?;
-        Ok(())
-    }
-
-    async fn cleanup(&self) -> Result<u64, StoreError> {
-        let mut removed = 0;
-        loop {
-            let batch = self.cleanup_one_batch().await?;
-            removed += batch;
-            if batch < u64::from(self.cleanup_batch) {
-                return Ok(removed);
-            }
-        }
-    }
-}
+sql::hooks!(SqliteStore, error);
 
 #[cfg(test)]
 mod tests {
