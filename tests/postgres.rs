@@ -70,7 +70,7 @@ async fn concurrent_requests_changing_different_keys_both_survive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_destroy_racing_a_write_stays_destroyed() {
+async fn r9_a_destroy_racing_a_write_stays_destroyed() {
     let (store, _table) = store().await;
     stores::destroy_wins_over_a_racing_write(Arc::new(store.clone())).await;
 }
@@ -145,36 +145,9 @@ async fn bad_table_names_are_refused() {
 
 #[tokio::test]
 async fn cleanup_deletes_expired_rows_in_batches() {
-    let (store, _table) = store().await;
+    let (store, _guard) = store().await;
     let store = store.with_cleanup_batch(10);
-    let now = SystemTime::now();
-    let past = now - Duration::from_secs(5);
-    for i in 0..25 {
-        let record = Record::new(Map::new(), past, past);
-        store
-            .write(&format!("old{i}"), &record, &Changes::replace_all(), false)
-            .await
-            .expect("insert expired");
-    }
-    for i in 0..5 {
-        let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
-        store
-            .write(&format!("live{i}"), &record, &Changes::replace_all(), false)
-            .await
-            .expect("insert live");
-    }
-    assert_eq!(store.cleanup_one_batch().await.expect("one batch"), 10);
-    assert_eq!(store.cleanup().await.expect("cleanup"), 15);
-    assert_eq!(store.cleanup().await.expect("cleanup"), 0);
-    for i in 0..5 {
-        assert!(
-            store
-                .read(&format!("live{i}"))
-                .await
-                .expect("read")
-                .is_some()
-        );
-    }
+    stores::cleanup_works_in_batches(&store, store.cleanup_one_batch()).await;
 }
 
 /// A PostgreSQL server of the test's own, in a temporary directory, on a free port. Run as
@@ -281,7 +254,7 @@ fn path(path: &Path) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_fails_only_session_routes_and_the_app_recovers() {
+async fn r1_r12_an_outage_fails_only_session_routes_and_the_app_recovers() {
     let server = TempPostgres::init();
     server.start();
     let store = PostgresStore::connect(&server.url()).await.expect("a pool");

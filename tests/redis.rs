@@ -44,7 +44,7 @@ async fn concurrent_requests_changing_different_keys_both_survive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_destroy_racing_a_write_stays_destroyed() {
+async fn r9_a_destroy_racing_a_write_stays_destroyed() {
     stores::destroy_wins_over_a_racing_write(Arc::new(store().await)).await;
 }
 
@@ -179,7 +179,7 @@ impl Drop for TempRedis {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_fails_only_session_routes_and_the_app_recovers() {
+async fn r1_r12_an_outage_fails_only_session_routes_and_the_app_recovers() {
     let server = TempRedis::start(free_port()).await;
     let store = RedisStore::connect(&format!("redis://127.0.0.1:{}", server.port))
         .await

@@ -358,35 +358,60 @@ pub(crate) async fn odd_keys_survive_delta_writes(store: Arc<dyn SessionStore>) 
         );
         changes = changes.with_set(*odd);
     }
-    store
-        .write(
-            &key,
-            &Record::new(data.clone(), now, expires),
-            &changes,
-            true,
-        )
-        .await
-        .expect("a delta with odd keys");
-    let stored = store.read(&key).await.expect("read").expect("live");
-    assert_eq!(stored.data, data);
+    let update = |data: Map<String, Value>, changes: Changes| {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            let record = Record::new(data.clone(), now, expires);
+            store
+                .write(&key, &record, &changes, true)
+                .await
+                .expect("a delta with odd keys");
+            let stored = store.read(&key).await.expect("read").expect("live");
+            assert_eq!(stored.data, data);
+        }
+    };
+    update(data.clone(), changes).await;
 
     let mut changes = Changes::new();
     for odd in keys.iter().step_by(2) {
         data.remove(*odd);
         changes = changes.with_deleted(*odd);
     }
-    store
-        .write(
-            &key,
-            &Record::new(data.clone(), now, expires),
-            &changes,
-            true,
-        )
-        .await
-        .expect("a delta removing odd keys");
-    let stored = store.read(&key).await.expect("read").expect("live");
-    assert_eq!(stored.data, data);
+    update(data, changes).await;
     store.destroy(&key).await.expect("destroy");
+}
+
+/// 25 expired records and 5 live ones; `one_batch` (a store's `cleanup_one_batch` with a
+/// batch of 10) removes 10 in one statement, and `cleanup` the 15 left, never a live one.
+pub(crate) async fn cleanup_works_in_batches<F>(store: &dyn SessionStore, one_batch: F)
+where
+    F: Future<Output = Result<u64, StoreError>>,
+{
+    let now = SystemTime::now();
+    let past = now - Duration::from_secs(5);
+    let future = now + Duration::from_secs(60);
+    let prefix = session_engine::store::random_id().expect("an id");
+    for (name, count, created, expires) in [("old", 25, past, past), ("live", 5, now, future)] {
+        for i in 0..count {
+            let record = Record::new(Map::new(), created, expires);
+            store
+                .write(
+                    &format!("{prefix}{name}{i}"),
+                    &record,
+                    &Changes::replace_all(),
+                    false,
+                )
+                .await
+                .expect("insert");
+        }
+    }
+    assert_eq!(one_batch.await.expect("one batch"), 10);
+    assert_eq!(store.cleanup().await.expect("cleanup"), 15);
+    assert_eq!(store.cleanup().await.expect("cleanup"), 0);
+    for i in 0..5 {
+        let key = format!("{prefix}live{i}");
+        assert!(store.read(&key).await.expect("read").is_some());
+    }
 }
 
 /// A free loopback port (bound, then released for a server to take).
