@@ -97,12 +97,16 @@ impl CookieFormat {
 
     /// `name=value; Max-Age=N; …attributes`.
     pub(crate) fn set(&self, value: &str, max_age_secs: u64) -> HeaderValue {
-        use std::fmt::Write as _;
-        let mut out =
-            String::with_capacity(self.prefix.len() + value.len() + 30 + self.attributes.len());
+        const MAX_AGE: &str = "; Max-Age=";
+        let mut digits = [0u8; 20];
+        let digits = decimal(max_age_secs, &mut digits);
+        // Exactly the length needed, so the header takes the string's buffer as it is.
+        let len = self.prefix.len() + value.len() + MAX_AGE.len() + digits.len();
+        let mut out = String::with_capacity(len + self.attributes.len());
         out.push_str(&self.prefix);
         out.push_str(value);
-        let _ = write!(out, "; Max-Age={max_age_secs}");
+        out.push_str(MAX_AGE);
+        out.push_str(digits);
         out.push_str(&self.attributes);
         // Signed values are base64 and id characters; attributes were validated.
         HeaderValue::try_from(out).expect("a session cookie is a valid header value")
@@ -111,6 +115,28 @@ impl CookieFormat {
     /// The cookie that tells the browser to drop ours: same name, path, domain and flags (R7).
     pub(crate) fn removal(&self) -> HeaderValue {
         self.removal.clone()
+    }
+}
+
+/// The request's `Cookie` headers, kept for the session to read if it starts. Requests almost
+/// always carry one `Cookie` header, which is kept without an allocation.
+#[derive(Default)]
+pub(crate) struct Cookies {
+    first: Option<HeaderValue>,
+    rest: Box<[HeaderValue]>,
+}
+
+impl Cookies {
+    pub(crate) fn from_headers(headers: &http::HeaderMap) -> Self {
+        let mut values = headers.get_all(http::header::COOKIE).iter();
+        Self {
+            first: values.next().cloned(),
+            rest: values.cloned().collect(),
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &HeaderValue> {
+        self.first.iter().chain(self.rest.iter())
     }
 }
 
@@ -153,6 +179,20 @@ pub(crate) fn find<'a>(
         }
     }
     false
+}
+
+/// `n` in decimal, written at the end of `buffer`.
+fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &str {
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buffer[start..]).expect("ASCII digits")
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::cookie::{self, CookieConfig, CookieFormat, SameSite};
 use crate::error::ConfigError;
 use crate::signing::Key;
-use crate::store::{SessionStore, StoreError};
+use crate::store::{Changes, Record, SessionStore, StoreError};
 
 /// The default idle lifetime: 30 minutes.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(30 * 60);
@@ -46,6 +46,9 @@ pub(crate) struct EngineInner {
     pub(crate) max_data_bytes: usize,
     pub(crate) store_timeout: Option<Duration>,
     pub(crate) store: Arc<dyn SessionStore>,
+    /// `store` itself when it is the built-in `MemoryStore`, called without boxing futures.
+    #[cfg(feature = "memory-store")]
+    memory: Option<Arc<crate::MemoryStore>>,
     clock: Option<Clock>,
 }
 
@@ -110,6 +113,65 @@ impl EngineInner {
         } else {
             id.to_owned()
         }
+    }
+
+    /// The store, when it is the built-in `MemoryStore`: its hooks need no `.await`.
+    #[cfg(feature = "memory-store")]
+    pub(crate) fn memory(&self) -> Option<&crate::MemoryStore> {
+        self.memory.as_deref()
+    }
+
+    /// The store's `id` hook.
+    pub(crate) async fn id(&self) -> Result<String, StoreError> {
+        #[cfg(feature = "memory-store")]
+        if self.memory.is_some() {
+            return crate::store::random_id();
+        }
+        self.call(self.store.id()).await
+    }
+
+    /// The store's `read` hook, under `store_timeout`.
+    pub(crate) async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        #[cfg(feature = "memory-store")]
+        if let Some(memory) = &self.memory {
+            return memory.read_now(key);
+        }
+        self.call(self.store.read(key)).await
+    }
+
+    /// The store's `write` hook, under `store_timeout`.
+    pub(crate) async fn write(
+        &self,
+        key: &str,
+        record: &Record,
+        changes: &Changes,
+        stored: bool,
+    ) -> Result<(), StoreError> {
+        #[cfg(feature = "memory-store")]
+        if let Some(memory) = &self.memory {
+            return memory.write_now(key, record, changes, stored);
+        }
+        self.call(self.store.write(key, record, changes, stored))
+            .await
+    }
+
+    /// The store's `touch` hook, under `store_timeout`.
+    pub(crate) async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
+        #[cfg(feature = "memory-store")]
+        if let Some(memory) = &self.memory {
+            return memory.touch_now(key, expires_at);
+        }
+        self.call(self.store.touch(key, expires_at)).await
+    }
+
+    /// The store's `destroy` hook, under `store_timeout`.
+    pub(crate) async fn destroy(&self, key: &str) -> Result<(), StoreError> {
+        #[cfg(feature = "memory-store")]
+        if let Some(memory) = &self.memory {
+            memory.destroy_now(key);
+            return Ok(());
+        }
+        self.call(self.store.destroy(key)).await
     }
 
     /// Runs a store hook under `store_timeout`.
@@ -181,6 +243,8 @@ pub struct SessionEngineBuilder {
     max_data_bytes: usize,
     store_timeout: Option<Duration>,
     store: Option<Arc<dyn SessionStore>>,
+    #[cfg(feature = "memory-store")]
+    memory: Option<Arc<crate::MemoryStore>>,
     clock: Option<Clock>,
 }
 
@@ -197,6 +261,8 @@ impl Default for SessionEngineBuilder {
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
             store_timeout: None,
             store: None,
+            #[cfg(feature = "memory-store")]
+            memory: None,
             clock: None,
         }
     }
@@ -324,13 +390,23 @@ impl SessionEngineBuilder {
     /// The store. Default a new [`MemoryStore`](crate::MemoryStore) (feature
     /// `memory-store`); without that feature a store is required.
     pub fn store(mut self, store: impl SessionStore) -> Self {
-        self.store = Some(Arc::new(store));
+        let store = Arc::new(store);
+        #[cfg(feature = "memory-store")]
+        {
+            let any: Arc<dyn std::any::Any + Send + Sync> = store.clone();
+            self.memory = any.downcast::<crate::MemoryStore>().ok();
+        }
+        self.store = Some(store);
         self
     }
 
     /// The store, already shared.
     pub fn shared_store(mut self, store: Arc<dyn SessionStore>) -> Self {
         self.store = Some(store);
+        #[cfg(feature = "memory-store")]
+        {
+            self.memory = None;
+        }
         self
     }
 
@@ -365,10 +441,16 @@ impl SessionEngineBuilder {
         if self.max_lifetime.is_some_and(|max| max.is_zero()) {
             return Err(ConfigError::ZeroMaxLifetime);
         }
-        let store = match self.store {
-            Some(store) => store,
-            None => default_store()?,
+        #[cfg(feature = "memory-store")]
+        let (store, memory) = match self.store {
+            Some(store) => (store, self.memory),
+            None => {
+                let memory = Arc::new(crate::MemoryStore::new());
+                (memory.clone() as Arc<dyn SessionStore>, Some(memory))
+            }
         };
+        #[cfg(not(feature = "memory-store"))]
+        let store = self.store.ok_or(ConfigError::MissingStore)?;
         Ok(SessionEngine {
             inner: Arc::new(EngineInner {
                 keys,
@@ -382,20 +464,12 @@ impl SessionEngineBuilder {
                 max_data_bytes: self.max_data_bytes,
                 store_timeout: self.store_timeout,
                 store,
+                #[cfg(feature = "memory-store")]
+                memory,
                 clock: self.clock,
             }),
         })
     }
-}
-
-#[cfg(feature = "memory-store")]
-fn default_store() -> Result<Arc<dyn SessionStore>, ConfigError> {
-    Ok(Arc::new(crate::MemoryStore::new()))
-}
-
-#[cfg(not(feature = "memory-store"))]
-fn default_store() -> Result<Arc<dyn SessionStore>, ConfigError> {
-    Err(ConfigError::MissingStore)
 }
 
 fn validate_cookie(cookie: &CookieConfig) -> Result<(), ConfigError> {

@@ -5,12 +5,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
+use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::cookie::Cookies;
 use crate::engine::SessionEngine;
 use crate::error::Error;
 use crate::session::{Finish, Outcome, Session};
@@ -82,7 +83,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let cookies = request.headers().get_all(COOKIE).iter().cloned().collect();
+        let cookies = Cookies::from_headers(request.headers());
         let session = Session::new(self.engine.clone(), cookies);
         request.extensions_mut().insert(session.clone());
         ResponseFuture {

@@ -1,5 +1,6 @@
 //! [`Session`]: the per-request handle, its state, and what the end of a request does with it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -52,7 +53,7 @@ pub struct Session {
 struct SessionInner {
     engine: SessionEngine,
     /// The request's `Cookie` headers, parsed only when the session is first used.
-    cookies: Box<[HeaderValue]>,
+    cookies: cookie::Cookies,
     /// A std mutex: every critical section is a few field updates and never spans an
     /// `.await`, so an async mutex would only add cost.
     state: Mutex<State>,
@@ -64,10 +65,24 @@ struct SessionInner {
 
 /// What the request's cookie carried, once verified.
 struct Client {
-    id: String,
-    /// The cookie's value when it was signed with the current secret and sent as is (not
-    /// percent-encoded): a refresh of the same id sends it again instead of signing anew.
-    signed: Option<String>,
+    /// The cookie's value, percent-decoded: the id, a dot and its signature.
+    value: String,
+    /// The length of the id at the start of `value`.
+    id_len: usize,
+    /// Whether `value` was signed with the current secret and sent as is (not
+    /// percent-encoded): a refresh of the same id then sends it again instead of signing anew.
+    current: bool,
+}
+
+impl Client {
+    fn id(&self) -> &str {
+        &self.value[..self.id_len]
+    }
+
+    /// The value to send back for `id`, when it can be sent again as it is.
+    fn resend(&self, id: &str) -> Option<&str> {
+        (self.current && self.id() == id).then_some(self.value.as_str())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +120,7 @@ struct State {
 }
 
 impl Session {
-    pub(crate) fn new(engine: SessionEngine, cookies: Box<[HeaderValue]>) -> Self {
+    pub(crate) fn new(engine: SessionEngine, cookies: cookie::Cookies) -> Self {
         Self {
             inner: Arc::new(SessionInner {
                 engine,
@@ -191,7 +206,7 @@ impl Session {
     /// The hook's error, or [`Error::InvalidId`] if it made an id that is not acceptable.
     pub async fn generate_id(&self) -> Result<String, Error> {
         let engine = self.engine();
-        let id = engine.call(engine.store.id()).await?;
+        let id = engine.id().await?;
         if store::is_valid_id(&id) {
             Ok(id)
         } else {
@@ -237,8 +252,8 @@ impl Session {
             Some(secret) => verify_value(&[Key::new_unchecked(secret.as_bytes())], signed_id),
             None => verify_value(&self.engine().keys, signed_id),
         };
-        let (id, _) = verified.ok_or(Error::BadSignature)?;
-        self.set_id(id)
+        let client = verified.ok_or(Error::BadSignature)?;
+        self.set_id(client.id())
     }
 
     /// Sets a custom idle lifetime for this session, kept in its data (as `__cust_dur`, in
@@ -296,7 +311,7 @@ impl Session {
         };
         if let Some(id) = candidate {
             let key = engine.store_key(&id);
-            let record = engine.call(engine.store.read(&key)).await?;
+            let record = engine.read(&key).await?;
             // R6: the engine checks expiry itself; a store may hold an expired record.
             let record =
                 record.filter(|record| !engine.is_expired(record.created_at, record.expires_at));
@@ -329,7 +344,7 @@ impl Session {
         if state.id.is_some() {
             return state.id.clone();
         }
-        self.client(state).map(|client| client.id.clone())
+        self.client(state).map(|client| client.id().to_owned())
     }
 
     /// The request's cookie, verified, read once (R2, R3).
@@ -339,11 +354,8 @@ impl Session {
             .get_or_insert_with(|| {
                 let engine = self.engine();
                 let mut found = None;
-                cookie::find(&self.inner.cookies, &engine.cookie.name, |value| {
-                    found = verify_value(&engine.keys, value).map(|(id, index)| Client {
-                        id,
-                        signed: (index == 0 && !value.contains('%')).then(|| value.to_owned()),
-                    });
+                cookie::find(self.inner.cookies.iter(), &engine.cookie.name, |value| {
+                    found = verify_value(&engine.keys, value);
                     found.is_some()
                 });
                 found
@@ -405,7 +417,7 @@ impl Session {
             let duration = duration_of(&state.data, engine);
             (state.key.clone(), engine.expiry(state.created_at, duration))
         };
-        match engine.call(engine.store.touch(&key, expires_at)).await {
+        match engine.touch(&key, expires_at).await {
             Ok(()) => {
                 let mut state = self.state();
                 state.expires_at = expires_at;
@@ -446,7 +458,7 @@ impl Session {
             }
         };
         for key in &keys {
-            engine.call(engine.store.destroy(key)).await?;
+            engine.destroy(key).await?;
         }
         self.state().mark_destroyed();
         Ok(self)
@@ -635,23 +647,38 @@ impl Session {
                             engine.now().duration_since(last).unwrap_or_default() >= interval
                         })
                     });
-                let id = state.id.clone().unwrap_or_default();
+                // The client is read before the id is borrowed; its cookie may be re-sent.
+                self.client(&mut state);
+                let id = state.id.as_deref().unwrap_or_default();
                 if touch_due {
+                    // The refreshed cookie is made now, while the state is at hand; it is
+                    // sent only if the touch finds the record.
+                    let cookie = self.cookie_for(&state.signed(engine, id), expires_at);
+                    // A store in this process answers at once: no future to box.
+                    #[cfg(feature = "memory-store")]
+                    if let Some(memory) = engine.memory() {
+                        let touched = memory.touch_now(&state.key, expires_at);
+                        return Finish::Done(touch_outcome(
+                            &mut state, touched, expires_at, cookie,
+                        ));
+                    }
+                    // The key goes with the touch and comes back after it: no copy.
+                    let key = std::mem::take(&mut state.key);
                     let session = self.clone();
-                    let key = state.key.clone();
-                    let signed = state.signed(engine, &id);
                     return Finish::Pending(Box::pin(async move {
-                        session.auto_touch(key, expires_at, signed).await
+                        session.auto_touch(key, expires_at, cookie).await
                     }));
                 }
                 // Key rotation: a cookie signed with an older secret (or carrying another id)
                 // is re-issued even when no touch is due.
-                let client_current = self
-                    .client(&mut state)
-                    .is_some_and(|client| client.signed.is_some() && client.id == id);
+                let client_current = state
+                    .client
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .is_some_and(|client| client.resend(id).is_some());
                 if state.touched || !client_current {
-                    let signed = state.signed(engine, &id);
-                    Finish::Done(Outcome::Set(self.cookie_for(&signed, state.expires_at)))
+                    let cookie = self.cookie_for(&state.signed(engine, id), state.expires_at);
+                    Finish::Done(Outcome::Set(cookie))
                 } else {
                     Finish::Done(Outcome::Unchanged)
                 }
@@ -664,28 +691,12 @@ impl Session {
         self,
         key: String,
         expires_at: SystemTime,
-        signed: String,
+        cookie: HeaderValue,
     ) -> Result<Outcome, Error> {
-        let engine = self.engine();
-        match engine.call(engine.store.touch(&key, expires_at)).await {
-            Ok(()) => {
-                self.state().expires_at = expires_at;
-                Ok(Outcome::Set(self.cookie_for(&signed, expires_at)))
-            }
-            Err(StoreError::Gone) => {
-                // R9: destroyed or expired meanwhile; the client's cookie is stale.
-                self.state().mark_destroyed();
-                Ok(Outcome::Remove)
-            }
-            Err(error) => {
-                // R12: a touch failure costs only the refresh.
-                tracing::warn!(
-                    error = &error as &dyn std::error::Error,
-                    "session touch failed; response sent without a cookie refresh"
-                );
-                Ok(Outcome::Unchanged)
-            }
-        }
+        let touched = self.engine().touch(&key, expires_at).await;
+        let mut state = self.state();
+        state.key = key;
+        Ok(touch_outcome(&mut state, touched, expires_at, cookie))
     }
 
     /// Whether the handler started, touched or destroyed the session.
@@ -725,13 +736,15 @@ impl fmt::Debug for Session {
 impl State {
     /// `id` signed with the current secret: the request's own cookie value when it already
     /// is exactly that, else a new signature.
-    fn signed(&self, engine: &EngineInner, id: &str) -> String {
-        match self.client.as_ref().and_then(Option::as_ref) {
-            Some(Client {
-                id: client_id,
-                signed: Some(signed),
-            }) if client_id == id => signed.clone(),
-            _ => engine.keys[0].sign(id),
+    fn signed(&self, engine: &EngineInner, id: &str) -> Cow<'_, str> {
+        match self
+            .client
+            .as_ref()
+            .and_then(Option::as_ref)
+            .and_then(|client| client.resend(id))
+        {
+            Some(value) => Cow::Borrowed(value),
+            None => Cow::Owned(engine.keys[0].sign(id)),
         }
     }
 
@@ -806,10 +819,8 @@ impl Write {
         let session = self.session.clone();
         let engine = session.engine();
         if self.stored {
-            let update = engine
-                .store
-                .write(&self.key, &self.record, &self.changes, true);
-            match engine.call(update).await {
+            let update = engine.write(&self.key, &self.record, &self.changes, true);
+            match update.await {
                 Ok(()) => {}
                 Err(StoreError::Gone) => {
                     // R9: never resurrect; the write is dropped and the cookie cleared.
@@ -826,11 +837,10 @@ impl Write {
                 // old one shows whether it still lives, without recreating it; only then is
                 // it destroyed. Were the old one checked before the insert, a logout between
                 // the two would be undone.
-                let touch = engine.store.touch(old, self.record.expires_at);
-                match engine.call(touch).await {
-                    Ok(()) => engine.call(engine.store.destroy(old)).await?,
+                match engine.touch(old, self.record.expires_at).await {
+                    Ok(()) => engine.destroy(old).await?,
                     Err(StoreError::Gone) => {
-                        engine.call(engine.store.destroy(&self.key)).await?;
+                        engine.destroy(&self.key).await?;
                         session.state().mark_destroyed();
                         return Ok(Outcome::Remove);
                     }
@@ -838,27 +848,22 @@ impl Write {
                 }
             }
         }
-        let signed = {
-            let mut state = session.state();
-            if state.phase == Phase::Started {
-                state.stored = true;
-                state.id = Some(self.id.clone());
-                state.key = self.key;
-                state.expires_at = self.record.expires_at;
-            }
-            state.signed(engine, &self.id)
-        };
-        Ok(Outcome::Set(
-            session.cookie_for(&signed, self.record.expires_at),
-        ))
+        let mut state = session.state();
+        if state.phase == Phase::Started {
+            state.stored = true;
+            state.id = Some(self.id.clone());
+            state.key = self.key;
+            state.expires_at = self.record.expires_at;
+        }
+        let cookie = session.cookie_for(&state.signed(engine, &self.id), self.record.expires_at);
+        Ok(Outcome::Set(cookie))
     }
 
     /// Inserts the record; an id that is taken is replaced by a fresh one (R8).
     async fn insert(&mut self, engine: &EngineInner) -> Result<(), Error> {
         let changes = Changes::replace_all();
         for attempt in 1..=INSERT_TRIES {
-            let insert = engine.store.write(&self.key, &self.record, &changes, false);
-            match engine.call(insert).await {
+            match engine.write(&self.key, &self.record, &changes, false).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::IdTaken) if attempt < INSERT_TRIES => {
                     self.id = self.session.generate_id().await?;
@@ -922,16 +927,53 @@ fn to_object(object: impl Serialize) -> Result<Map<String, Value>, Error> {
     }
 }
 
-/// Verifies a cookie value, raw or percent-encoded, with each key; returns the id and the
-/// index of the key that verified it.
-fn verify_value(keys: &[Key], value: &str) -> Option<(String, usize)> {
-    let value = if value.contains('%') {
-        std::borrow::Cow::Owned(signing::percent_decode(value)?)
+/// What the end of the request sends after an automatic touch.
+fn touch_outcome(
+    state: &mut State,
+    touched: Result<(), StoreError>,
+    expires_at: SystemTime,
+    cookie: HeaderValue,
+) -> Outcome {
+    match touched {
+        Ok(()) => {
+            state.expires_at = expires_at;
+            Outcome::Set(cookie)
+        }
+        Err(StoreError::Gone) => {
+            // R9: destroyed or expired meanwhile; the client's cookie is stale.
+            state.mark_destroyed();
+            Outcome::Remove
+        }
+        Err(error) => {
+            // R12: a touch failure costs only the refresh.
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "session touch failed; response sent without a cookie refresh"
+            );
+            Outcome::Unchanged
+        }
+    }
+}
+
+/// Verifies a cookie value, raw or percent-encoded, with each key.
+fn verify_value(keys: &[Key], value: &str) -> Option<Client> {
+    let encoded = value.contains('%');
+    let value = if encoded {
+        Cow::Owned(signing::percent_decode(value)?)
     } else {
-        std::borrow::Cow::Borrowed(value)
+        Cow::Borrowed(value)
     };
     let (id, index) = signing::verify(keys, &value)?;
-    store::is_valid_id(id).then(|| (id.to_owned(), index))
+    if !store::is_valid_id(id) {
+        return None;
+    }
+    // `verify` splits the value at its last dot: the id is the part before it.
+    let id_len = id.len();
+    Some(Client {
+        value: value.into_owned(),
+        id_len,
+        current: index == 0 && !encoded,
+    })
 }
 
 /// The size of `value` as JSON, in bytes, without building the string.
@@ -968,7 +1010,7 @@ mod tests {
             .max_data_bytes(max_data_bytes)
             .build()
             .unwrap();
-        Session::new(engine, Box::new([]))
+        Session::new(engine, cookie::Cookies::default())
     }
 
     /// The kept size must equal the real JSON size after every kind of change.

@@ -103,9 +103,10 @@ fn decode(data: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(data).map_err(StoreError::backend)
 }
 
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+/// The hooks as plain functions: the trait calls them, and so does the engine directly when
+/// its store is a `MemoryStore`, which saves boxing a future for each call.
+impl MemoryStore {
+    pub(crate) fn read_now(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let now = to_ms(SystemTime::now());
         let mut shard = lock(self.shard(key));
         match shard.get(key) {
@@ -122,7 +123,7 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn write(
+    pub(crate) fn write_now(
         &self,
         key: &str,
         record: &Record,
@@ -162,7 +163,7 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
+    pub(crate) fn touch_now(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
         let now = to_ms(SystemTime::now());
         let mut shard = lock(self.shard(key));
         match shard.get_mut(key) {
@@ -178,8 +179,33 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn destroy(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) fn destroy_now(&self, key: &str) {
         lock(self.shard(key)).remove(key);
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        self.read_now(key)
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        record: &Record,
+        changes: &Changes,
+        stored: bool,
+    ) -> Result<(), StoreError> {
+        self.write_now(key, record, changes, stored)
+    }
+
+    async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
+        self.touch_now(key, expires_at)
+    }
+
+    async fn destroy(&self, key: &str) -> Result<(), StoreError> {
+        self.destroy_now(key);
         Ok(())
     }
 
