@@ -190,7 +190,17 @@ impl EngineInner {
     /// The expiry of a session created at `created_at` that is written or touched now with
     /// idle lifetime `duration`: now + duration, capped by `max_lifetime`.
     pub(crate) fn expiry(&self, created_at: SystemTime, duration: Duration) -> SystemTime {
-        let idle = later(self.now(), duration);
+        self.expiry_at(self.now(), created_at, duration)
+    }
+
+    /// [`expiry`](Self::expiry) for a `now` the caller has already read.
+    pub(crate) fn expiry_at(
+        &self,
+        now: SystemTime,
+        created_at: SystemTime,
+        duration: Duration,
+    ) -> SystemTime {
+        let idle = later(now, duration);
         match self.max_lifetime {
             Some(max) => idle.min(later(created_at, max)),
             None => idle,

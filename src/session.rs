@@ -635,8 +635,10 @@ impl Session {
                 Finish::Pending(Box::pin(write.run()))
             }
             Phase::Started if state.stored => {
+                // One clock read serves the expiry, the touch interval and `Max-Age`.
+                let now = engine.now();
                 let duration = duration_of(&state.data, engine);
-                let expires_at = engine.expiry(state.created_at, duration);
+                let expires_at = engine.expiry_at(now, state.created_at, duration);
                 let touch_due = engine.automatic_touch
                     && !state.touched
                     && expires_at > state.expires_at
@@ -644,7 +646,7 @@ impl Session {
                         // The last touch set the expiry to (then + duration).
                         let last = state.expires_at.checked_sub(duration);
                         last.is_none_or(|last| {
-                            engine.now().duration_since(last).unwrap_or_default() >= interval
+                            now.duration_since(last).unwrap_or_default() >= interval
                         })
                     });
                 // The client is read before the id is borrowed; its cookie may be re-sent.
@@ -653,7 +655,7 @@ impl Session {
                 if touch_due {
                     // The refreshed cookie is made now, while the state is at hand; it is
                     // sent only if the touch finds the record.
-                    let cookie = self.cookie_for(&state.signed(engine, id), expires_at);
+                    let cookie = self.cookie_at(&state.signed(engine, id), expires_at, now);
                     // A store in this process answers at once: no future to box.
                     #[cfg(feature = "memory-store")]
                     if let Some(memory) = engine.memory() {
@@ -677,7 +679,7 @@ impl Session {
                     .and_then(Option::as_ref)
                     .is_some_and(|client| client.resend(id).is_some());
                 if state.touched || !client_current {
-                    let cookie = self.cookie_for(&state.signed(engine, id), state.expires_at);
+                    let cookie = self.cookie_at(&state.signed(engine, id), state.expires_at, now);
                     Finish::Done(Outcome::Set(cookie))
                 } else {
                     Finish::Done(Outcome::Unchanged)
@@ -711,12 +713,13 @@ impl Session {
 
     /// `Set-Cookie` for a signed id, with `Max-Age` the seconds until `expires_at`.
     fn cookie_for(&self, signed: &str, expires_at: SystemTime) -> HeaderValue {
-        let engine = self.engine();
-        let max_age = expires_at
-            .duration_since(engine.now())
-            .unwrap_or_default()
-            .as_secs();
-        engine.cookie_format.set(signed, max_age)
+        self.cookie_at(signed, expires_at, self.engine().now())
+    }
+
+    /// [`cookie_for`](Self::cookie_for) for a `now` the caller has already read.
+    fn cookie_at(&self, signed: &str, expires_at: SystemTime, now: SystemTime) -> HeaderValue {
+        let max_age = expires_at.duration_since(now).unwrap_or_default().as_secs();
+        self.engine().cookie_format.set(signed, max_age)
     }
 }
 
