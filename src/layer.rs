@@ -158,6 +158,8 @@ where
                             apply(response.headers_mut(), &session, outcome);
                             return Poll::Ready(Ok(response));
                         }
+                        #[cfg(feature = "memory-store")]
+                        Finish::Failed(error) => return Poll::Ready(Ok(failure(&error))),
                         Finish::Pending(persist) => this.state.set(State::Persisting {
                             persist,
                             response: Some(response),

@@ -632,6 +632,12 @@ impl Session {
                     rolled_from: state.rolled_from.take(),
                 };
                 state.dirty = false;
+                // `run` locks the state again.
+                drop(state);
+                #[cfg(feature = "memory-store")]
+                if engine.memory().is_some() {
+                    return write.run_now();
+                }
                 Finish::Pending(Box::pin(write.run()))
             }
             Phase::Started if state.stored => {
@@ -862,6 +868,21 @@ impl Write {
         Ok(Outcome::Set(cookie))
     }
 
+    /// Runs the write on the in-process store: each of its hooks is ready at once, so the
+    /// write is done at its first poll, with no future to box.
+    #[cfg(feature = "memory-store")]
+    fn run_now(self) -> Finish {
+        use std::task::{Context, Poll, Waker};
+        let mut run = std::pin::pin!(self.run());
+        match run.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(outcome)) => Finish::Done(outcome),
+            Poll::Ready(Err(error)) => Finish::Failed(error),
+            Poll::Pending => Finish::Failed(Error::Store(StoreError::backend(
+                "the in-process store did not answer at once",
+            ))),
+        }
+    }
+
     /// Inserts the record; an id that is taken is replaced by a fresh one (R8).
     async fn insert(&mut self, engine: &EngineInner) -> Result<(), Error> {
         let changes = Changes::replace_all();
@@ -883,8 +904,11 @@ impl Write {
 pub(crate) enum Finish {
     /// The session was never used: the response passes untouched (R1).
     Untouched,
-    /// Decided without a store call.
+    /// Decided, and any store call made.
     Done(Outcome),
+    /// A store call made at once failed: the response is replaced by an opaque error (R12).
+    #[cfg(feature = "memory-store")]
+    Failed(Error),
     /// A store call must finish first.
     Pending(Pin<Box<dyn Future<Output = Result<Outcome, Error>> + Send>>),
 }

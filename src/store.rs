@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::error::Error as StdError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -234,16 +234,28 @@ pub trait SessionStore: Send + Sync + 'static {
 
 /// Milliseconds since the Unix epoch: the unit every bundled store keeps its times in.
 /// Times before the epoch count as 0; times past `u64::MAX` ms saturate.
+#[cfg(any(
+    feature = "memory-store",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis"
+))]
 pub(crate) fn to_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
+    time.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The inverse of [`to_ms`]; an error, not a panic, for a stored time this platform's
 /// `SystemTime` cannot hold.
+#[cfg(any(
+    feature = "memory-store",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis"
+))]
 pub(crate) fn from_ms(ms: u64) -> Result<SystemTime, StoreError> {
-    UNIX_EPOCH
-        .checked_add(Duration::from_millis(ms))
+    std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_millis(ms))
         .ok_or_else(|| StoreError::backend(format!("stored time {ms} ms is out of range")))
 }
 
