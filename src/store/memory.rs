@@ -6,15 +6,20 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::store::{Changes, Record, SessionStore, StoreError, from_ms, to_ms};
 
 /// Sessions kept in this process's memory: fast, and gone when the process ends.
 ///
 /// The map is split into shards, each behind its own lock, so that requests on different
-/// sessions running on different cores do not queue on one lock. Data is kept as serialized
-/// JSON, which is several times smaller than a parsed `serde_json::Map`.
+/// sessions running on different cores do not queue on one lock. Each record takes one
+/// allocation: its two times and its data as serialized JSON, which is several times smaller
+/// than a parsed `serde_json::Map`. Keys are kept as 32 bytes: the engine's keys are already
+/// base64url of a SHA-256 digest and are decoded, any other key is hashed.
 ///
 /// Expired records are never returned; they are removed when next touched by a hook, or by
 /// [`cleanup`](SessionStore::cleanup) (see `SessionEngine::spawn_cleanup`).
@@ -22,19 +27,65 @@ pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
 }
 
-type Shard = HashMap<Box<str>, Entry>;
+type Shard = HashMap<Key, Entry>;
 
-struct Entry {
-    /// The data as a JSON object.
-    data: Box<str>,
-    /// Milliseconds since the Unix epoch.
-    created_ms: u64,
-    expires_ms: u64,
+/// A store key in 32 bytes.
+type Key = [u8; 32];
+
+/// The engine's key as it is (43 characters of base64url decode to the 32 bytes of its
+/// digest; the decoder refuses any other spelling of those bytes), or the SHA-256 of any other
+/// key, so that every key fits the map's slot without an allocation of its own.
+fn compact(key: &str) -> Key {
+    let mut bytes = [0u8; 32];
+    if key.len() == 43
+        && URL_SAFE_NO_PAD
+            .decode_slice(key, &mut bytes)
+            .is_ok_and(|len| len == 32)
+    {
+        return bytes;
+    }
+    Sha256::digest(key.as_bytes()).into()
 }
 
+/// One record in one allocation: creation and expiry times (milliseconds since the Unix
+/// epoch, little-endian) followed by the data as a JSON object.
+struct Entry(Box<[u8]>);
+
 impl Entry {
+    const DATA: usize = 16;
+
+    fn new(created_ms: u64, expires_ms: u64, data: &str) -> Self {
+        let mut bytes = Vec::with_capacity(Self::DATA + data.len());
+        bytes.extend_from_slice(&created_ms.to_le_bytes());
+        bytes.extend_from_slice(&expires_ms.to_le_bytes());
+        bytes.extend_from_slice(data.as_bytes());
+        Self(bytes.into_boxed_slice())
+    }
+
+    fn time(&self, at: usize) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    }
+
+    fn created_ms(&self) -> u64 {
+        self.time(0)
+    }
+
+    fn expires_ms(&self) -> u64 {
+        self.time(8)
+    }
+
+    fn set_expires_ms(&mut self, expires_ms: u64) {
+        self.0[8..Self::DATA].copy_from_slice(&expires_ms.to_le_bytes());
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.0[Self::DATA..]
+    }
+
     fn is_live(&self, now_ms: u64) -> bool {
-        self.expires_ms > now_ms
+        self.expires_ms() > now_ms
     }
 }
 
@@ -58,13 +109,11 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, key: &str) -> &Mutex<Shard> {
-        // FNV-1a: keys are random ids or their hashes, so a cheap hash spreads them evenly.
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    /// The shard of a key: its bytes are a digest (or decode one), so any of them will do.
+    fn shard(&self, key: &Key) -> &Mutex<Shard> {
+        let index = u16::from_le_bytes([key[0], key[1]]);
         // `shards.len()` is a power of two.
-        &self.shards[(hash as usize) & (self.shards.len() - 1)]
+        &self.shards[usize::from(index) & (self.shards.len() - 1)]
     }
 }
 
@@ -93,30 +142,29 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn encode(data: &Map<String, Value>) -> Result<Box<str>, StoreError> {
-    serde_json::to_string(data)
-        .map(String::into_boxed_str)
-        .map_err(StoreError::backend)
+fn encode(data: &Map<String, Value>) -> Result<String, StoreError> {
+    serde_json::to_string(data).map_err(StoreError::backend)
 }
 
-fn decode(data: &str) -> Result<Map<String, Value>, StoreError> {
-    serde_json::from_str(data).map_err(StoreError::backend)
+fn decode(data: &[u8]) -> Result<Map<String, Value>, StoreError> {
+    serde_json::from_slice(data).map_err(StoreError::backend)
 }
 
 /// The hooks as plain functions: the trait calls them, and so does the engine directly when
 /// its store is a `MemoryStore`, which saves boxing a future for each call.
 impl MemoryStore {
     pub(crate) fn read_now(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let key = compact(key);
         let now = to_ms(SystemTime::now());
-        let mut shard = lock(self.shard(key));
-        match shard.get(key) {
+        let mut shard = lock(self.shard(&key));
+        match shard.get(&key) {
             Some(entry) if entry.is_live(now) => Ok(Some(Record::new(
-                decode(&entry.data)?,
-                from_ms(entry.created_ms)?,
-                from_ms(entry.expires_ms)?,
+                decode(entry.data())?,
+                from_ms(entry.created_ms())?,
+                from_ms(entry.expires_ms())?,
             ))),
             Some(_) => {
-                shard.remove(key);
+                shard.remove(&key);
                 Ok(None)
             }
             None => Ok(None),
@@ -130,49 +178,48 @@ impl MemoryStore {
         changes: &Changes,
         stored: bool,
     ) -> Result<(), StoreError> {
+        let key = compact(key);
         let now = to_ms(SystemTime::now());
         let expires_ms = to_ms(record.expires_at);
-        let mut shard = lock(self.shard(key));
-        let live = shard.get_mut(key).filter(|entry| entry.is_live(now));
+        let mut shard = lock(self.shard(&key));
+        let live = shard.get_mut(&key).filter(|entry| entry.is_live(now));
         match (stored, live) {
             (false, Some(_)) => Err(StoreError::IdTaken),
             (false, None) => {
-                let entry = Entry {
-                    data: encode(&record.data)?,
-                    created_ms: to_ms(record.created_at),
-                    expires_ms,
-                };
-                shard.insert(key.into(), entry);
+                let data = encode(&record.data)?;
+                let entry = Entry::new(to_ms(record.created_at), expires_ms, &data);
+                shard.insert(key, entry);
                 Ok(())
             }
             (true, None) => {
-                shard.remove(key);
+                shard.remove(&key);
                 Err(StoreError::Gone)
             }
             (true, Some(entry)) => {
-                entry.data = if changes.is_replace() {
+                let data = if changes.is_replace() {
                     encode(&record.data)?
                 } else {
-                    let mut data = decode(&entry.data)?;
+                    let mut data = decode(entry.data())?;
                     changes.apply(&mut data, &record.data);
                     encode(&data)?
                 };
-                entry.expires_ms = expires_ms;
+                *entry = Entry::new(entry.created_ms(), expires_ms, &data);
                 Ok(())
             }
         }
     }
 
     pub(crate) fn touch_now(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
+        let key = compact(key);
         let now = to_ms(SystemTime::now());
-        let mut shard = lock(self.shard(key));
-        match shard.get_mut(key) {
+        let mut shard = lock(self.shard(&key));
+        match shard.get_mut(&key) {
             Some(entry) if entry.is_live(now) => {
-                entry.expires_ms = to_ms(expires_at);
+                entry.set_expires_ms(to_ms(expires_at));
                 Ok(())
             }
             Some(_) => {
-                shard.remove(key);
+                shard.remove(&key);
                 Err(StoreError::Gone)
             }
             None => Err(StoreError::Gone),
@@ -180,7 +227,8 @@ impl MemoryStore {
     }
 
     pub(crate) fn destroy_now(&self, key: &str) {
-        lock(self.shard(key)).remove(key);
+        let key = compact(key);
+        lock(self.shard(&key)).remove(&key);
     }
 }
 
@@ -226,6 +274,28 @@ impl SessionStore for MemoryStore {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn engine_keys_are_decoded_and_other_keys_hashed() {
+        let digest: [u8; 32] = Sha256::digest(b"some id").into();
+        let engine_key = URL_SAFE_NO_PAD.encode(digest);
+        assert_eq!(compact(&engine_key), digest);
+        // Not 43 characters, or not canonical base64url: hashed, never decoded.
+        assert_eq!(compact("short"), <[u8; 32]>::from(Sha256::digest(b"short")));
+        let mut other_spelling = engine_key.clone();
+        other_spelling.replace_range(42.., "B"); // a trailing bit the decoder must refuse
+        assert_ne!(engine_key, other_spelling);
+        assert_ne!(compact(&other_spelling), compact(&engine_key));
+    }
+
+    #[test]
+    fn an_entry_keeps_its_times_and_data_in_one_allocation() {
+        let mut entry = Entry::new(1, 2, r#"{"a":1}"#);
+        assert_eq!((entry.created_ms(), entry.expires_ms()), (1, 2));
+        entry.set_expires_ms(u64::MAX);
+        assert_eq!((entry.created_ms(), entry.expires_ms()), (1, u64::MAX));
+        assert_eq!(entry.data(), br#"{"a":1}"#);
+    }
 
     #[tokio::test]
     async fn shards_are_a_power_of_two() {
