@@ -75,6 +75,15 @@ mod engine {
             .expect("valid session-engine options")
     }
 
+    /// Not a default: a returning visitor's read touches the store at most once a minute.
+    pub(super) fn engine_touching_every_minute() -> SessionEngine {
+        SessionEngine::builder()
+            .secret(SECRET)
+            .touch_interval(std::time::Duration::from_secs(60))
+            .build()
+            .expect("valid session-engine options")
+    }
+
     pub(super) async fn untouched(_session: Session) -> &'static str {
         "ok"
     }
@@ -93,6 +102,21 @@ mod engine {
 }
 
 fn session_engine_subject() -> Subject {
+    session_engine_with("session-engine", engine::engine)
+}
+
+/// session-engine with `touch_interval(60 s)`: shown beside the defaults, not compared.
+fn session_engine_interval_subject() -> Subject {
+    session_engine_with(
+        "session-engine-touch-interval-60s",
+        engine::engine_touching_every_minute,
+    )
+}
+
+fn session_engine_with(
+    name: &'static str,
+    engine: fn() -> session_engine::SessionEngine,
+) -> Subject {
     use session_engine::SessionLayer;
     let layered = |handler: axum::routing::MethodRouter, engine| {
         finish(
@@ -102,11 +126,11 @@ fn session_engine_subject() -> Subject {
         )
     };
     // A clone of an engine shares its store.
-    let returning = engine::engine();
+    let returning = engine();
     Subject {
-        name: "session-engine",
-        untouched: layered(get(engine::untouched), engine::engine()),
-        new_visitor: layered(get(engine::increment), engine::engine()),
+        name,
+        untouched: layered(get(engine::untouched), engine()),
+        new_visitor: layered(get(engine::increment), engine()),
         reader: layered(get(engine::read), returning.clone()),
         incrementer: layered(get(engine::increment), returning),
     }
@@ -324,6 +348,7 @@ fn bench(c: &mut Criterion) {
 
     let subjects = [
         session_engine_subject(),
+        session_engine_interval_subject(),
         tower_sessions_subject(),
         runtime.block_on(axum_session_subject()),
     ];

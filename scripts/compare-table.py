@@ -14,7 +14,12 @@ import os
 import sys
 from pathlib import Path
 
-LIBRARIES = ["session-engine", "tower-sessions", "axum_session"]
+LIBRARIES = [
+    "session-engine",
+    "tower-sessions",
+    "axum_session",
+    "session-engine-touch-interval-60s",
+]
 FLOOR = ("a_floor", "no-layer")
 SCENARIOS = [
     ("b_untouched", "b: layer, session untouched"),
