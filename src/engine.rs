@@ -391,7 +391,8 @@ impl SessionEngineBuilder {
     }
 
     /// A limit on each store hook; a slower hook counts as the store being unavailable (503).
-    /// Default none. Needs a tokio runtime with the time driver enabled.
+    /// Default none. Needs a tokio runtime with the time driver enabled. The built-in
+    /// `MemoryStore` answers without waiting, so its hooks are not timed.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = Some(timeout);
         self
@@ -410,7 +411,8 @@ impl SessionEngineBuilder {
         self
     }
 
-    /// The store, already shared.
+    /// The store, already shared. A `MemoryStore` is called faster when given to
+    /// [`store`](Self::store) (keep a clone of it to inspect it: clones share their records).
     pub fn shared_store(mut self, store: Arc<dyn SessionStore>) -> Self {
         self.store = Some(store);
         #[cfg(feature = "memory-store")]

@@ -670,8 +670,8 @@ impl Session {
                             &mut state, touched, expires_at, cookie,
                         ));
                     }
-                    // The key goes with the touch and comes back after it: no copy.
-                    let key = std::mem::take(&mut state.key);
+                    // A copy: a clone may destroy the session while the touch is away.
+                    let key = state.key.clone();
                     let session = self.clone();
                     return Finish::Pending(Box::pin(async move {
                         session.auto_touch(key, expires_at, cookie).await
@@ -702,9 +702,12 @@ impl Session {
         cookie: HeaderValue,
     ) -> Result<Outcome, Error> {
         let touched = self.engine().touch(&key, expires_at).await;
-        let mut state = self.state();
-        state.key = key;
-        Ok(touch_outcome(&mut state, touched, expires_at, cookie))
+        Ok(touch_outcome(
+            &mut self.state(),
+            touched,
+            expires_at,
+            cookie,
+        ))
     }
 
     /// Whether the handler started, touched or destroyed the session.
@@ -869,7 +872,9 @@ impl Write {
     }
 
     /// Runs the write on the in-process store: each of its hooks is ready at once, so the
-    /// write is done at its first poll, with no future to box.
+    /// write is done at its first poll, with no future to box. `run` must therefore never
+    /// await anything but the engine's store hooks (no lock, no timer): a write abandoned
+    /// half-way could leave a roll's old record behind.
     #[cfg(feature = "memory-store")]
     fn run_now(self) -> Finish {
         use std::task::{Context, Poll, Waker};
@@ -877,9 +882,12 @@ impl Write {
         match run.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Ok(outcome)) => Finish::Done(outcome),
             Poll::Ready(Err(error)) => Finish::Failed(error),
-            Poll::Pending => Finish::Failed(Error::Store(StoreError::backend(
-                "the in-process store did not answer at once",
-            ))),
+            Poll::Pending => {
+                debug_assert!(false, "a write on the in-process store waited");
+                Finish::Failed(Error::Store(StoreError::backend(
+                    "the in-process store did not answer at once",
+                )))
+            }
         }
     }
 

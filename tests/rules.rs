@@ -2201,3 +2201,35 @@ fn helpers_parse_set_cookie() {
     );
     assert_eq!(percent_encode("a+b/c.d"), "a%2Bb%2Fc%2Ed");
 }
+
+/// R9 and R11: a clone of the handle (here in a spawned task) destroys the session while the
+/// end of the request's automatic touch is still waiting on the store. The destroy removes the
+/// record, the touch then finds it gone, and the response clears the cookie.
+#[tokio::test]
+async fn r9_a_destroy_from_a_clone_during_the_automatic_touch_wins() {
+    let store = FaultyStore::new();
+    let engine = engine_with(&store, |builder| builder);
+    let routes = routes().route(
+        "/read-then-logout-elsewhere",
+        get(|session: Session| async move {
+            session.start().await?;
+            let clone = session.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                clone.destroy().await.map(|_| ())
+            });
+            Ok::<_, session_engine::Error>("ok")
+        }),
+    );
+    let app = serve(engine, routes);
+    let (cookie, id) = new_session(&app).await;
+    store.delay(Hook::Touch, Duration::from_millis(300));
+    let reply = get_with(&app, "/read-then-logout-elsewhere", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.set_cookie().contains("Max-Age=0"),
+        "the cookie is cleared: {:?}",
+        reply.set_cookies
+    );
+    assert_eq!(store.read(&store_key(&id)).await.unwrap(), None);
+}

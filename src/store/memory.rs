@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -23,8 +23,16 @@ use crate::store::{Changes, Record, SessionStore, StoreError, from_ms, to_ms};
 ///
 /// Expired records are never returned; they are removed when next touched by a hook, or by
 /// [`cleanup`](SessionStore::cleanup) (see `SessionEngine::spawn_cleanup`).
+///
+/// Clones share the same records: keep a clone to call [`len`](Self::len) while the engine
+/// owns the store, and hand the engine the store with `store(…)` (not `shared_store`), which
+/// lets it call the store without boxing futures.
+#[derive(Clone)]
 pub struct MemoryStore {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Arc<[Mutex<Shard>]>,
+    /// Salts the hash of keys that are not the engine's, so that no other key can be chosen
+    /// to land on an engine key's 32 bytes.
+    salt: [u8; 16],
 }
 
 type Shard = HashMap<Key, Entry>;
@@ -33,9 +41,10 @@ type Shard = HashMap<Key, Entry>;
 type Key = [u8; 32];
 
 /// The engine's key as it is (43 characters of base64url decode to the 32 bytes of its
-/// digest; the decoder refuses any other spelling of those bytes), or the SHA-256 of any other
-/// key, so that every key fits the map's slot without an allocation of its own.
-fn compact(key: &str) -> Key {
+/// digest; the decoder refuses any other spelling of those bytes), or the SHA-256 of `salt`
+/// and any other key, so that every key fits the map's slot without an allocation of its own.
+/// The salt is secret and random, so no key can be chosen whose hash is an engine key's bytes.
+fn compact(key: &str, salt: &[u8; 16]) -> Key {
     let mut bytes = [0u8; 32];
     if key.len() == 43
         && URL_SAFE_NO_PAD
@@ -44,7 +53,11 @@ fn compact(key: &str) -> Key {
     {
         return bytes;
     }
-    Sha256::digest(key.as_bytes()).into()
+    Sha256::new()
+        .chain_update(salt)
+        .chain_update(key.as_bytes())
+        .finalize()
+        .into()
 }
 
 /// One record in one allocation: creation and expiry times (milliseconds since the Unix
@@ -94,8 +107,13 @@ impl MemoryStore {
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let count = (cores * 8).next_power_of_two().max(16);
+        let mut salt = [0u8; 16];
+        // Without the OS's randomness the salt is weaker, not the store: keys still cannot
+        // collide by accident.
+        let _ = getrandom::fill(&mut salt);
         Self {
             shards: (0..count).map(|_| Mutex::new(Shard::new())).collect(),
+            salt,
         }
     }
 
@@ -154,7 +172,7 @@ fn decode(data: &[u8]) -> Result<Map<String, Value>, StoreError> {
 /// its store is a `MemoryStore`, which saves boxing a future for each call.
 impl MemoryStore {
     pub(crate) fn read_now(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let key = compact(key);
+        let key = compact(key, &self.salt);
         let now = to_ms(SystemTime::now());
         let mut shard = lock(self.shard(&key));
         match shard.get(&key) {
@@ -178,7 +196,7 @@ impl MemoryStore {
         changes: &Changes,
         stored: bool,
     ) -> Result<(), StoreError> {
-        let key = compact(key);
+        let key = compact(key, &self.salt);
         let now = to_ms(SystemTime::now());
         let expires_ms = to_ms(record.expires_at);
         let mut shard = lock(self.shard(&key));
@@ -210,7 +228,7 @@ impl MemoryStore {
     }
 
     pub(crate) fn touch_now(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
-        let key = compact(key);
+        let key = compact(key, &self.salt);
         let now = to_ms(SystemTime::now());
         let mut shard = lock(self.shard(&key));
         match shard.get_mut(&key) {
@@ -227,7 +245,7 @@ impl MemoryStore {
     }
 
     pub(crate) fn destroy_now(&self, key: &str) {
-        let key = compact(key);
+        let key = compact(key, &self.salt);
         lock(self.shard(&key)).remove(&key);
     }
 }
@@ -260,7 +278,7 @@ impl SessionStore for MemoryStore {
     async fn cleanup(&self) -> Result<u64, StoreError> {
         let now = to_ms(SystemTime::now());
         let mut removed = 0;
-        for shard in &self.shards {
+        for shard in self.shards.iter() {
             let mut shard = lock(shard);
             let before = shard.len();
             shard.retain(|_, entry| entry.is_live(now));
@@ -276,16 +294,51 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn engine_keys_are_decoded_and_other_keys_hashed() {
+    fn engine_keys_are_decoded_and_other_keys_hashed_with_a_salt() {
+        let salt = [7u8; 16];
         let digest: [u8; 32] = Sha256::digest(b"some id").into();
         let engine_key = URL_SAFE_NO_PAD.encode(digest);
-        assert_eq!(compact(&engine_key), digest);
-        // Not 43 characters, or not canonical base64url: hashed, never decoded.
-        assert_eq!(compact("short"), <[u8; 32]>::from(Sha256::digest(b"short")));
+        assert_eq!(compact(&engine_key, &salt), digest);
+        // Not 43 characters: hashed with the salt, so never the bare digest of the key.
+        let short = compact("short", &salt);
+        assert_ne!(short, <[u8; 32]>::from(Sha256::digest(b"short")));
+        assert_ne!(short, compact("short", &[8u8; 16]));
+        // Not canonical base64url: hashed, never decoded.
         let mut other_spelling = engine_key.clone();
         other_spelling.replace_range(42.., "B"); // a trailing bit the decoder must refuse
         assert_ne!(engine_key, other_spelling);
-        assert_ne!(compact(&other_spelling), compact(&engine_key));
+        assert_ne!(compact(&other_spelling, &salt), compact(&engine_key, &salt));
+    }
+
+    #[tokio::test]
+    async fn a_key_and_the_encoded_hash_of_it_are_different_records() {
+        let store = MemoryStore::new();
+        let now = SystemTime::now();
+        let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
+        store
+            .write("alice", &record, &Changes::replace_all(), false)
+            .await
+            .unwrap();
+        let alias = URL_SAFE_NO_PAD.encode(Sha256::digest(b"alice"));
+        assert!(store.read(&alias).await.unwrap().is_none());
+        store
+            .write(&alias, &record, &Changes::replace_all(), false)
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn clones_share_their_records() {
+        let store = MemoryStore::new();
+        let clone = store.clone();
+        let now = SystemTime::now();
+        let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
+        clone
+            .write("k", &record, &Changes::replace_all(), false)
+            .await
+            .unwrap();
+        assert!(store.read("k").await.unwrap().is_some());
     }
 
     #[test]
