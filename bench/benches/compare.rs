@@ -14,8 +14,8 @@
 //! the `d` and `e` benches of each library, one more request reads the counter back and the run
 //! panics unless every `d` request read the value set up before and `e` wrote once per request.
 //!
-//! Run with `cargo bench --bench compare`, then `python3 scripts/compare-table.py` for a table
-//! of the overhead over the floor.
+//! Run with `cargo bench -p session-engine-bench --bench compare`, then
+//! `python3 bench/scripts/compare-table.py` for a table of the overhead over the floor.
 
 // `criterion_group!` defines a public function that cannot carry a doc comment.
 #![allow(missing_docs)]

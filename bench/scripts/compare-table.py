@@ -2,7 +2,7 @@
 """Prints a Markdown table of the session libraries' overhead over the floor, from the
 estimates that `cargo bench --bench compare` leaves under target/criterion.
 
-Usage: python3 scripts/compare-table.py [--median | --slope] [CRITERION_DIR]
+Usage: python3 bench/scripts/compare-table.py [--median | --slope] [CRITERION_DIR]
 
 CRITERION_DIR defaults to $CARGO_TARGET_DIR/criterion, else target/criterion in this repository.
 Times are criterion's mean point estimates (median with --median, or the slope that criterion
@@ -61,7 +61,7 @@ def main(argv):
     elif os.environ.get("CARGO_TARGET_DIR"):
         root = Path(os.environ["CARGO_TARGET_DIR"]) / "criterion"
     else:
-        root = Path(__file__).resolve().parent.parent / "target" / "criterion"
+        root = Path(__file__).resolve().parents[2] / "target" / "criterion"
 
     floor = estimate(root, *FLOOR, statistic)
     if floor is None:

@@ -3,7 +3,7 @@
 //! sessions, each holding one small counter (`visits = 0`), are created.
 //!
 //! ```text
-//! cargo run --release --example session_memory -- LIB [N] [VIA]
+//! cargo run --release -p session-engine-bench --bin session_memory -- LIB [N] [VIA]
 //! ```
 //!
 //! - `LIB`: `engine` or `tower`; one library per process, so that neither sees the other's

@@ -2,14 +2,14 @@
 # Requests per second of the demo's /peek (read a session) and /visits (read and write it), for
 # each store, under a short loopback load from wrk: one hot session, 16 connections.
 #
-#   scripts/load-stores.sh [SECONDS]   # per route and store; default 5
+#   bench/scripts/load-stores.sh [SECONDS]   # per route and store; default 5
 #
 # Needs wrk (Debian's package), and the servers of scripts/test: PostgreSQL on 5432, Redis on
 # 6379; it starts a Redis Cluster on 7331-7333 and stops it at the end. Prints a Markdown table.
 # The counter after /visits is below the number of requests: 16 connections increment one
 # session at once, and of two requests that read the same count, the last write wins.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 seconds=${1:-5}
 port=3190
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }

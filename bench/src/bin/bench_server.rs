@@ -2,7 +2,7 @@
 //! (tower-sessions, axum_session), driven by `scripts/bench` with `wrk`.
 //!
 //! ```text
-//! cargo run --release --example bench_server --features redis -- LIB STORE [PORT]
+//! cargo run --release -p session-engine-bench --bin bench_server -- LIB STORE [PORT]
 //! ```
 //!
 //! - `LIB`: `engine` (session-engine), `tower` (tower-sessions), `axum_session`, or `none` (no
