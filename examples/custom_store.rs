@@ -8,18 +8,25 @@
 //! `BTreeMap` behind one mutex. It is deliberately plain; what matters is that every hook keeps
 //! the storage contract (see `session_engine::SessionStore`):
 //!
-//! - an insert (`write` with `stored == false`) fails with `IdTaken` over a live record, and
-//!   replaces an expired one;
-//! - an update (`write` with `stored == true`) and a `touch` fail with `Gone` when the record is
-//!   absent or expired, and never recreate it;
+//! - an insert (`WriteMode::Insert`) fails with `IdTaken` over a live record, and replaces an
+//!   expired one;
+//! - an update (`WriteMode::Update`) and a `touch` fail with `Gone` when the record is absent
+//!   or expired, and never recreate it;
 //! - an update applies only the keys the request changed (`Changes::apply`), so two requests
 //!   that change different keys both survive;
-//! - `read` never returns an expired record.
+//! - a touch is a compare-and-set: it moves the expiry only if the record still has the one
+//!   the request read, so a slow request never undoes a newer write;
+//! - `destroy` says whether it removed a live record; `read` never returns an expired one.
 //!
 //! Each hook does its check and its change under one lock, never as a read followed by a
 //! separate write: that is what makes these rules hold when requests race. A store over a
 //! database does the same with one statement (`INSERT … ON CONFLICT`, `UPDATE … WHERE
 //! expires_at > now`) or a script.
+//!
+//! The store answers at once, so each hook returns `StoreFuture::ready(…)`: the engine then
+//! finishes a request without allocating a future or arming a timer, exactly as it does for
+//! the built-in `MemoryStore`. A store that waits on a network returns
+//! `StoreFuture::boxed(async move { … })` instead, with what it needs moved into the future.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,10 +36,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
-use serde_json::{Map, Value};
-use session_engine::async_trait;
+use session_engine::store::{decode_data, encode_data};
 use session_engine::{
     Changes, Error, Record, Session, SessionEngine, SessionLayer, SessionStore, StoreError,
+    StoreFuture, StoreKey, Touched, WriteMode,
 };
 use tower::ServiceExt as _;
 
@@ -52,17 +59,7 @@ struct Entry {
     expires_ms: u64,
 }
 
-impl Entry {
-    fn is_live(&self, now_ms: u64) -> bool {
-        self.expires_ms > now_ms
-    }
-}
-
 impl BTreeStore {
-    fn new() -> Self {
-        Self::default()
-    }
-
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
         // Every change below is a single map operation, so a panic elsewhere while the lock
         // was held cannot have left an entry half-written.
@@ -71,121 +68,111 @@ impl BTreeStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The live entry under `key`; an expired one is dropped on the way.
+    fn live<'m>(records: &'m mut BTreeMap<String, Entry>, key: &str) -> Option<&'m mut Entry> {
+        let now = ms(SystemTime::now());
+        if records
+            .get(key)
+            .is_some_and(|entry| entry.expires_ms <= now)
+        {
+            records.remove(key);
+        }
+        records.get_mut(key)
+    }
+
     /// The keys the store holds: what a dump of the store would show.
     fn keys(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
 }
 
-fn now_ms() -> u64 {
-    to_ms(SystemTime::now())
-}
-
-fn to_ms(time: SystemTime) -> u64 {
+fn ms(time: SystemTime) -> u64 {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn from_ms(ms: u64) -> SystemTime {
+fn time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-fn encode(data: &Map<String, Value>) -> Result<String, StoreError> {
-    serde_json::to_string(data).map_err(StoreError::backend)
-}
-
-fn decode(data: &str) -> Result<Map<String, Value>, StoreError> {
-    serde_json::from_str(data).map_err(StoreError::backend)
-}
-
-#[async_trait]
 impl SessionStore for BTreeStore {
     // `id` keeps its default: 24 random bytes from the OS, as 32 characters of base64url.
 
-    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let now = now_ms();
+    fn read(&self, key: &StoreKey) -> StoreFuture<Option<Record>> {
         let mut records = self.lock();
-        match records.get(key) {
-            Some(entry) if entry.is_live(now) => Ok(Some(Record::new(
-                decode(&entry.data)?,
-                from_ms(entry.created_ms),
-                from_ms(entry.expires_ms),
-            ))),
-            Some(_) => {
-                // Expired: never returned; drop it while we are here.
-                records.remove(key);
-                Ok(None)
-            }
-            None => Ok(None),
-        }
+        let read = Self::live(&mut records, key.as_str())
+            .map(|entry| {
+                let data = decode_data(entry.data.as_bytes())?;
+                Ok(Record::new(
+                    data,
+                    time(entry.created_ms),
+                    time(entry.expires_ms),
+                ))
+            })
+            .transpose();
+        StoreFuture::ready(read)
     }
 
-    async fn write(
+    fn write(
         &self,
-        key: &str,
+        key: &StoreKey,
         record: &Record,
         changes: &Changes,
-        stored: bool,
-    ) -> Result<(), StoreError> {
-        let now = now_ms();
+        mode: WriteMode,
+    ) -> StoreFuture<()> {
         let mut records = self.lock();
-        let live = records.get_mut(key).filter(|entry| entry.is_live(now));
-        match (stored, live) {
-            // Insert over a live record: refuse, never overwrite (R8).
-            (false, Some(_)) => Err(StoreError::IdTaken),
-            // Insert: a new record, or one that replaces an expired record.
-            (false, None) => {
+        let written = match (mode, Self::live(&mut records, key.as_str())) {
+            // Insert over a live record: refuse, never overwrite.
+            (WriteMode::Insert, Some(_)) => Err(StoreError::IdTaken),
+            (WriteMode::Insert, None) => {
                 let entry = Entry {
-                    data: encode(&record.data)?,
-                    created_ms: to_ms(record.created_at),
-                    expires_ms: to_ms(record.expires_at),
+                    data: encode_data(&record.data),
+                    created_ms: ms(record.created_at),
+                    expires_ms: ms(record.expires_at),
                 };
-                records.insert(key.to_owned(), entry);
+                records.insert(key.as_str().to_owned(), entry);
                 Ok(())
             }
-            // Update of an absent or expired record: refuse, never recreate (R9).
-            (true, None) => {
-                records.remove(key);
-                Err(StoreError::Gone)
-            }
+            // Update of an absent or expired record: refuse, never recreate.
+            (WriteMode::Update, None) => Err(StoreError::Gone),
             // Update: patch only the changed keys, move the expiry, keep `created_ms`.
-            (true, Some(entry)) => {
-                let mut data = decode(&entry.data)?;
-                changes.apply(&mut data, &record.data);
-                entry.data = encode(&data)?;
-                entry.expires_ms = to_ms(record.expires_at);
-                Ok(())
+            (WriteMode::Update, Some(entry)) => {
+                decode_data(entry.data.as_bytes()).map(|mut data| {
+                    changes.apply(&mut data, &record.data);
+                    entry.data = encode_data(&data);
+                    entry.expires_ms = ms(record.expires_at);
+                })
             }
-        }
+        };
+        StoreFuture::ready(written)
     }
 
-    async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
-        let now = now_ms();
+    fn touch(&self, key: &StoreKey, from: SystemTime, to: SystemTime) -> StoreFuture<Touched> {
         let mut records = self.lock();
-        match records.get_mut(key) {
-            Some(entry) if entry.is_live(now) => {
-                entry.expires_ms = to_ms(expires_at);
-                Ok(())
-            }
-            Some(_) => {
-                records.remove(key);
-                Err(StoreError::Gone)
-            }
+        let touched = match Self::live(&mut records, key.as_str()) {
             None => Err(StoreError::Gone),
-        }
+            // Another request wrote or touched it since this one read it: its expiry stands.
+            Some(entry) if entry.expires_ms != ms(from) => Ok(Touched::Superseded),
+            Some(entry) => {
+                entry.expires_ms = ms(to);
+                Ok(Touched::Moved)
+            }
+        };
+        StoreFuture::ready(touched)
     }
 
-    async fn destroy(&self, key: &str) -> Result<(), StoreError> {
-        self.lock().remove(key);
-        Ok(())
+    fn destroy(&self, key: &StoreKey) -> StoreFuture<bool> {
+        let now = ms(SystemTime::now());
+        let removed = self.lock().remove(key.as_str());
+        StoreFuture::ready(Ok(removed.is_some_and(|entry| entry.expires_ms > now)))
     }
 
-    async fn cleanup(&self) -> Result<u64, StoreError> {
-        let now = now_ms();
+    fn cleanup(&self) -> StoreFuture<u64> {
+        let now = ms(SystemTime::now());
         let mut records = self.lock();
         let before = records.len();
-        records.retain(|_, entry| entry.is_live(now));
-        Ok((before - records.len()) as u64)
+        records.retain(|_, entry| entry.expires_ms > now);
+        StoreFuture::ready(Ok((before - records.len()) as u64))
     }
 }
 
@@ -222,11 +209,11 @@ async fn get_visits(app: &Router, cookie: Option<&str>) -> (String, Option<Strin
 async fn main() {
     // 1. The conformance suite: every rule of the storage contract, against a fresh store.
     //    It panics with the list of broken rules, if any.
-    session_engine::testing::assert_conforms(&BTreeStore::new()).await;
+    session_engine::testing::assert_conforms(&BTreeStore::default()).await;
     println!("BTreeStore passes the session-engine conformance suite");
 
     // 2. The same store behind the session layer of an axum app.
-    let store = Arc::new(BTreeStore::new());
+    let store = Arc::new(BTreeStore::default());
     let engine = SessionEngine::builder()
         .secret("an example secret that is at least 32 bytes long")
         .shared_store(store.clone())

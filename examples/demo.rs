@@ -15,8 +15,9 @@
 //! | `SESSION_STORE` | `memory`; `sqlite://PATH` (feature `sqlite`); `redis://HOST:PORT` or `redis-cluster://HOST:PORT?node=HOST:PORT&…` (feature `redis`); `postgres://USER@HOST/DB` (feature `postgres`) | `memory` |
 //! | `SESSION_DURATION_MS` | idle lifetime in milliseconds | 30 minutes |
 //! | `SESSION_MAX_LIFETIME_MS` | absolute lifetime in milliseconds | none |
+//! | `SESSION_TOUCH_INTERVAL_MS` | how long after a write or touch a read touches again; `0` touches on every request | `min(60 s, duration / 10)` |
 //! | `SESSION_COOKIE_SECURE` | the cookie's `Secure` attribute (`true` or `false`) | `true` |
-//! | `RUST_LOG` | log filter | `info` |
+//! | `RUST_LOG` | log filter, such as `info` or `warn,session_engine=debug` | `info` |
 //!
 //! Routes:
 //!
@@ -51,7 +52,9 @@ use session_engine::store::random_id;
 use session_engine::{
     Error, MemoryStore, Session, SessionEngine, SessionLayer, SessionStore, StoreError,
 };
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The longest duration the demo accepts from its environment or `/duration`: one year. Longer
 /// values are almost certainly typos, and keep expiry arithmetic far from overflow.
@@ -62,10 +65,13 @@ const CLEANUP_PERIOD: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|filter| filter.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer())
+        .with(filter)
         .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,6 +95,9 @@ async fn run() -> Result<(), DemoError> {
     }
     if let Some(max_lifetime) = config.max_lifetime {
         builder = builder.max_lifetime(max_lifetime);
+    }
+    if let Some(interval) = config.touch_interval {
+        builder = builder.touch_interval(interval);
     }
     let engine = builder
         .build()
@@ -118,7 +127,7 @@ async fn run() -> Result<(), DemoError> {
 /// The demo's routes, behind the session layer.
 ///
 /// `/health` sits behind the layer too: it never calls `start`, so it causes no store call and
-/// no `Set-Cookie` (R1).
+/// no `Set-Cookie`: sessions are lazy.
 fn app(engine: SessionEngine) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -275,29 +284,19 @@ async fn open_store(url: &StoreUrl) -> Result<Arc<dyn SessionStore>, DemoError> 
         return Ok(Arc::new(MemoryStore::new()));
     };
     let scheme = url.scheme();
-    let opened: Result<Arc<dyn SessionStore>, StoreError> = match feature_for(scheme) {
-        #[cfg(feature = "sqlite")]
-        Some("sqlite") => open_sqlite(text).await,
-        #[cfg(feature = "postgres")]
-        Some("postgres") => open_postgres(text).await,
-        #[cfg(feature = "redis")]
-        Some("redis") => session_engine::store::redis::RedisStore::connect(text)
-            .await
-            .map(|store| Arc::new(store) as Arc<dyn SessionStore>),
-        Some(feature) => {
-            return Err(DemoError(format!(
-                "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, \
-                 which is not built into this binary: run with `--features {feature}`, \
-                 or use SESSION_STORE=memory"
-            )));
-        }
-        None => {
-            return Err(DemoError(format!(
-                "SESSION_STORE: unknown store `{scheme}://`; use `memory`, `sqlite://PATH`, \
-                 `redis://…`, `redis-cluster://…` or `postgres://…`"
-            )));
-        }
-    };
+    let feature = feature_for(scheme).ok_or_else(|| {
+        DemoError(format!(
+            "SESSION_STORE: unknown store `{scheme}://`; use `memory`, `sqlite://PATH`, \
+             `redis://…`, `redis-cluster://…` or `postgres://…`"
+        ))
+    })?;
+    let opened = open_feature_store(feature, text).await.ok_or_else(|| {
+        DemoError(format!(
+            "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, which is \
+             not built into this binary: run with `--features {feature}`, or use \
+             SESSION_STORE=memory"
+        ))
+    })?;
     opened.map_err(|error| {
         let mut message = format!("SESSION_STORE: the {scheme} store could not be opened: {error}");
         let mut source = std::error::Error::source(&error);
@@ -307,6 +306,27 @@ async fn open_store(url: &StoreUrl) -> Result<Arc<dyn SessionStore>, DemoError> 
         }
         DemoError(message)
     })
+}
+
+/// Opens the store of a cargo feature at `url`; `None` when this binary was built without
+/// that feature.
+async fn open_feature_store(
+    feature: &str,
+    url: &str,
+) -> Option<Result<Arc<dyn SessionStore>, StoreError>> {
+    match (feature, url) {
+        #[cfg(feature = "sqlite")]
+        ("sqlite", url) => Some(open_sqlite(url).await),
+        #[cfg(feature = "postgres")]
+        ("postgres", url) => Some(open_postgres(url).await),
+        #[cfg(feature = "redis")]
+        ("redis", url) => Some(
+            session_engine::store::redis::RedisStore::connect(url)
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn SessionStore>),
+        ),
+        _ => None,
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -341,6 +361,7 @@ struct Config {
     store: StoreUrl,
     duration: Option<Duration>,
     max_lifetime: Option<Duration>,
+    touch_interval: Option<Duration>,
     secure: bool,
 }
 
@@ -371,6 +392,7 @@ impl Config {
         let store = StoreUrl::parse(var("SESSION_STORE")?.as_deref().unwrap_or("memory"))?;
         let duration = duration_var("SESSION_DURATION_MS")?;
         let max_lifetime = duration_var("SESSION_MAX_LIFETIME_MS")?;
+        let touch_interval = interval_var("SESSION_TOUCH_INTERVAL_MS")?;
         let secure = match var("SESSION_COOKIE_SECURE")? {
             None => true,
             Some(value) => parse_bool(&value).ok_or_else(|| {
@@ -385,6 +407,7 @@ impl Config {
             store,
             duration,
             max_lifetime,
+            touch_interval,
             secure,
         })
     }
@@ -432,6 +455,27 @@ fn duration_var(name: &str) -> Result<Option<Duration>, DemoError> {
             ))
         })?;
     Ok(Some(duration))
+}
+
+/// A touch interval in milliseconds: a whole number from 0 (every request) to
+/// [`MAX_DURATION`].
+fn interval_var(name: &str) -> Result<Option<Duration>, DemoError> {
+    let Some(value) = var(name)? else {
+        return Ok(None);
+    };
+    let interval = value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| {
+            DemoError(format!(
+                "{name} must be a whole number of milliseconds from 0 to {}; got {value:?}",
+                MAX_DURATION.as_millis()
+            ))
+        })?;
+    Ok(Some(interval))
 }
 
 fn parse_bool(value: &str) -> Option<bool> {

@@ -1,17 +1,22 @@
-//! The errors of the engine's builder ([`ConfigError`]) and of the session handle ([`Error`]).
+//! The errors of the engine's builder ([`ConfigError`]) and of the session handle ([`Error`]),
+//! and the one opaque response that every session failure answers with.
 
-use http::StatusCode;
+use std::fmt;
+
+use http::header::CACHE_CONTROL;
+use http::{HeaderValue, Response, StatusCode};
 
 use crate::store::StoreError;
 
 /// Why a [`Session`](crate::Session) method failed.
 ///
 /// With the `axum` feature it is `IntoResponse`: a store that is unreachable or too slow
-/// answers 503, anything else 500, both with an opaque body, so `?` in a handler is safe.
+/// answers 503, anything else 500, both with an empty body, so `?` in a handler is safe. The
+/// cause is logged, never sent.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A data method or `roll` was called before `start` (R5).
+    /// A data method or `roll` was called before `start`.
     #[error("the session has not been started")]
     NotStarted,
     /// `set_id` or `set_signed_id` was called after `start`; use `roll` to change the id of a
@@ -44,23 +49,87 @@ pub enum Error {
     NotAnObject,
     /// A value could not be turned into JSON.
     #[error("could not serialize a session value")]
-    Serialize(#[source] serde_json::Error),
-    /// A stored value did not have the type that was asked for.
-    #[error("could not deserialize a session value")]
-    Deserialize(#[source] serde_json::Error),
+    Serialize(#[source] DataError),
+    /// The value stored under `key` is not of the type that was asked for.
+    #[error("the session value under {key:?} is not of the type asked for")]
+    Deserialize {
+        /// The key that was read.
+        key: String,
+        /// What went wrong, without the value.
+        #[source]
+        source: DataError,
+    },
     /// A store hook failed (or took longer than `store_timeout`).
     #[error("session store error")]
     Store(#[from] StoreError),
 }
 
 impl Error {
-    /// The HTTP status this error answers with: 503 when the store is unavailable, else 500.
+    /// The HTTP status this error answers with: 503 when the store is unavailable or too slow,
+    /// else 500.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+}
+
+/// What serde reported about a session value, without the value itself.
+///
+/// serde's messages quote the data they could not convert ("invalid type: string \"…\""), and
+/// session data may hold anything a user typed, so only the kind of failure and its position
+/// are kept: errors are logged, and logs must never carry session data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataError {
+    kind: &'static str,
+    line: usize,
+    column: usize,
+}
+
+impl DataError {
+    pub(crate) fn new(error: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let kind = match error.classify() {
+            Category::Io => "an I/O error",
+            Category::Syntax => "malformed JSON",
+            Category::Data => "a value of another type or shape",
+            Category::Eof => "JSON that ends early",
+        };
+        Self {
+            kind,
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind)?;
+        if self.line > 0 {
+            write!(f, " at line {} column {}", self.line, self.column)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DataError {}
+
+/// The response that replaces one whose session failed: the error's status, an empty body
+/// and `Cache-Control: no-store`. A handler's `Error` and a failure at the end of a request
+/// both answer with it; the cause goes to the log (never an id, a secret or session data).
+pub(crate) fn failure<B: Default>(error: &Error) -> Response<B> {
+    tracing::error!(
+        error = error as &dyn std::error::Error,
+        "session error; answering with an opaque error"
+    );
+    let mut response = Response::new(B::default());
+    *response.status_mut() = error.status();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Why [`SessionEngineBuilder::build`](crate::SessionEngineBuilder::build) refused the options.
@@ -104,7 +173,44 @@ pub enum ConfigError {
     /// A `max_lifetime` of zero.
     #[error("max_lifetime must be greater than zero")]
     ZeroMaxLifetime,
+    /// A `store_timeout` of zero: every store call would fail.
+    #[error("store_timeout must be greater than zero (use `None` to turn it off)")]
+    ZeroStoreTimeout,
     /// No store was given and the `memory-store` feature, which provides the default, is off.
     #[error("a store is required when the `memory-store` feature is off")]
     MissingStore,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r14_a_data_error_never_quotes_the_value() {
+        let secret = "hunter2-in-the-session";
+        let error = serde_json::from_value::<u64>(serde_json::json!(secret)).unwrap_err();
+        assert!(
+            error.to_string().contains(secret),
+            "serde quotes it: {error}"
+        );
+        let data = DataError::new(&error);
+        assert!(!data.to_string().contains("hunter2"), "{data}");
+        assert!(!format!("{data:?}").contains("hunter2"));
+        let syntax = serde_json::from_str::<serde_json::Value>("{\"a\": hunter2").unwrap_err();
+        assert_eq!(
+            DataError::new(&syntax).to_string(),
+            "malformed JSON at line 1 column 7"
+        );
+    }
+
+    #[test]
+    fn the_failure_response_is_opaque() {
+        let error = Error::Store(StoreError::unavailable("db at 10.0.0.1 is down"));
+        let response: Response<String> = failure(&error);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.body(), "");
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+        let response: Response<String> = failure(&Error::NotStarted);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -1,4 +1,5 @@
-//! The axum extractor for [`Session`], and the rejection when [`SessionLayer`] is missing.
+//! The axum extractor for [`Session`], the rejection when [`SessionLayer`] is missing, and
+//! `IntoResponse` for [`Error`].
 //!
 //! [`SessionLayer`]: crate::SessionLayer
 
@@ -7,7 +8,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::error::Error;
+use crate::error::{self, Error};
 use crate::session::Session;
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
@@ -42,15 +43,9 @@ impl IntoResponse for MissingSessionLayer {
 }
 
 impl IntoResponse for Error {
-    /// An opaque 500, or 503 when the store is unavailable; the error itself is logged.
+    /// The opaque failure response: 500, or 503 when the store is unavailable, with an empty
+    /// body; the error itself is logged.
     fn into_response(self) -> Response {
-        let status = self.status();
-        tracing::error!(error = &self as &dyn std::error::Error, "session error");
-        let body = if status == StatusCode::SERVICE_UNAVAILABLE {
-            "service unavailable"
-        } else {
-            "internal server error"
-        };
-        (status, body).into_response()
+        error::failure(&self)
     }
 }

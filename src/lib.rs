@@ -6,7 +6,10 @@ mod engine;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+mod id;
 mod layer;
+mod lifetime;
+pub mod rules;
 mod session;
 mod signing;
 pub mod store;
@@ -16,18 +19,19 @@ pub mod testing;
 
 pub use crate::cookie::SameSite;
 pub use crate::engine::{
-    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, MAX_DURATION, SessionEngine, SessionEngineBuilder,
+    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, DEFAULT_STORE_TIMEOUT, SessionEngine,
+    SessionEngineBuilder,
 };
-pub use crate::error::{ConfigError, Error};
+pub use crate::error::{ConfigError, DataError, Error};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::extract::MissingSessionLayer;
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
+pub use crate::lifetime::MAX_DURATION;
 pub use crate::session::Session;
 #[cfg(feature = "memory-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory-store")))]
 pub use crate::store::memory::MemoryStore;
-pub use crate::store::{Changes, Record, SessionStore, StoreError};
-/// The attribute that implements [`SessionStore`]: re-exported so that a store needs no
-/// dependency of its own on `async-trait`.
-pub use async_trait::async_trait;
+pub use crate::store::{
+    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode,
+};

@@ -1,8 +1,9 @@
 //! Cookie signing in the seed's format, with key rotation.
 //!
-//! A cookie value is `id + "." + base64(HMAC-SHA256(secret, id))`: the standard base64 alphabet
-//! without padding (R3). Values are split at the last `.`, the MAC is checked in constant time,
-//! and anything that is not exactly that shape is rejected.
+//! A signed id is `id + "." + base64(HMAC-SHA256(secret, id))`: the standard base64 alphabet
+//! without padding. Values are split at the last `.`, the MAC is checked in constant time, and
+//! anything that is not exactly that shape is rejected. [`Keys`] holds the secrets: the first
+//! signs, every one verifies.
 
 use std::fmt;
 
@@ -12,9 +13,12 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::error::ConfigError;
+use crate::id::SessionId;
+
 type HmacSha256 = Hmac<Sha256>;
 
-/// The shortest secret that [`Key::new`] accepts, in bytes.
+/// The shortest secret the engine accepts, in bytes.
 pub(crate) const MIN_SECRET_LEN: usize = 32;
 
 /// Length of a base64 (no padding) HMAC-SHA256 tag.
@@ -32,23 +36,9 @@ pub(crate) struct Key {
 }
 
 impl Key {
-    /// Makes a key from a secret of at least [`MIN_SECRET_LEN`] bytes.
-    ///
-    /// # Errors
-    ///
-    /// Returns the secret's length when it is shorter than [`MIN_SECRET_LEN`].
-    pub(crate) fn new(secret: impl AsRef<[u8]>) -> Result<Self, usize> {
-        let secret = secret.as_ref();
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(secret.len());
-        }
-        Ok(Self::new_unchecked(secret))
-    }
-
-    /// Makes a key from a secret of any length, for verifying values signed by other systems
-    /// (see `Session::set_signed_id`).
-    pub(crate) fn new_unchecked(secret: &[u8]) -> Self {
-        // HMAC accepts keys of every length; this cannot fail.
+    /// A key from a secret of any length: for verifying values signed by other systems (see
+    /// `Session::set_signed_id`). The engine's own keys come from [`Keys::new`].
+    pub(crate) fn new(secret: &[u8]) -> Self {
         let mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
         Self {
             secret: secret.into(),
@@ -56,8 +46,8 @@ impl Key {
         }
     }
 
-    /// Signs `id`: returns `id.base64(tag)`.
-    pub(crate) fn sign(&self, id: &str) -> String {
+    /// `id.base64(tag)`.
+    fn sign(&self, id: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(id.as_bytes());
         let tag = mac.finalize().into_bytes();
@@ -68,11 +58,21 @@ impl Key {
         out
     }
 
-    /// Checks that `tag` is this key's MAC of `id`, in constant time.
-    fn verify_tag(&self, id: &str, tag: &[u8]) -> bool {
+    /// Whether `tag` is this key's MAC of `id`, compared in constant time.
+    fn verifies(&self, id: &str, tag: &[u8]) -> bool {
         let mut mac = self.mac.clone();
         mac.update(id.as_bytes());
         mac.verify_slice(tag).is_ok()
+    }
+
+    /// The id of `value` if this key signed it.
+    pub(crate) fn verify(&self, value: &str) -> Option<SessionId> {
+        let (id, tag) = split(value)?;
+        if self.verifies(id, &tag) {
+            SessionId::parse(id)
+        } else {
+            None
+        }
     }
 }
 
@@ -90,6 +90,59 @@ impl PartialEq for Key {
 
 impl Eq for Key {}
 
+/// The engine's secrets: the first signs, every one verifies.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys(Box<[Key]>);
+
+/// A value that verified: its id, and whether the current key signed it.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    pub(crate) id: SessionId,
+    /// Whether the first (signing) key verified it; `false` for an older one, whose cookie is
+    /// re-issued under the current key.
+    pub(crate) current: bool,
+}
+
+impl Keys {
+    /// Checks the secrets: at least one, each at least [`MIN_SECRET_LEN`] bytes.
+    pub(crate) fn new<S: AsRef<[u8]>>(secrets: &[S]) -> Result<Self, ConfigError> {
+        if secrets.is_empty() {
+            return Err(ConfigError::MissingSecret);
+        }
+        secrets
+            .iter()
+            .enumerate()
+            .map(|(index, secret)| {
+                let secret = secret.as_ref();
+                if secret.len() < MIN_SECRET_LEN {
+                    Err(ConfigError::SecretTooShort {
+                        index,
+                        len: secret.len(),
+                    })
+                } else {
+                    Ok(Key::new(secret))
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// `id` signed with the current key.
+    pub(crate) fn sign(&self, id: &SessionId) -> String {
+        self.0[0].sign(id.as_str())
+    }
+
+    /// Verifies `value` with each key in turn.
+    pub(crate) fn verify(&self, value: &str) -> Option<Verified> {
+        let (id, tag) = split(value)?;
+        let index = self.0.iter().position(|key| key.verifies(id, &tag))?;
+        Some(Verified {
+            id: SessionId::parse(id)?,
+            current: index == 0,
+        })
+    }
+}
+
 /// Splits a signed value into its id and decoded tag, or `None` if it is not exactly
 /// `id.base64(tag)` with a 32-byte tag in canonical base64.
 fn split(value: &str) -> Option<(&str, [u8; 32])> {
@@ -106,92 +159,63 @@ fn split(value: &str) -> Option<(&str, [u8; 32])> {
     }
 }
 
-/// Verifies `value` with each key in turn. Returns the id and the index of the key that
-/// verified it (0 is the current key), or `None`.
-pub(crate) fn verify<'a>(keys: &[Key], value: &'a str) -> Option<(&'a str, usize)> {
-    let (id, tag) = split(value)?;
-    keys.iter()
-        .position(|key| key.verify_tag(id, &tag))
-        .map(|index| (id, index))
-}
-
-/// Decodes `%XX` escapes. `None` if an escape is malformed or the result is not UTF-8.
-pub(crate) fn percent_decode(value: &str) -> Option<String> {
-    fn hex(byte: u8) -> Option<u8> {
-        match byte {
-            b'0'..=b'9' => Some(byte - b'0'),
-            b'a'..=b'f' => Some(byte - b'a' + 10),
-            b'A'..=b'F' => Some(byte - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let high = hex(*bytes.get(i + 1)?)?;
-            let low = hex(*bytes.get(i + 2)?)?;
-            out.push(high << 4 | low);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(secret: &str) -> Key {
-        Key::new(secret).unwrap()
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const OTHER: &str = "fedcba9876543210fedcba9876543210";
+
+    fn keys(secrets: &[&str]) -> Keys {
+        Keys::new(secrets).unwrap()
     }
 
-    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    fn id(id: &str) -> SessionId {
+        SessionId::parse(id).unwrap()
+    }
+
+    fn verified(keys: &Keys, value: &str) -> Option<(String, bool)> {
+        keys.verify(value)
+            .map(|v| (v.id.as_str().to_owned(), v.current))
+    }
 
     #[test]
     fn r3_seed_test_vector() {
-        // The seed's secret is shorter than we accept; the format must still match.
-        let key = Key::new_unchecked(b"tobiiscool");
-        assert_eq!(
-            key.sign("hello"),
-            "hello.DGDUkGlIkCzPz+C0B064FNgHdEjox7ch8tOBGslZ5QI"
-        );
-        assert_eq!(
-            verify(&[key], "hello.DGDUkGlIkCzPz+C0B064FNgHdEjox7ch8tOBGslZ5QI"),
-            Some(("hello", 0))
-        );
+        // The seed's secret is shorter than the engine accepts; the format must still match.
+        let key = Key::new(b"tobiiscool");
+        let signed = "hello.DGDUkGlIkCzPz+C0B064FNgHdEjox7ch8tOBGslZ5QI";
+        assert_eq!(key.sign("hello"), signed);
+        assert_eq!(key.verify(signed), Some(id("hello")));
     }
 
     #[test]
-    fn short_secrets_are_refused() {
-        assert_eq!(Key::new("x".repeat(31)).unwrap_err(), 31);
-        assert!(Key::new("x".repeat(32)).is_ok());
+    fn secrets_are_checked() {
+        assert_eq!(
+            Keys::new::<&str>(&[]).unwrap_err(),
+            ConfigError::MissingSecret
+        );
+        assert_eq!(
+            Keys::new(&[SECRET, &"x".repeat(31)]).unwrap_err(),
+            ConfigError::SecretTooShort { index: 1, len: 31 }
+        );
+        assert!(Keys::new(&["x".repeat(32)]).is_ok());
     }
 
     #[test]
     fn r3_round_trip_and_rotation() {
-        let old = key(SECRET);
-        let new = key("fedcba9876543210fedcba9876543210");
-        let signed = old.sign("abc");
-        assert_eq!(
-            verify(&[new.clone(), old.clone()], &signed),
-            Some(("abc", 1))
-        );
-        assert_eq!(verify(std::slice::from_ref(&new), &signed), None);
-        assert_eq!(
-            verify(&[new.clone(), old], &new.sign("abc")),
-            Some(("abc", 0))
-        );
+        let old = keys(&[SECRET]);
+        let rotated = keys(&[OTHER, SECRET]);
+        let signed = old.sign(&id("abc"));
+        assert_eq!(verified(&rotated, &signed), Some(("abc".into(), false)));
+        assert_eq!(verified(&keys(&[OTHER]), &signed), None);
+        let current = rotated.sign(&id("abc"));
+        assert_eq!(verified(&rotated, &current), Some(("abc".into(), true)));
     }
 
     #[test]
     fn r3_every_flipped_byte_rejects() {
-        let k = key(SECRET);
-        let signed = k.sign("some-session-id");
+        let keys = keys(&[SECRET]);
+        let signed = keys.sign(&id("some-session-id"));
         for i in 0..signed.len() {
             for bit in [0x01u8, 0x02, 0x20, 0x40] {
                 let mut bytes = signed.clone().into_bytes();
@@ -199,11 +223,8 @@ mod tests {
                 let Ok(tampered) = String::from_utf8(bytes) else {
                     continue;
                 };
-                if tampered == signed {
-                    continue;
-                }
                 assert_eq!(
-                    verify(std::slice::from_ref(&k), &tampered),
+                    verified(&keys, &tampered),
                     None,
                     "byte {i} bit {bit:#x} accepted: {tampered}"
                 );
@@ -213,61 +234,44 @@ mod tests {
 
     #[test]
     fn r3_truncation_junk_and_missing_signature_reject() {
-        let k = key(SECRET);
-        let keys = std::slice::from_ref(&k);
-        let signed = k.sign("some-session-id");
+        let keys = keys(&[SECRET]);
+        let signed = keys.sign(&id("some-session-id"));
         for end in 0..signed.len() {
-            assert_eq!(
-                verify(keys, &signed[..end]),
-                None,
-                "prefix of {end} accepted"
-            );
+            assert_eq!(verified(&keys, &signed[..end]), None, "prefix of {end}");
         }
         for junk in ["=", "==", "A", ".", " ", "x.y", "\0"] {
             assert_eq!(
-                verify(keys, &format!("{signed}{junk}")),
+                verified(&keys, &format!("{signed}{junk}")),
                 None,
-                "junk {junk:?}"
+                "{junk:?}"
             );
         }
-        assert_eq!(verify(keys, "some-session-id"), None);
-        assert_eq!(verify(keys, "some-session-id."), None);
-        assert_eq!(verify(keys, ""), None);
-        assert_eq!(verify(keys, "."), None);
+        for bad in ["some-session-id", "some-session-id.", "", "."] {
+            assert_eq!(verified(&keys, bad), None, "{bad:?}");
+        }
         // A signature over another id does not transfer.
-        let (_, tag) = k
-            .sign("other")
-            .rsplit_once('.')
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            .unwrap();
-        assert_eq!(verify(keys, &format!("some-session-id.{tag}")), None);
+        let other = keys.sign(&id("other"));
+        let (_, tag) = other.rsplit_once('.').unwrap();
+        assert_eq!(verified(&keys, &format!("some-session-id.{tag}")), None);
     }
 
     #[test]
-    fn r3_ids_containing_dots_split_at_the_last() {
-        let k = key(SECRET);
-        let signed = k.sign("a.b.c");
-        assert_eq!(
-            verify(std::slice::from_ref(&k), &signed),
-            Some(("a.b.c", 0))
-        );
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Bb%2fc").as_deref(), Some("a+b/c"));
-        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
-        assert_eq!(percent_decode("%FF"), None);
+    fn r3_a_valid_signature_over_an_invalid_id_rejects() {
+        let key = Key::new(SECRET.as_bytes());
+        let keys = keys(&[SECRET]);
+        for bad in ["a.b.c", "a b", ""] {
+            let signed = key.sign(bad);
+            assert_eq!(verified(&keys, &signed), None, "{bad:?}");
+            assert_eq!(key.verify(&signed), None, "{bad:?}");
+        }
     }
 
     #[test]
     fn debug_redacts_and_eq_compares_secrets() {
-        let k = key(SECRET);
-        assert_eq!(format!("{k:?}"), "Key(REDACTED)");
-        assert!(!format!("{k:?}").contains(SECRET));
-        assert_eq!(k, key(SECRET));
-        assert_ne!(k, key("fedcba9876543210fedcba9876543210"));
+        let key = Key::new(SECRET.as_bytes());
+        assert_eq!(format!("{key:?}"), "Key(REDACTED)");
+        assert!(!format!("{:?}", keys(&[SECRET])).contains(SECRET));
+        assert_eq!(key, Key::new(SECRET.as_bytes()));
+        assert_ne!(key, Key::new(OTHER.as_bytes()));
     }
 }

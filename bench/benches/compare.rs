@@ -75,13 +75,69 @@ mod engine {
             .expect("valid session-engine options")
     }
 
-    /// Not a default: a returning visitor's read touches the store at most once a minute.
-    pub(super) fn engine_touching_every_minute() -> SessionEngine {
+    /// Not a default: a returning visitor's read touches the store on every request, as
+    /// hyper-express-session does.
+    pub(super) fn engine_touching_every_request() -> SessionEngine {
         SessionEngine::builder()
             .secret(SECRET)
-            .touch_interval(std::time::Duration::from_secs(60))
+            .touch_interval(std::time::Duration::ZERO)
             .build()
             .expect("valid session-engine options")
+    }
+
+    /// Not a default: the store is one of the app's own, written outside the crate, that
+    /// answers at once (here by handing each call to a `MemoryStore`). It goes the same way
+    /// as the built-in store, with no boxed future and no timer.
+    pub(super) fn engine_on_a_users_store() -> SessionEngine {
+        SessionEngine::builder()
+            .secret(SECRET)
+            .store(users_store::UsersStore::default())
+            .build()
+            .expect("valid session-engine options")
+    }
+
+    mod users_store {
+        use std::time::SystemTime;
+
+        use session_engine::{
+            Changes, MemoryStore, Record, SessionStore, StoreFuture, StoreKey, Touched, WriteMode,
+        };
+
+        #[derive(Default)]
+        pub(in super::super) struct UsersStore(MemoryStore);
+
+        impl SessionStore for UsersStore {
+            fn read(&self, key: &StoreKey) -> StoreFuture<Option<Record>> {
+                self.0.read(key)
+            }
+
+            fn write(
+                &self,
+                key: &StoreKey,
+                record: &Record,
+                changes: &Changes,
+                mode: WriteMode,
+            ) -> StoreFuture<()> {
+                self.0.write(key, record, changes, mode)
+            }
+
+            fn touch(
+                &self,
+                key: &StoreKey,
+                from: SystemTime,
+                to: SystemTime,
+            ) -> StoreFuture<Touched> {
+                self.0.touch(key, from, to)
+            }
+
+            fn destroy(&self, key: &StoreKey) -> StoreFuture<bool> {
+                self.0.destroy(key)
+            }
+
+            fn cleanup(&self) -> StoreFuture<u64> {
+                self.0.cleanup()
+            }
+        }
     }
 
     pub(super) async fn untouched(_session: Session) -> &'static str {
@@ -105,11 +161,20 @@ fn session_engine_subject() -> Subject {
     session_engine_with("session-engine", engine::engine)
 }
 
-/// session-engine with `touch_interval(60 s)`: shown beside the defaults, not compared.
-fn session_engine_interval_subject() -> Subject {
+/// session-engine with `touch_interval(ZERO)`: shown beside the defaults, not compared.
+fn session_engine_every_request_subject() -> Subject {
     session_engine_with(
-        "session-engine-touch-interval-60s",
-        engine::engine_touching_every_minute,
+        "session-engine-touch-every-request",
+        engine::engine_touching_every_request,
+    )
+}
+
+/// session-engine on a store of the app's own that answers at once: shown beside the
+/// defaults, not compared.
+fn session_engine_users_store_subject() -> Subject {
+    session_engine_with(
+        "session-engine-users-store",
+        engine::engine_on_a_users_store,
     )
 }
 
@@ -348,7 +413,8 @@ fn bench(c: &mut Criterion) {
 
     let subjects = [
         session_engine_subject(),
-        session_engine_interval_subject(),
+        session_engine_every_request_subject(),
+        session_engine_users_store_subject(),
         tower_sessions_subject(),
         runtime.block_on(axum_session_subject()),
     ];

@@ -18,7 +18,8 @@ LIBRARIES = [
     "session-engine",
     "tower-sessions",
     "axum_session",
-    "session-engine-touch-interval-60s",
+    "session-engine-touch-every-request",
+    "session-engine-users-store",
 ]
 FLOOR = ("a_floor", "no-layer")
 SCENARIOS = [

@@ -1,104 +1,176 @@
 //! [`MemoryStore`]: sessions in this process's memory, the default store.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Map, Value};
+use indexmap::IndexMap;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Changes, Record, SessionStore, StoreError, from_ms, to_ms};
+use crate::store::{
+    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode,
+    decode_data, encode_data, from_ms, to_ms,
+};
 
 /// Sessions kept in this process's memory: fast, and gone when the process ends.
 ///
-/// The map is split into shards, each behind its own lock, so that requests on different
-/// sessions running on different cores do not queue on one lock. Each record takes one
-/// allocation: its two times and its data as serialized JSON, which is several times smaller
-/// than a parsed `serde_json::Map`. Keys are kept as 32 bytes: the engine's keys are already
-/// base64url of a SHA-256 digest and are decoded, any other key is hashed.
+/// Every hook answers at once ([`StoreFuture::ready`]), so the engine finishes a request that
+/// uses it without allocating a future or arming a timer.
 ///
-/// Expired records are never returned; they are removed when next touched by a hook, or by
-/// [`cleanup`](SessionStore::cleanup) (see `SessionEngine::spawn_cleanup`).
+/// The map is split into shards, each behind its own lock, so that requests on different
+/// sessions do not queue on one lock. Each record takes one allocation (its creation time and
+/// its data as JSON text, several times smaller than a parsed map) beside its expiry and its
+/// key: the 32 bytes of the digest the engine hashed the id into, used as they are.
+///
+/// Expired records are never returned, and the store removes them by itself: every call that
+/// locks a shard also looks at a few of its records, in turn, and drops the expired ones
+/// (more while most of those it looks at have expired), so memory follows the live sessions
+/// at a small, steady cost and no clean-up task is needed. A shard that has shrunk a lot gives
+/// its memory back.
 ///
 /// Clones share the same records: keep a clone to call [`len`](Self::len) while the engine
-/// owns the store, and hand the engine the store with `store(…)` (not `shared_store`), which
-/// lets it call the store without boxing futures.
+/// owns the store.
 #[derive(Clone)]
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>]>,
-    /// Salts the hash of keys that are not the engine's, so that no other key can be chosen
-    /// to land on an engine key's 32 bytes.
+    /// Salts the hash of keys that are not digests, so that no key can be chosen to land on
+    /// another key's 32 bytes.
     salt: [u8; 16],
 }
 
-type Shard = HashMap<Key, Entry>;
+/// How many records one call looks at, in a step.
+const SWEEP_STEP: usize = 4;
+/// How many records one call looks at, at most.
+const SWEEP_MAX: usize = 64;
 
-/// A store key in 32 bytes.
-type Key = [u8; 32];
+/// A store key in 32 bytes: a digest, or the salted hash of any other key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u8; 32]);
 
-/// The engine's key as it is (43 characters of base64url decode to the 32 bytes of its
-/// digest; the decoder refuses any other spelling of those bytes), or the SHA-256 of `salt`
-/// and any other key, so that every key fits the map's slot without an allocation of its own.
-/// The salt is secret and random, so no key can be chosen whose hash is an engine key's bytes.
-fn compact(key: &str, salt: &[u8; 16]) -> Key {
-    let mut bytes = [0u8; 32];
-    if key.len() == 43
-        && URL_SAFE_NO_PAD
-            .decode_slice(key, &mut bytes)
-            .is_ok_and(|len| len == 32)
-    {
-        return bytes;
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The bytes are a digest: any eight of them are a hash. The shard index uses the
+        // first two; the map uses the next eight.
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[8..16]);
+        state.write_u64(u64::from_le_bytes(word));
     }
-    Sha256::new()
-        .chain_update(salt)
-        .chain_update(key.as_bytes())
-        .finalize()
-        .into()
 }
 
-/// One record in one allocation: creation and expiry times (milliseconds since the Unix
-/// epoch, little-endian) followed by the data as a JSON object.
-struct Entry(Box<[u8]>);
+/// Passes a [`Key`]'s own bits through.
+#[derive(Default)]
+struct KeyHasher(u64);
 
-impl Entry {
-    const DATA: usize = 16;
-
-    fn new(created_ms: u64, expires_ms: u64, data: &str) -> Self {
-        let mut bytes = Vec::with_capacity(Self::DATA + data.len());
-        bytes.extend_from_slice(&created_ms.to_le_bytes());
-        bytes.extend_from_slice(&expires_ms.to_le_bytes());
-        bytes.extend_from_slice(data.as_bytes());
-        Self(bytes.into_boxed_slice())
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
 
-    fn time(&self, at: usize) -> u64 {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&self.0[at..at + 8]);
-        u64::from_le_bytes(bytes)
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Key::hash` feeds this hasher, through `write_u64`.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
+}
+
+/// One record: its expiry beside the map's key, so that sweeping reads the map's own memory,
+/// and its creation time and data in one allocation.
+struct Entry {
+    expires_ms: u64,
+    /// The creation time (milliseconds, little-endian), then the data as JSON text.
+    body: Box<[u8]>,
+}
+
+impl Entry {
+    fn new(created_ms: u64, expires_ms: u64, data: &str) -> Self {
+        let mut body = Vec::with_capacity(8 + data.len());
+        body.extend_from_slice(&created_ms.to_le_bytes());
+        body.extend_from_slice(data.as_bytes());
+        Self {
+            expires_ms,
+            body: body.into_boxed_slice(),
+        }
     }
 
     fn created_ms(&self) -> u64 {
-        self.time(0)
-    }
-
-    fn expires_ms(&self) -> u64 {
-        self.time(8)
-    }
-
-    fn set_expires_ms(&mut self, expires_ms: u64) {
-        self.0[8..Self::DATA].copy_from_slice(&expires_ms.to_le_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.body[..8]);
+        u64::from_le_bytes(bytes)
     }
 
     fn data(&self) -> &[u8] {
-        &self.0[Self::DATA..]
+        &self.body[8..]
     }
 
     fn is_live(&self, now_ms: u64) -> bool {
-        self.expires_ms() > now_ms
+        self.expires_ms > now_ms
+    }
+
+    fn record(&self) -> Result<Record, StoreError> {
+        Ok(Record::new(
+            decode_data(self.data())?,
+            from_ms(self.created_ms())?,
+            from_ms(self.expires_ms)?,
+        ))
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    map: IndexMap<Key, Entry, BuildHasherDefault<KeyHasher>>,
+    /// Where sweeping goes on from.
+    cursor: usize,
+}
+
+impl Shard {
+    /// The live entry under `key`; an expired one is removed on the way.
+    fn live(&mut self, key: &Key, now: u64) -> Option<&mut Entry> {
+        let index = self.map.get_index_of(key)?;
+        if self.map[index].is_live(now) {
+            return Some(&mut self.map[index]);
+        }
+        self.map.swap_remove_index(index);
+        None
+    }
+
+    /// Looks at the next few records and removes the expired ones: more while most of those
+    /// looked at had expired, up to [`SWEEP_MAX`].
+    fn sweep(&mut self, now: u64) {
+        let mut looked = 0;
+        loop {
+            let mut expired = 0;
+            for _ in 0..SWEEP_STEP {
+                if self.map.is_empty() {
+                    return;
+                }
+                if self.cursor >= self.map.len() {
+                    self.cursor = 0;
+                }
+                if self.map[self.cursor].is_live(now) {
+                    self.cursor += 1;
+                } else {
+                    // The last record moves into the cursor's place: look there again.
+                    self.map.swap_remove_index(self.cursor);
+                    expired += 1;
+                }
+            }
+            looked += SWEEP_STEP;
+            if expired * 2 <= SWEEP_STEP || looked >= SWEEP_MAX {
+                break;
+            }
+        }
+        // Give memory back once three quarters of the room are empty (rare: amortized).
+        if self.map.capacity() > 64 && self.map.len() * 4 < self.map.capacity() {
+            self.map.shrink_to(self.map.len() * 2);
+        }
     }
 }
 
@@ -112,14 +184,14 @@ impl MemoryStore {
         // collide by accident.
         let _ = getrandom::fill(&mut salt);
         Self {
-            shards: (0..count).map(|_| Mutex::new(Shard::new())).collect(),
+            shards: (0..count).map(|_| Mutex::new(Shard::default())).collect(),
             salt,
         }
     }
 
-    /// How many records the store holds, expired ones included until they are cleaned up.
+    /// How many records the store holds, expired ones included until they are swept.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.shards.iter().map(|shard| lock(shard).map.len()).sum()
     }
 
     /// Whether the store holds no record.
@@ -127,11 +199,118 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// The shard of a key: its bytes are a digest (or decode one), so any of them will do.
-    fn shard(&self, key: &Key) -> &Mutex<Shard> {
-        let index = u16::from_le_bytes([key[0], key[1]]);
+    /// The 32 bytes of a key: a digest as it is; other text decoded when it spells 32 bytes
+    /// in base64url (so that a key's text alone names its record), else hashed with the salt.
+    fn compact(&self, key: &StoreKey) -> Key {
+        if let Some(digest) = key.digest() {
+            return Key(*digest);
+        }
+        let text = key.as_str();
+        let mut bytes = [0u8; 32];
+        // The decoder refuses any other spelling of the same bytes.
+        if text.len() == 43 && URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok() == Some(32) {
+            return Key(bytes);
+        }
+        Key(Sha256::new()
+            .chain_update(self.salt)
+            .chain_update(text.as_bytes())
+            .finalize()
+            .into())
+    }
+
+    /// Locks the shard of `key`, after sweeping it a little.
+    fn shard(&self, key: &Key, now: u64) -> MutexGuard<'_, Shard> {
+        let index = usize::from(u16::from_le_bytes([key.0[0], key.0[1]]));
         // `shards.len()` is a power of two.
-        &self.shards[usize::from(index) & (self.shards.len() - 1)]
+        let mut shard = lock(&self.shards[index & (self.shards.len() - 1)]);
+        shard.sweep(now);
+        shard
+    }
+
+    fn read_now(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        let key = self.compact(key);
+        let now = to_ms(SystemTime::now());
+        let mut shard = self.shard(&key, now);
+        shard
+            .live(&key, now)
+            .map(|entry| entry.record())
+            .transpose()
+    }
+
+    fn write_now(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        changes: &Changes,
+        mode: WriteMode,
+    ) -> Result<(), StoreError> {
+        let key = self.compact(key);
+        let now = to_ms(SystemTime::now());
+        let expires_ms = to_ms(record.expires_at);
+        let mut shard = self.shard(&key, now);
+        match (mode, shard.live(&key, now)) {
+            (WriteMode::Insert, Some(_)) => Err(StoreError::IdTaken),
+            (WriteMode::Insert, None) => {
+                let entry = Entry::new(
+                    to_ms(record.created_at),
+                    expires_ms,
+                    &encode_data(&record.data),
+                );
+                shard.map.insert(key, entry);
+                Ok(())
+            }
+            (WriteMode::Update, None) => Err(StoreError::Gone),
+            (WriteMode::Update, Some(entry)) => {
+                let data = if changes.is_replace() {
+                    encode_data(&record.data)
+                } else {
+                    let mut data = decode_data(entry.data())?;
+                    changes.apply(&mut data, &record.data);
+                    encode_data(&data)
+                };
+                *entry = Entry::new(entry.created_ms(), expires_ms, &data);
+                Ok(())
+            }
+        }
+    }
+
+    fn touch_now(
+        &self,
+        key: &StoreKey,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Touched, StoreError> {
+        let key = self.compact(key);
+        let now = to_ms(SystemTime::now());
+        let mut shard = self.shard(&key, now);
+        let entry = shard.live(&key, now).ok_or(StoreError::Gone)?;
+        if entry.expires_ms != to_ms(from) {
+            return Ok(Touched::Superseded);
+        }
+        entry.expires_ms = to_ms(to);
+        Ok(Touched::Moved)
+    }
+
+    fn destroy_now(&self, key: &StoreKey) -> bool {
+        let key = self.compact(key);
+        let now = to_ms(SystemTime::now());
+        let mut shard = self.shard(&key, now);
+        shard
+            .map
+            .swap_remove(&key)
+            .is_some_and(|entry| entry.is_live(now))
+    }
+
+    fn cleanup_now(&self) -> u64 {
+        let now = to_ms(SystemTime::now());
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let before = shard.map.len();
+            shard.map.retain(|_, entry| entry.is_live(now));
+            removed += (before - shard.map.len()) as u64;
+        }
+        removed
     }
 }
 
@@ -153,221 +332,157 @@ impl fmt::Debug for MemoryStore {
 /// change is a single map operation), so a poisoned lock is still safe to use.
 ///
 /// The lock is a std mutex, not an async one: it is never held across an `.await`, and each
-/// critical section is one map operation.
-fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+/// critical section is one map operation and a short sweep.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn encode(data: &Map<String, Value>) -> Result<String, StoreError> {
-    serde_json::to_string(data).map_err(StoreError::backend)
-}
-
-fn decode(data: &[u8]) -> Result<Map<String, Value>, StoreError> {
-    serde_json::from_slice(data).map_err(StoreError::backend)
-}
-
-/// The hooks as plain functions: the trait calls them, and so does the engine directly when
-/// its store is a `MemoryStore`, which saves boxing a future for each call.
-impl MemoryStore {
-    pub(crate) fn read_now(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let key = compact(key, &self.salt);
-        let now = to_ms(SystemTime::now());
-        let mut shard = lock(self.shard(&key));
-        match shard.get(&key) {
-            Some(entry) if entry.is_live(now) => Ok(Some(Record::new(
-                decode(entry.data())?,
-                from_ms(entry.created_ms())?,
-                from_ms(entry.expires_ms())?,
-            ))),
-            Some(_) => {
-                shard.remove(&key);
-                Ok(None)
-            }
-            None => Ok(None),
-        }
-    }
-
-    pub(crate) fn write_now(
-        &self,
-        key: &str,
-        record: &Record,
-        changes: &Changes,
-        stored: bool,
-    ) -> Result<(), StoreError> {
-        let key = compact(key, &self.salt);
-        let now = to_ms(SystemTime::now());
-        let expires_ms = to_ms(record.expires_at);
-        let mut shard = lock(self.shard(&key));
-        let live = shard.get_mut(&key).filter(|entry| entry.is_live(now));
-        match (stored, live) {
-            (false, Some(_)) => Err(StoreError::IdTaken),
-            (false, None) => {
-                let data = encode(&record.data)?;
-                let entry = Entry::new(to_ms(record.created_at), expires_ms, &data);
-                shard.insert(key, entry);
-                Ok(())
-            }
-            (true, None) => {
-                shard.remove(&key);
-                Err(StoreError::Gone)
-            }
-            (true, Some(entry)) => {
-                let data = if changes.is_replace() {
-                    encode(&record.data)?
-                } else {
-                    let mut data = decode(entry.data())?;
-                    changes.apply(&mut data, &record.data);
-                    encode(&data)?
-                };
-                *entry = Entry::new(entry.created_ms(), expires_ms, &data);
-                Ok(())
-            }
-        }
-    }
-
-    pub(crate) fn touch_now(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
-        let key = compact(key, &self.salt);
-        let now = to_ms(SystemTime::now());
-        let mut shard = lock(self.shard(&key));
-        match shard.get_mut(&key) {
-            Some(entry) if entry.is_live(now) => {
-                entry.set_expires_ms(to_ms(expires_at));
-                Ok(())
-            }
-            Some(_) => {
-                shard.remove(&key);
-                Err(StoreError::Gone)
-            }
-            None => Err(StoreError::Gone),
-        }
-    }
-
-    pub(crate) fn destroy_now(&self, key: &str) {
-        let key = compact(key, &self.salt);
-        lock(self.shard(&key)).remove(&key);
-    }
-}
-
-#[async_trait]
 impl SessionStore for MemoryStore {
-    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        self.read_now(key)
+    fn read(&self, key: &StoreKey) -> StoreFuture<Option<Record>> {
+        self.read_now(key).into()
     }
 
-    async fn write(
+    fn write(
         &self,
-        key: &str,
+        key: &StoreKey,
         record: &Record,
         changes: &Changes,
-        stored: bool,
-    ) -> Result<(), StoreError> {
-        self.write_now(key, record, changes, stored)
+        mode: WriteMode,
+    ) -> StoreFuture<()> {
+        self.write_now(key, record, changes, mode).into()
     }
 
-    async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
-        self.touch_now(key, expires_at)
+    fn touch(&self, key: &StoreKey, from: SystemTime, to: SystemTime) -> StoreFuture<Touched> {
+        self.touch_now(key, from, to).into()
     }
 
-    async fn destroy(&self, key: &str) -> Result<(), StoreError> {
-        self.destroy_now(key);
-        Ok(())
+    fn destroy(&self, key: &StoreKey) -> StoreFuture<bool> {
+        StoreFuture::ready(Ok(self.destroy_now(key)))
     }
 
-    async fn cleanup(&self) -> Result<u64, StoreError> {
-        let now = to_ms(SystemTime::now());
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            let before = shard.len();
-            shard.retain(|_, entry| entry.is_live(now));
-            removed += (before - shard.len()) as u64;
-        }
-        Ok(removed)
+    fn cleanup(&self) -> StoreFuture<u64> {
+        StoreFuture::ready(Ok(self.cleanup_now()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
     use std::time::Duration;
 
+    fn record(expires_in_ms: i64) -> Record {
+        let now = SystemTime::now();
+        let expires = if expires_in_ms >= 0 {
+            now + Duration::from_millis(expires_in_ms.unsigned_abs())
+        } else {
+            now - Duration::from_millis(expires_in_ms.unsigned_abs())
+        };
+        Record::new(Map::new(), now, expires)
+    }
+
+    fn insert(store: &MemoryStore, key: &str, record: &Record) {
+        store
+            .write_now(
+                &StoreKey::from(key),
+                record,
+                &Changes::replace_all(),
+                WriteMode::Insert,
+            )
+            .unwrap();
+    }
+
     #[test]
-    fn engine_keys_are_decoded_and_other_keys_hashed_with_a_salt() {
-        let salt = [7u8; 16];
+    fn a_key_names_its_record_by_its_text_and_nothing_else_aliases() {
+        let store = MemoryStore::new();
         let digest: [u8; 32] = Sha256::digest(b"some id").into();
-        let engine_key = URL_SAFE_NO_PAD.encode(digest);
-        assert_eq!(compact(&engine_key, &salt), digest);
-        // Not 43 characters: hashed with the salt, so never the bare digest of the key.
-        let short = compact("short", &salt);
-        assert_ne!(short, <[u8; 32]>::from(Sha256::digest(b"short")));
-        assert_ne!(short, compact("short", &[8u8; 16]));
+        let text = URL_SAFE_NO_PAD.encode(digest);
+        // A digest key and its text are one record.
+        let id = crate::id::SessionId::parse("some-id").unwrap();
+        let hashed = id.store_key(true);
+        assert!(store.compact(&hashed) == store.compact(&StoreKey::from(hashed.as_str())));
+        // Other text is hashed with the salt: never the bare digest of the text.
+        assert!(store.compact(&StoreKey::from("some id")) != Key(digest));
+        assert!(store.compact(&StoreKey::from(text.as_str())) == Key(digest));
         // Not canonical base64url: hashed, never decoded.
-        let mut other_spelling = engine_key.clone();
-        other_spelling.replace_range(42.., "B"); // a trailing bit the decoder must refuse
-        assert_ne!(engine_key, other_spelling);
-        assert_ne!(compact(&other_spelling, &salt), compact(&engine_key, &salt));
-    }
-
-    #[tokio::test]
-    async fn a_key_and_the_encoded_hash_of_it_are_different_records() {
-        let store = MemoryStore::new();
-        let now = SystemTime::now();
-        let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
-        store
-            .write("alice", &record, &Changes::replace_all(), false)
-            .await
-            .unwrap();
-        let alias = URL_SAFE_NO_PAD.encode(Sha256::digest(b"alice"));
-        assert!(store.read(&alias).await.unwrap().is_none());
-        store
-            .write(&alias, &record, &Changes::replace_all(), false)
-            .await
-            .unwrap();
-        assert_eq!(store.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn clones_share_their_records() {
-        let store = MemoryStore::new();
-        let clone = store.clone();
-        let now = SystemTime::now();
-        let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
-        clone
-            .write("k", &record, &Changes::replace_all(), false)
-            .await
-            .unwrap();
-        assert!(store.read("k").await.unwrap().is_some());
+        let mut other_spelling = text.clone();
+        other_spelling.replace_range(42.., "B");
+        assert_ne!(other_spelling, text);
+        assert!(
+            store.compact(&StoreKey::from(other_spelling.as_str()))
+                != store.compact(&StoreKey::from(text.as_str()))
+        );
     }
 
     #[test]
-    fn an_entry_keeps_its_times_and_data_in_one_allocation() {
-        let mut entry = Entry::new(1, 2, r#"{"a":1}"#);
-        assert_eq!((entry.created_ms(), entry.expires_ms()), (1, 2));
-        entry.set_expires_ms(u64::MAX);
-        assert_eq!((entry.created_ms(), entry.expires_ms()), (1, u64::MAX));
-        assert_eq!(entry.data(), br#"{"a":1}"#);
-    }
-
-    #[tokio::test]
-    async fn shards_are_a_power_of_two() {
+    fn clones_share_their_records() {
         let store = MemoryStore::new();
+        insert(&store.clone(), "k", &record(60_000));
+        assert!(store.read_now(&StoreKey::from("k")).unwrap().is_some());
         assert!(store.shards.len().is_power_of_two());
-        assert!(store.is_empty());
     }
 
-    #[tokio::test]
-    async fn expired_records_are_dropped_on_read_and_cleanup() {
+    /// Inserts `count` records that expire in 300 ms, then waits for them to expire.
+    fn expired(store: &MemoryStore, count: usize) {
+        for i in 0..count {
+            insert(store, &format!("old{i}"), &record(300));
+        }
+        assert_eq!(store.len(), count);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+
+    #[test]
+    fn r16_expired_records_are_swept_by_ordinary_calls() {
         let store = MemoryStore::new();
-        let past = SystemTime::now() - Duration::from_secs(1);
-        let record = Record::new(Map::new(), past, past);
-        store
-            .write("k", &record, &Changes::replace_all(), false)
-            .await
-            .unwrap();
-        assert_eq!(store.len(), 1);
-        assert_eq!(store.cleanup().await.unwrap(), 1);
+        expired(&store, 5_000);
+        // Reads of keys that do not exist, spread over the shards: ordinary traffic.
+        for i in 0..2_000 {
+            store
+                .read_now(&StoreKey::from(format!("other{i}")))
+                .unwrap();
+        }
+        assert_eq!(store.len(), 0, "every expired record was swept");
+        // Live records are never swept.
+        for i in 0..1_000 {
+            insert(&store, &format!("live{i}"), &record(60_000));
+        }
+        for i in 0..5_000 {
+            store
+                .read_now(&StoreKey::from(format!("other{i}")))
+                .unwrap();
+        }
+        assert_eq!(store.len(), 1_000);
+    }
+
+    #[test]
+    fn r16_a_shard_gives_memory_back_after_a_mass_expiry() {
+        let store = MemoryStore::new();
+        expired(&store, 20_000);
+        let capacity = |store: &MemoryStore| -> usize {
+            store.shards.iter().map(|s| lock(s).map.capacity()).sum()
+        };
+        let full = capacity(&store);
+        for i in 0..10_000 {
+            store
+                .read_now(&StoreKey::from(format!("other{i}")))
+                .unwrap();
+        }
         assert!(store.is_empty());
+        assert!(
+            capacity(&store) * 4 < full,
+            "{} of {full}",
+            capacity(&store)
+        );
+    }
+
+    #[test]
+    fn cleanup_counts_what_it_removes() {
+        let store = MemoryStore::new();
+        expired(&store, 1);
+        insert(&store, "live", &record(60_000));
+        assert_eq!(store.cleanup_now(), 1);
+        assert_eq!(store.len(), 1);
     }
 }

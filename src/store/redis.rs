@@ -22,11 +22,13 @@
 //! epoch, and each data key `k` is the field `.k` holding the value as JSON. Redis expires the
 //! hash itself at `e` (`PEXPIREAT`), so [`cleanup`](SessionStore::cleanup) has nothing to do.
 //!
-//! Reads are one `HGETALL`, destroys one `DEL`. Writes and touches are each one Lua script, run
+//! Reads are one `HGETALL`, destroys one `DEL` (which says whether a live session was removed,
+//! since Redis never keeps an expired key). Writes and touches are each one Lua script, run
 //! atomically by the server, so the rules of the store contract hold in Redis itself:
 //!
-//! - an insert fails if the hash exists, so it never overwrites a live session (R8);
-//! - an update and a touch fail if it does not, so they never recreate a destroyed one (R9);
+//! - an insert fails if the hash exists, so it never overwrites a live session;
+//! - an update and a touch fail if it does not, so they never recreate a destroyed one, and a
+//!   touch only moves the expiry its request read;
 //! - an update sets the fields of the keys that were set, removes those of the keys that were
 //!   deleted and moves the expiry, so two requests that change different keys both keep
 //!   their change.
@@ -40,7 +42,6 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use fred::clients::Client;
 use fred::error::{Error as RedisError, ErrorKind};
 use fred::interfaces::{ClientLike, HashesInterface, KeysInterface};
@@ -49,7 +50,10 @@ use fred::types::scripts::Script;
 use fred::types::{Builder, Value as RedisValue};
 use serde_json::{Map, Value};
 
-use crate::store::{Changes, Record, SessionStore, StoreError, from_ms, to_ms};
+use crate::store::{
+    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode, from_ms,
+    to_ms,
+};
 
 pub use fred;
 
@@ -99,16 +103,21 @@ return 1
     )
 });
 
-/// Move the expiry of a live session hash.
+/// Move the expiry of a live session hash, if it still has the one its request read.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r"
--- KEYS[1]: the session's hash. ARGV[1]: the new expiry (ms).
-if redis.call('EXISTS', KEYS[1]) == 0 then
+-- KEYS[1]: the session's hash. ARGV[1]: the expiry the request read, ARGV[2]: the new one
+-- (ms). Returns 0 when the hash is gone, 2 when its expiry is another, 1 when it moved.
+local expires = redis.call('HGET', KEYS[1], 'e')
+if not expires then
   return 0
 end
-redis.call('HSET', KEYS[1], 'e', ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+if expires ~= ARGV[1] then
+  return 2
+end
+redis.call('HSET', KEYS[1], 'e', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 ",
     )
@@ -178,7 +187,8 @@ impl RedisStore {
         &self.prefix
     }
 
-    fn redis_key(&self, key: &str) -> String {
+    fn redis_key(&self, key: &StoreKey) -> String {
+        let key = key.as_str();
         let mut redis_key = String::with_capacity(self.prefix.len() + key.len());
         redis_key.push_str(&self.prefix);
         redis_key.push_str(key);
@@ -238,12 +248,12 @@ fn json(value: &Value) -> Result<String, StoreError> {
 fn write_args(
     record: &Record,
     changes: &Changes,
-    stored: bool,
+    mode: WriteMode,
 ) -> Result<Vec<RedisValue>, StoreError> {
-    let mode = match (stored, changes.is_replace()) {
-        (false, _) => "insert",
-        (true, true) => "replace",
-        (true, false) => "patch",
+    let mode = match (mode, changes.is_replace()) {
+        (WriteMode::Insert, _) => "insert",
+        (WriteMode::Update, true) => "replace",
+        (WriteMode::Update, false) => "patch",
     };
     let mut deleted = Vec::new();
     let mut set = Vec::new();
@@ -281,7 +291,9 @@ fn record_from(fields: HashMap<String, String>, now_ms: u64) -> Result<Option<Re
         fields
             .get(name)
             .and_then(|value| value.parse::<u64>().ok())
-            .ok_or_else(|| StoreError::backend(format!("session hash has no valid `{name}` field")))
+            .ok_or_else(|| {
+                StoreError::undecodable(format!("session hash has no valid `{name}` field"))
+            })
     };
     let created = time(CREATED)?;
     let expires = time(EXPIRES)?;
@@ -291,7 +303,8 @@ fn record_from(fields: HashMap<String, String>, now_ms: u64) -> Result<Option<Re
     let mut data = Map::new();
     for (name, value) in &fields {
         if let Some(key) = name.strip_prefix(DATA) {
-            let value: Value = serde_json::from_str(value).map_err(StoreError::backend)?;
+            let value: Value = serde_json::from_str(value)
+                .map_err(|error| StoreError::undecodable(crate::error::DataError::new(&error)))?;
             data.insert(key.to_owned(), value);
         }
     }
@@ -302,59 +315,67 @@ fn record_from(fields: HashMap<String, String>, now_ms: u64) -> Result<Option<Re
     )))
 }
 
-#[async_trait]
 impl SessionStore for RedisStore {
-    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let fields: HashMap<String, String> = self
-            .client
-            .hgetall(self.redis_key(key))
-            .await
-            .map_err(error)?;
-        record_from(fields, to_ms(SystemTime::now()))
+    fn read(&self, key: &StoreKey) -> StoreFuture<Option<Record>> {
+        let (client, key) = (self.client.clone(), self.redis_key(key));
+        StoreFuture::boxed(async move {
+            let fields: HashMap<String, String> = client.hgetall(key).await.map_err(error)?;
+            record_from(fields, to_ms(SystemTime::now()))
+        })
     }
 
-    async fn write(
+    fn write(
         &self,
-        key: &str,
+        key: &StoreKey,
         record: &Record,
         changes: &Changes,
-        stored: bool,
-    ) -> Result<(), StoreError> {
-        let args = write_args(record, changes, stored)?;
-        let written: i64 = WRITE
-            .evalsha_with_reload(&self.client, self.redis_key(key), args)
-            .await
-            .map_err(error)?;
-        match (written, stored) {
-            (0, false) => Err(StoreError::IdTaken),
-            (0, true) => Err(StoreError::Gone),
-            _ => Ok(()),
-        }
+        mode: WriteMode,
+    ) -> StoreFuture<()> {
+        let args = match write_args(record, changes, mode) {
+            Ok(args) => args,
+            Err(error) => return StoreFuture::ready(Err(error)),
+        };
+        let (client, key) = (self.client.clone(), self.redis_key(key));
+        StoreFuture::boxed(async move {
+            let written: i64 = WRITE
+                .evalsha_with_reload(&client, key, args)
+                .await
+                .map_err(error)?;
+            match (written, mode) {
+                (0, WriteMode::Insert) => Err(StoreError::IdTaken),
+                (0, WriteMode::Update) => Err(StoreError::Gone),
+                _ => Ok(()),
+            }
+        })
     }
 
-    async fn touch(&self, key: &str, expires_at: SystemTime) -> Result<(), StoreError> {
-        let touched: i64 = TOUCH
-            .evalsha_with_reload(
-                &self.client,
-                self.redis_key(key),
-                to_ms(expires_at).to_string(),
-            )
-            .await
-            .map_err(error)?;
-        match touched {
-            0 => Err(StoreError::Gone),
-            _ => Ok(()),
-        }
+    fn touch(&self, key: &StoreKey, from: SystemTime, to: SystemTime) -> StoreFuture<Touched> {
+        let (client, key) = (self.client.clone(), self.redis_key(key));
+        let args = vec![to_ms(from).to_string(), to_ms(to).to_string()];
+        StoreFuture::boxed(async move {
+            let touched: i64 = TOUCH
+                .evalsha_with_reload(&client, key, args)
+                .await
+                .map_err(error)?;
+            match touched {
+                0 => Err(StoreError::Gone),
+                2 => Ok(Touched::Superseded),
+                _ => Ok(Touched::Moved),
+            }
+        })
     }
 
-    async fn destroy(&self, key: &str) -> Result<(), StoreError> {
-        let _: i64 = self.client.del(self.redis_key(key)).await.map_err(error)?;
-        Ok(())
+    fn destroy(&self, key: &StoreKey) -> StoreFuture<bool> {
+        let (client, key) = (self.client.clone(), self.redis_key(key));
+        StoreFuture::boxed(async move {
+            let removed: i64 = client.del(key).await.map_err(error)?;
+            Ok(removed > 0)
+        })
     }
 
     /// Redis expires each session hash by itself, at its expiry: there is nothing to remove.
-    async fn cleanup(&self) -> Result<u64, StoreError> {
-        Ok(0)
+    fn cleanup(&self) -> StoreFuture<u64> {
+        StoreFuture::ready(Ok(0))
     }
 }
 
@@ -379,7 +400,7 @@ mod tests {
 
     #[test]
     fn an_insert_sends_every_key() {
-        let args = write_args(&record(), &Changes::replace_all(), false).unwrap();
+        let args = write_args(&record(), &Changes::replace_all(), WriteMode::Insert).unwrap();
         assert_eq!(
             strings(&args),
             [
@@ -401,7 +422,7 @@ mod tests {
             .with_set("a")
             .with_deleted("z")
             .with_set("missing");
-        let args = write_args(&record(), &changes, true).unwrap();
+        let args = write_args(&record(), &changes, WriteMode::Update).unwrap();
         assert_eq!(
             strings(&args),
             ["patch", "2000", "1000", "2", ".z", ".missing", ".a", "1"]
@@ -431,11 +452,20 @@ mod tests {
     }
 
     #[test]
-    fn a_hash_without_times_is_an_error_not_a_panic() {
+    fn r12_a_hash_that_cannot_be_decoded_is_undecodable_not_a_panic() {
         let fields = HashMap::from([(".a".to_owned(), "1".to_owned())]);
         assert!(matches!(
             record_from(fields, 0),
-            Err(StoreError::Backend(_))
+            Err(StoreError::Undecodable(_))
         ));
+        let fields = HashMap::from([
+            ("c".to_owned(), "1".to_owned()),
+            ("e".to_owned(), "9".to_owned()),
+            (".a".to_owned(), "{\"secret".to_owned()),
+        ]);
+        let error = record_from(fields, 0).unwrap_err();
+        assert!(matches!(error, StoreError::Undecodable(_)), "{error:?}");
+        let source = std::error::Error::source(&error).unwrap().to_string();
+        assert!(!source.contains("secret"), "{source}");
     }
 }

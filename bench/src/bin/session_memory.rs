@@ -174,7 +174,7 @@ mod engine {
     use session_engine::store::random_id;
     use session_engine::{
         Changes, DEFAULT_DURATION, MemoryStore, Record, Session, SessionEngine, SessionLayer,
-        SessionStore,
+        SessionStore, StoreKey, WriteMode,
     };
     use sha2::{Digest, Sha256};
 
@@ -217,15 +217,15 @@ mod engine {
     pub(crate) async fn via_store(count: usize) -> Result<(), String> {
         let store = MemoryStore::new();
         let create = || async {
-            let key = URL_SAFE_NO_PAD.encode(Sha256::digest(
+            let key = StoreKey::from(URL_SAFE_NO_PAD.encode(Sha256::digest(
                 random_id().map_err(|e| e.to_string())?.as_bytes(),
-            ));
+            )));
             let mut data = Map::new();
             data.insert("visits".to_owned(), Value::from(0_u64));
             let now = SystemTime::now();
             let record = Record::new(data, now, now + DEFAULT_DURATION);
             store
-                .write(&key, &record, &Changes::replace_all(), false)
+                .write(&key, &record, &Changes::replace_all(), WriteMode::Insert)
                 .await
                 .map_err(|e| e.to_string())
         };

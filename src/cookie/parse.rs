@@ -1,0 +1,249 @@
+//! Reading the session cookie out of a request's `Cookie` headers, and decoding a signed value
+//! that may be percent-encoded.
+//!
+//! Parsing works on bytes: a neighbour cookie that is not UTF-8, or not well formed, is skipped
+//! without hiding ours. Only `Cookie` headers count; at most [`MAX_CANDIDATES`] values with our
+//! name are checked, and values over [`MAX_VALUE_LEN`] bytes are ignored.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::id::SessionId;
+use crate::signing::{Keys, Verified};
+
+/// The longest cookie value that is looked at, in bytes.
+pub(crate) const MAX_VALUE_LEN: usize = 4096;
+
+/// How many cookies carrying our name are checked at most.
+pub(crate) const MAX_CANDIDATES: usize = 4;
+
+/// The request's `Cookie` headers, kept for the session to read if it starts. Requests almost
+/// always carry one `Cookie` header, which is kept without an allocation.
+#[derive(Default)]
+pub(crate) struct Cookies {
+    first: Option<HeaderValue>,
+    rest: Box<[HeaderValue]>,
+}
+
+impl Cookies {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        let mut values = headers.get_all(http::header::COOKIE).iter();
+        Self {
+            first: values.next().cloned(),
+            rest: values.cloned().collect(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &HeaderValue> {
+        self.first.iter().chain(self.rest.iter())
+    }
+}
+
+/// The session id a request presented, verified.
+#[derive(Debug)]
+pub(crate) struct Presented {
+    pub(crate) id: SessionId,
+    /// The value as the request carried it, when that is exactly what the engine would send
+    /// for `id` now (signed with the current key, not percent-encoded): a refresh sends it
+    /// back instead of signing again. `None` when it must be re-issued.
+    pub(crate) current_value: Option<Box<str>>,
+}
+
+/// The first cookie named `name` that verifies under `keys`.
+pub(crate) fn presented(cookies: &Cookies, name: &str, keys: &Keys) -> Option<Presented> {
+    let mut found = None;
+    find(cookies.iter(), name, |value| {
+        found = decode_signed(value, |value| keys.verify(value));
+        found.is_some()
+    });
+    found
+}
+
+/// Verifies a signed value given raw or percent-encoded, with `verify`.
+pub(crate) fn decode_signed(
+    value: &str,
+    verify: impl FnOnce(&str) -> Option<Verified>,
+) -> Option<Presented> {
+    let encoded = value.contains('%');
+    let decoded = if encoded {
+        Cow::Owned(percent_decode(value)?)
+    } else {
+        Cow::Borrowed(value)
+    };
+    let verified = verify(&decoded)?;
+    let current_value = (verified.current && !encoded).then(|| decoded.into());
+    Some(Presented {
+        id: verified.id,
+        current_value,
+    })
+}
+
+/// Calls `check` with each value of a cookie named `name` in `headers`, in order, until it
+/// returns `true` or [`MAX_CANDIDATES`] values have been checked. Returns whether one matched.
+///
+/// Values longer than [`MAX_VALUE_LEN`], or not UTF-8, are skipped; surrounding double quotes
+/// are removed.
+fn find<'a>(
+    headers: impl IntoIterator<Item = &'a HeaderValue>,
+    name: &str,
+    mut check: impl FnMut(&str) -> bool,
+) -> bool {
+    let mut checked = 0;
+    for header in headers {
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim(&pair[..eq]) != name.as_bytes() {
+                continue;
+            }
+            let mut value = trim(&pair[eq + 1..]);
+            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                value = &value[1..value.len() - 1];
+            }
+            if value.len() > MAX_VALUE_LEN {
+                continue;
+            }
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            if check(value) {
+                return true;
+            }
+            checked += 1;
+            if checked == MAX_CANDIDATES {
+                return false;
+            }
+        }
+    }
+    false
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes
+        .iter()
+        .position(|b| !is_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// Decodes `%XX` escapes. `None` if an escape is malformed or the result is not UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    fn hex(byte: u8) -> Option<u8> {
+        char::from(byte).to_digit(16).map(|digit| digit as u8)
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let high = hex(*bytes.get(i + 1)?)?;
+            let low = hex(*bytes.get(i + 2)?)?;
+            out.push(high << 4 | low);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(headers: &[HeaderValue], name: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        find(headers, name, |v| {
+            seen.push(v.to_owned());
+            false
+        });
+        seen
+    }
+
+    fn hv(bytes: &[u8]) -> HeaderValue {
+        HeaderValue::from_bytes(bytes).unwrap()
+    }
+
+    #[test]
+    fn r2_finds_our_cookie_among_others() {
+        let h = [hv(b"a=1; sid=abc.def ;b=2")];
+        assert_eq!(all(&h, "sid"), ["abc.def"]);
+        assert_eq!(all(&h, "si"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn r2_non_utf8_neighbours_do_not_hide_ours() {
+        let h = [hv(b"x=\xff\xfe; \xc3\x28=1; sid=good; y=\x80")];
+        assert_eq!(all(&h, "sid"), ["good"]);
+        let h = [hv(b"sid=\xff\xfe; sid=good")];
+        assert_eq!(all(&h, "sid"), ["good"]);
+    }
+
+    #[test]
+    fn r2_at_most_four_candidates_are_checked() {
+        let h = [hv(b"sid=1; sid=2; sid=3"), hv(b"sid=4; sid=5")];
+        assert_eq!(all(&h, "sid"), ["1", "2", "3", "4"]);
+        let mut matched = None;
+        assert!(find(&h, "sid", |v| {
+            matched = Some(v.to_owned());
+            v == "2"
+        }));
+        assert_eq!(matched.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn r2_oversized_values_are_ignored() {
+        let big = format!("sid={}; sid=ok", "a".repeat(MAX_VALUE_LEN + 1));
+        assert_eq!(all(&[hv(big.as_bytes())], "sid"), ["ok"]);
+        let big = format!("sid={}", "a".repeat(64 * 1024));
+        assert!(all(&[hv(big.as_bytes())], "sid").is_empty());
+        let edge = format!("sid={}", "a".repeat(MAX_VALUE_LEN));
+        assert_eq!(all(&[hv(edge.as_bytes())], "sid").len(), 1);
+    }
+
+    #[test]
+    fn r2_thousand_cookies_and_garbage() {
+        let mut line: String = (0..1000).map(|i| format!("c{i}=v{i}; ")).collect();
+        line.push_str("sid=last");
+        assert_eq!(all(&[hv(line.as_bytes())], "sid"), ["last"]);
+        for garbage in [&b";;;;"[..], b"=", b"sid", b"  ;= ;", b"\"", b"sid=\""] {
+            assert!(all(&[hv(garbage)], "sid").len() <= 1, "{garbage:?}");
+        }
+        assert_eq!(all(&[hv(b"sid=")], "sid"), [""]);
+    }
+
+    #[test]
+    fn r2_quotes_and_whitespace() {
+        assert_eq!(all(&[hv(b"sid=\"q\"")], "sid"), ["q"]);
+        assert_eq!(all(&[hv(b" \tsid \t= v \t")], "sid"), ["v"]);
+    }
+
+    #[test]
+    fn r3_percent_decoding() {
+        assert_eq!(percent_decode("a%2Bb%2fc").as_deref(), Some("a+b/c"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        for bad in ["bad%2", "bad%zz", "%FF", "%", "%+1"] {
+            assert_eq!(percent_decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn r3_only_a_raw_value_signed_with_the_current_key_is_sent_back_as_it_is() {
+        let keys = Keys::new(&["0123456789abcdef0123456789abcdef"]).unwrap();
+        let id = SessionId::parse("abc").unwrap();
+        let signed = keys.sign(&id);
+        let raw = decode_signed(&signed, |v| keys.verify(v)).unwrap();
+        assert_eq!(raw.current_value.as_deref(), Some(signed.as_str()));
+        let encoded = signed.replace('.', "%2E");
+        let decoded = decode_signed(&encoded, |v| keys.verify(v)).unwrap();
+        assert_eq!((decoded.id, decoded.current_value), (id, None));
+    }
+}

@@ -1,0 +1,136 @@
+//! [`SessionEngine`]: the cookie settings, the secrets, the timings and the store, shared by
+//! every request; built with [`SessionEngineBuilder`].
+
+mod builder;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::{
+    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, DEFAULT_STORE_TIMEOUT, SessionEngineBuilder,
+};
+
+use crate::cookie::CookieFormat;
+use crate::id::{SessionId, StoreKey};
+use crate::lifetime::Lifetime;
+use crate::signing::Keys;
+use crate::store::gateway::Gateway;
+use crate::store::{SessionStore, StoreError};
+
+/// The session settings and the store, shared by every request (cheap to clone).
+///
+/// Made with [`SessionEngine::builder`]; served by [`SessionLayer`](crate::SessionLayer).
+#[derive(Clone)]
+pub struct SessionEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: Keys,
+    cookie_name: String,
+    cookie: CookieFormat,
+    lifetime: Lifetime,
+    automatic_touch: bool,
+    hash_ids: bool,
+    max_data_bytes: usize,
+    gateway: Gateway,
+}
+
+impl SessionEngine {
+    /// A builder with every option at its default. A secret is required.
+    pub fn builder() -> SessionEngineBuilder {
+        SessionEngineBuilder::default()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        self.inner.gateway.store()
+    }
+
+    /// Removes expired records from the store; returns how many. Most stores need it now and
+    /// then (the SQL stores keep expired rows until then); `MemoryStore` sweeps by itself and
+    /// Redis expires its keys.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn cleanup(&self) -> Result<u64, StoreError> {
+        self.inner.gateway.cleanup().await
+    }
+
+    /// Spawns a tokio task that calls [`cleanup`](Self::cleanup) every `period`, logging
+    /// failures, until the returned handle is aborted or the runtime shuts down.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, or if `period` is zero.
+    pub fn spawn_cleanup(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        assert!(!period.is_zero(), "the cleanup period must not be zero");
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match engine.cleanup().await {
+                    Ok(removed) => tracing::debug!(removed, "session cleanup"),
+                    Err(error) => tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "session cleanup failed"
+                    ),
+                }
+            }
+        })
+    }
+
+    // ---- what a session asks of its engine ----
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn cookie_name(&self) -> &str {
+        &self.inner.cookie_name
+    }
+
+    pub(crate) fn cookie(&self) -> &CookieFormat {
+        &self.inner.cookie
+    }
+
+    pub(crate) fn lifetime(&self) -> &Lifetime {
+        &self.inner.lifetime
+    }
+
+    pub(crate) fn gateway(&self) -> &Gateway {
+        &self.inner.gateway
+    }
+
+    pub(crate) fn automatic_touch(&self) -> bool {
+        self.inner.automatic_touch
+    }
+
+    pub(crate) fn max_data_bytes(&self) -> usize {
+        self.inner.max_data_bytes
+    }
+
+    /// The key the store sees for `id`: its hash unless `hash_ids` is off.
+    pub(crate) fn store_key(&self, id: &SessionId) -> StoreKey {
+        id.store_key(self.inner.hash_ids)
+    }
+}
+
+impl fmt::Debug for SessionEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("SessionEngine")
+            .field("secrets", &inner.keys)
+            .field("cookie", &inner.cookie)
+            .field("lifetime", &inner.lifetime)
+            .field("automatic_touch", &inner.automatic_touch)
+            .field("hash_ids", &inner.hash_ids)
+            .field("max_data_bytes", &inner.max_data_bytes)
+            .field("store", &inner.gateway)
+            .finish()
+    }
+}

@@ -1,0 +1,117 @@
+//! [`ResponseFuture`]: the inner service's response, then the end of the session's request.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use super::response;
+use crate::error;
+use crate::session::{Finish, Finishing, Session};
+
+pin_project! {
+    /// The response future of [`SessionService`](super::SessionService): the inner service's
+    /// response, then the session's end-of-request store calls when some are needed. With a
+    /// store that answers at once, both happen within one poll and nothing is allocated.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Inner {
+            #[pin]
+            future: F,
+            session: Session,
+        },
+        Finishing {
+            finishing: Finishing,
+            response: Option<Response<B>>,
+            session: Session,
+        },
+        Done,
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(super) fn new(future: F, session: Session) -> Self {
+        Self {
+            state: State::Inner { future, session },
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { future, session } => {
+                    let result = ready!(future.poll(cx));
+                    let session = session.clone();
+                    this.state.set(State::Done);
+                    let mut response = result?;
+                    // A failed response saves nothing and sets no cookie.
+                    if response.status().is_server_error() {
+                        if session.was_used() {
+                            response::vary(response.headers_mut());
+                        }
+                        return Poll::Ready(Ok(response));
+                    }
+                    match session.finish() {
+                        Finish::Untouched => return Poll::Ready(Ok(response)),
+                        Finish::Done(outcome) => {
+                            response::apply(response.headers_mut(), &session, outcome);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Finish::Running(finishing) => this.state.set(State::Finishing {
+                            finishing,
+                            response: Some(response),
+                            session,
+                        }),
+                    }
+                }
+                StateProj::Finishing {
+                    finishing,
+                    response,
+                    session,
+                } => {
+                    let result = ready!(Pin::new(finishing).poll(cx));
+                    let mut response = response.take().expect("set with the state");
+                    let session = session.clone();
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(match result {
+                        Ok(outcome) => {
+                            response::apply(response.headers_mut(), &session, outcome);
+                            response
+                        }
+                        Err(error) => {
+                            let mut failure = error::failure(&error);
+                            response::vary(failure.headers_mut());
+                            failure
+                        }
+                    }));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The end of a request: what it does with the session, decided at once ([`Session::finish`]),
+//! and the store calls it takes ([`Finishing`]), in order:
+//!
+//! - destroyed: the removal cookie;
+//! - found gone: no cookie at all (the browser may hold a newer one);
+//! - modified: `write` (an insert for a new or rolled session, retried under a fresh id while
+//!   the id is taken; then, after a roll, the destroy of the old record, and if that one was no
+//!   longer live, the destroy of the new one too), then the cookie;
+//! - stored, unmodified, touch due: `touch`, then the refreshed cookie;
+//! - otherwise nothing, but the re-issue of a cookie signed with an older secret.
+//!
+//! A `destroy()` from a clone while this runs wins: whatever was just written is removed and
+//! the removal cookie sent.
+//!
+//! [`Finishing`] is a future of its own, polled in place by the layer's response future: with
+//! a store that answers at once it completes in its first poll, with no allocation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use http::HeaderValue;
+
+use super::Session;
+use super::state::{Phase, State};
+use crate::error::Error;
+use crate::id::{SessionId, StoreKey};
+use crate::lifetime::Lifetime;
+use crate::store::{Changes, Record, StoreError, StoreFuture, Touched, WriteMode};
+
+/// How many fresh ids an insert tries before giving up.
+const INSERT_TRIES: usize = 3;
+
+/// What the end of a request does, as far as it could be decided without waiting.
+pub(crate) enum Finish {
+    /// The session was never used: the response passes untouched.
+    Untouched,
+    /// Decided, with no store call.
+    Done(Outcome),
+    /// Store calls to make first.
+    Running(Finishing),
+}
+
+/// What the end of a request does to the session cookie.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// No `Set-Cookie`.
+    Keep,
+    /// This `Set-Cookie`.
+    Set(HeaderValue),
+    /// The removal cookie.
+    Remove,
+}
+
+/// The store calls of the end of a request; see the module docs.
+pub(crate) struct Finishing {
+    session: Session,
+    step: Step,
+}
+
+/// A record being written: under which id and key, with which times.
+struct Writing {
+    id: SessionId,
+    key: StoreKey,
+    created_at: SystemTime,
+    expires_at: SystemTime,
+    tries: usize,
+}
+
+enum Step {
+    Insert(Writing, StoreFuture<()>),
+    NewId(Writing, StoreFuture<String>),
+    DestroyRolled(Writing, StoreFuture<bool>),
+    Update(Writing, StoreFuture<()>),
+    Touch {
+        to: SystemTime,
+        cookie: HeaderValue,
+        call: StoreFuture<Touched>,
+    },
+    /// Removes a record just written, then answers `then`.
+    Undo {
+        then: Outcome,
+        call: StoreFuture<bool>,
+    },
+    Done,
+}
+
+/// What a step leads to.
+enum Next {
+    Step(Step),
+    Done(Result<Outcome, Error>),
+    /// Its store call has not answered yet: the step, as it was.
+    Pending(Step),
+}
+
+impl Session {
+    /// Decides what the end of the request does, once the inner service has answered with a
+    /// status below 500.
+    pub(crate) fn finish(&self) -> Finish {
+        let engine = self.engine();
+        let lifetime = engine.lifetime();
+        let mut state = self.state();
+        match state.phase {
+            Phase::Idle => Finish::Untouched,
+            Phase::Destroyed => Finish::Done(Outcome::Remove),
+            Phase::Vanished => Finish::Done(Outcome::Keep),
+            Phase::Started if state.data.is_dirty() => {
+                let duration = lifetime.duration(state.data.custom_duration());
+                let id = state.id.clone().expect("a started session has an id");
+                let writing = Writing {
+                    key: engine.store_key(&id),
+                    id,
+                    created_at: state.created_at,
+                    expires_at: lifetime.expiry(lifetime.now(), state.created_at, duration),
+                    tries: 1,
+                };
+                let step = match state.key.is_some() {
+                    true => {
+                        let changes = state.data.take_changes();
+                        let call = self.write(&mut state, &writing, &changes, WriteMode::Update);
+                        Step::Update(writing, call)
+                    }
+                    false => {
+                        state.data.take_changes();
+                        let call = self.insert(&mut state, &writing);
+                        Step::Insert(writing, call)
+                    }
+                };
+                drop(state);
+                Finish::Running(Finishing {
+                    session: self.clone(),
+                    step,
+                })
+            }
+            Phase::Started => {
+                let Some(key) = state.key.clone() else {
+                    // New and unmodified: nothing is stored, nothing is sent.
+                    return Finish::Done(Outcome::Keep);
+                };
+                // One clock read serves the expiry, the touch interval and `Max-Age`.
+                let now = lifetime.now();
+                let duration = lifetime.duration(state.data.custom_duration());
+                if state.superseded {
+                    return Finish::Done(Outcome::Keep);
+                }
+                let due = (engine.automatic_touch() && !state.touched)
+                    .then(|| lifetime.touch_due(now, state.created_at, state.expires_at, duration))
+                    .flatten();
+                if let Some(to) = due {
+                    let cookie = self.cookie(&mut state, to, now);
+                    let call = engine.gateway().touch(&key, state.expires_at, to);
+                    drop(state);
+                    return Finish::Running(Finishing {
+                        session: self.clone(),
+                        step: Step::Touch { to, cookie, call },
+                    });
+                }
+                // A cookie signed with an older secret, or for another id, is re-issued with
+                // the record's current expiry even when no touch is due; `touch()` refreshes.
+                if state.touched || !self.presented_is_current(&mut state) {
+                    let expires_at = state.expires_at;
+                    Finish::Done(Outcome::Set(self.cookie(&mut state, expires_at, now)))
+                } else {
+                    Finish::Done(Outcome::Keep)
+                }
+            }
+        }
+    }
+
+    /// Calls `write` with the session's data, lent to the record without a copy.
+    fn write(
+        &self,
+        state: &mut State,
+        writing: &Writing,
+        changes: &Changes,
+        mode: WriteMode,
+    ) -> StoreFuture<()> {
+        let record = Record::new(state.data.lend(), writing.created_at, writing.expires_at);
+        let call = self
+            .engine()
+            .gateway()
+            .write(&writing.key, &record, changes, mode);
+        state.data.restore(record.data);
+        call
+    }
+
+    fn insert(&self, state: &mut State, writing: &Writing) -> StoreFuture<()> {
+        self.write(state, writing, &Changes::replace_all(), WriteMode::Insert)
+    }
+
+    /// Whether the request's cookie is exactly what would be sent for the session's id now.
+    fn presented_is_current(&self, state: &mut State) -> bool {
+        let id = state.id.clone();
+        self.presented(state)
+            .is_some_and(|p| p.current_value.is_some() && Some(&p.id) == id.as_ref())
+    }
+
+    /// `Set-Cookie` for the session's id, with `Max-Age` the seconds until `expires_at`: the
+    /// request's own cookie value when it already is exactly that, else a new signature.
+    fn cookie(&self, state: &mut State, expires_at: SystemTime, now: SystemTime) -> HeaderValue {
+        let engine = self.engine();
+        let max_age = Lifetime::seconds_left(now, expires_at);
+        let id = state.id.clone().expect("a started session has an id");
+        match self.presented(state) {
+            Some(presented) if presented.id == id => match &presented.current_value {
+                Some(value) => engine.cookie().set(value, max_age),
+                None => engine.cookie().set(&engine.keys().sign(&id), max_age),
+            },
+            _ => engine.cookie().set(&engine.keys().sign(&id), max_age),
+        }
+    }
+}
+
+impl Finishing {
+    /// The written record is in: after a roll, the old record goes next; then the session is
+    /// stored under its new key, unless a `destroy()` got there first.
+    fn written(&mut self, writing: Writing, inserted: bool) -> Next {
+        let mut state = self.session.state();
+        if let (true, Some(old)) = (inserted, &state.rolled_from) {
+            let call = self.session.engine().gateway().destroy(old);
+            return Next::Step(Step::DestroyRolled(writing, call));
+        }
+        if state.destroyed() {
+            drop(state);
+            return self.undo(inserted, &writing.key, Outcome::Remove);
+        }
+        // An insert may have moved to a fresh id (the first was taken): the cookie follows.
+        state.id = Some(writing.id);
+        state.key = Some(writing.key);
+        state.expires_at = writing.expires_at;
+        let now = self.session.engine().lifetime().now();
+        let cookie = self.session.cookie(&mut state, writing.expires_at, now);
+        Next::Done(Ok(Outcome::Set(cookie)))
+    }
+
+    /// Removes the record just inserted (when `inserted`), then answers `then`.
+    fn undo(&self, inserted: bool, key: &StoreKey, then: Outcome) -> Next {
+        if !inserted {
+            return Next::Done(Ok(then));
+        }
+        let call = self.session.engine().gateway().destroy(key);
+        Next::Step(Step::Undo { then, call })
+    }
+
+    /// The answer once a touch, an update or a roll found the record gone: nothing is sent,
+    /// unless a `destroy()` ended the session (then its removal cookie).
+    fn vanished(&self) -> Outcome {
+        let mut state = self.session.state();
+        if state.destroyed() {
+            return Outcome::Remove;
+        }
+        state.vanish();
+        Outcome::Keep
+    }
+
+    /// Takes `step` once its store call has answered; a call still pending gives the step
+    /// back, as it was.
+    fn advance(&mut self, step: Step, cx: &mut Context<'_>) -> Next {
+        match step {
+            Step::Insert(mut writing, mut call) => {
+                let Poll::Ready(answer) = poll(&mut call, cx) else {
+                    return Next::Pending(Step::Insert(writing, call));
+                };
+                match answer {
+                    Ok(()) => self.written(writing, true),
+                    Err(StoreError::IdTaken) if writing.tries < INSERT_TRIES => {
+                        writing.tries += 1;
+                        let call = self.session.engine().gateway().id();
+                        Next::Step(Step::NewId(writing, call))
+                    }
+                    Err(error) => Next::Done(Err(error.into())),
+                }
+            }
+            Step::NewId(mut writing, mut call) => {
+                let Poll::Ready(answer) = poll(&mut call, cx) else {
+                    return Next::Pending(Step::NewId(writing, call));
+                };
+                let id = match answer {
+                    Ok(id) => SessionId::parse(&id).ok_or(Error::InvalidId),
+                    Err(error) => Err(error.into()),
+                };
+                match id {
+                    Ok(id) => {
+                        writing.key = self.session.engine().store_key(&id);
+                        writing.id = id;
+                        let call = self.session.insert(&mut self.session.state(), &writing);
+                        Next::Step(Step::Insert(writing, call))
+                    }
+                    Err(error) => Next::Done(Err(error)),
+                }
+            }
+            Step::DestroyRolled(writing, mut call) => {
+                let Poll::Ready(answer) = poll(&mut call, cx) else {
+                    return Next::Pending(Step::DestroyRolled(writing, call));
+                };
+                match answer {
+                    Ok(true) => {
+                        self.session.state().rolled_from = None;
+                        self.written(writing, true)
+                    }
+                    // The old record was no longer live: a logout landed meanwhile. The new
+                    // record must not outlive it.
+                    Ok(false) => {
+                        let then = self.vanished();
+                        self.undo(true, &writing.key, then)
+                    }
+                    Err(error) => Next::Done(Err(error.into())),
+                }
+            }
+            Step::Update(writing, mut call) => {
+                let Poll::Ready(answer) = poll(&mut call, cx) else {
+                    return Next::Pending(Step::Update(writing, call));
+                };
+                match answer {
+                    Ok(()) => self.written(writing, false),
+                    Err(StoreError::Gone) => Next::Done(Ok(self.vanished())),
+                    Err(error) => Next::Done(Err(error.into())),
+                }
+            }
+            Step::Touch {
+                to,
+                cookie,
+                mut call,
+            } => {
+                let Poll::Ready(answer) = poll(&mut call, cx) else {
+                    return Next::Pending(Step::Touch { to, cookie, call });
+                };
+                Next::Done(Ok(self.touched(answer, to, cookie)))
+            }
+            Step::Undo { then, mut call } => {
+                let Poll::Ready(answer) = poll(&mut call, cx) else {
+                    return Next::Pending(Step::Undo { then, call });
+                };
+                Next::Done(answer.map(|_| then).map_err(Error::from))
+            }
+            Step::Done => panic!("Finishing polled after it completed"),
+        }
+    }
+
+    /// The answer once the automatic touch has answered.
+    fn touched(
+        &self,
+        answer: Result<Touched, StoreError>,
+        to: SystemTime,
+        cookie: HeaderValue,
+    ) -> Outcome {
+        let mut state = self.session.state();
+        match answer {
+            _ if state.destroyed() => Outcome::Remove,
+            Ok(Touched::Moved) => {
+                state.expires_at = to;
+                Outcome::Set(cookie)
+            }
+            // Another request wrote or touched it since: its response carries the newer
+            // expiry.
+            Ok(Touched::Superseded) => Outcome::Keep,
+            Err(StoreError::Gone) => {
+                state.vanish();
+                Outcome::Keep
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "session touch failed; the response goes without a cookie refresh"
+                );
+                Outcome::Keep
+            }
+        }
+    }
+}
+
+/// Polls a store call in place (store futures are `Unpin`).
+fn poll<T>(call: &mut StoreFuture<T>, cx: &mut Context<'_>) -> Poll<Result<T, StoreError>> {
+    Pin::new(call).poll(cx)
+}
+
+impl Future for Finishing {
+    type Output = Result<Outcome, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            let step = std::mem::replace(&mut this.step, Step::Done);
+            match this.advance(step, cx) {
+                Next::Step(step) => this.step = step,
+                Next::Done(result) => return Poll::Ready(result),
+                Next::Pending(step) => {
+                    this.step = step;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The lifecycle of a session within its request: `start`, `roll`, `touch` and `destroy`, the
+//! methods that call the store while the handler runs.
+
+use super::state::{Phase, State};
+use super::{Session, data};
+use crate::error::Error;
+use crate::id::SessionId;
+use crate::store::{StoreError, Touched};
+
+impl Session {
+    /// Starts the session: reads the record of the cookie's id (or of the id chosen with
+    /// `set_id`) from the store. Without a valid cookie, or when the id has no live record,
+    /// the session gets a fresh id and no data; the presented id is never reused. A record
+    /// the store cannot decode counts as absent (and is logged, without its data).
+    /// Idempotent, and safe to call from several clones at once: the store is read at most
+    /// once; only when that read fails does a waiting clone try again.
+    ///
+    /// # Errors
+    ///
+    /// The store's `read` or `id` hook failed or timed out; the session stays unstarted, so a
+    /// later call tries again. The error is `IntoResponse` (an opaque 500, or 503 when the
+    /// store is unavailable).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn handler(session: session_engine::Session) -> Result<String, session_engine::Error> {
+    /// session.start().await?;
+    /// let visits = session.get::<u64>("visits")?.unwrap_or(0);
+    /// Ok(visits.to_string())
+    /// # }
+    /// ```
+    pub async fn start(&self) -> Result<&Self, Error> {
+        if self.state().phase == Phase::Idle {
+            let _gate = self.inner.gate.lock().await;
+            self.start_locked().await?;
+        }
+        Ok(self)
+    }
+
+    /// `start`, for a caller that holds the gate.
+    async fn start_locked(&self) -> Result<(), Error> {
+        let engine = self.engine();
+        let candidate = {
+            let mut state = self.state();
+            if state.phase != Phase::Idle {
+                return Ok(());
+            }
+            self.candidate(&mut state)
+        };
+        if let Some(id) = candidate {
+            let key = engine.store_key(&id);
+            let record = match engine.gateway().read(&key).await {
+                Ok(record) => record,
+                Err(StoreError::Undecodable(_)) => {
+                    // Never the source: it may quote the data.
+                    tracing::warn!("a session record cannot be decoded; starting a fresh session");
+                    None
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let lifetime = engine.lifetime();
+            // The engine checks expiry itself: a store may hold an expired record.
+            let now = lifetime.now();
+            if let Some(record) =
+                record.filter(|r| !lifetime.is_expired(now, r.created_at, r.expires_at))
+            {
+                let mut state = self.state();
+                state.phase = Phase::Started;
+                state.id = Some(id);
+                state.key = Some(key);
+                state.data = data::Data::stored(record.data);
+                state.created_at = record.created_at;
+                state.expires_at = record.expires_at;
+                return Ok(());
+            }
+        }
+        // No valid cookie, or no live record: a fresh id, never the presented one.
+        let id = self.new_id().await?;
+        let lifetime = engine.lifetime();
+        let now = lifetime.now();
+        let mut state = self.state();
+        state.phase = Phase::Started;
+        state.id = Some(id);
+        state.created_at = now;
+        state.expires_at = lifetime.expiry(now, now, lifetime.duration(None));
+        Ok(())
+    }
+
+    /// The id `start` should read: the one set with `set_id`, else the cookie's.
+    fn candidate(&self, state: &mut State) -> Option<SessionId> {
+        if state.id.is_some() {
+            return state.id.clone();
+        }
+        self.presented(state).map(|presented| presented.id.clone())
+    }
+
+    /// Rolls the session to a fresh id, keeping its data, its custom duration and its
+    /// creation time: call it at every change of privilege (a login), so that an id planted
+    /// or seen before is worthless. At the end of the request the new record is inserted,
+    /// then the old one destroyed; if the insert fails the old one stays. If the old record
+    /// was destroyed meanwhile (a logout elsewhere), the new one is removed too and no cookie
+    /// is sent: a logout is never undone. Returns `true`; `false` for a session that was
+    /// destroyed or found gone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] before `start`; the store's `id` hook failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn login(session: session_engine::Session, user: String) -> Result<(), session_engine::Error> {
+    /// session.start().await?;
+    /// session.roll().await?;
+    /// session.set("user", user)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn roll(&self) -> Result<bool, Error> {
+        let check = |phase: Phase| match phase {
+            Phase::Idle => Err(Error::NotStarted),
+            Phase::Destroyed | Phase::Vanished => Ok(false),
+            Phase::Started => Ok(true),
+        };
+        if !check(self.state().phase)? {
+            return Ok(false);
+        }
+        let id = self.new_id().await?;
+        let mut state = self.state();
+        if !check(state.phase)? {
+            return Ok(false);
+        }
+        // A second roll in one request keeps the first one's stored record to destroy.
+        if let Some(stored) = state.key.take() {
+            state.rolled_from = Some(stored);
+        }
+        state.id = Some(id);
+        state.data.mark_replaced();
+        Ok(true)
+    }
+
+    /// Moves the stored session's expiry to now + its duration (capped by `max_lifetime`),
+    /// starting the session first if needed; the response then refreshes the cookie, whatever
+    /// the touch interval. A session that is not stored yet has nothing to touch. If another
+    /// request wrote or touched the record since this one read it, its newer expiry stands.
+    /// If the record is found gone, the session ends for this request, and no cookie is sent.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn keep_alive(session: session_engine::Session) -> Result<(), session_engine::Error> {
+    /// session.touch().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn touch(&self) -> Result<&Self, Error> {
+        let _gate = self.inner.gate.lock().await;
+        self.start_locked().await?;
+        let lifetime = self.engine().lifetime();
+        let (key, from, to) = {
+            let state = self.state();
+            let Some(key) = state.key.clone().filter(|_| state.phase == Phase::Started) else {
+                return Ok(self);
+            };
+            let duration = lifetime.duration(state.data.custom_duration());
+            let to = lifetime.expiry(lifetime.now(), state.created_at, duration);
+            (key, state.expires_at, to)
+        };
+        let touched = self.engine().gateway().touch(&key, from, to).await;
+        let mut state = self.state();
+        match touched {
+            Ok(Touched::Moved) if state.phase == Phase::Started => {
+                state.expires_at = to;
+                state.touched = true;
+            }
+            Ok(Touched::Superseded) => state.superseded = true,
+            Ok(Touched::Moved) => {}
+            Err(StoreError::Gone) => state.vanish(),
+            Err(error) => return Err(error.into()),
+        }
+        Ok(self)
+    }
+
+    /// Destroys the session: removes its record from the store at once, clears its data, and
+    /// sends a removal cookie at the end of the request. Nothing is saved for the rest of the
+    /// request, even when a clone calls this while the end of the request is already writing
+    /// (the record just written is removed again). Needs no `start`: without one, the
+    /// cookie's record is removed unread.
+    ///
+    /// # Errors
+    ///
+    /// The store's `destroy` hook failed; the session is then unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn logout(session: session_engine::Session) -> Result<&'static str, session_engine::Error> {
+    /// session.destroy().await?;
+    /// Ok("bye")
+    /// # }
+    /// ```
+    pub async fn destroy(&self) -> Result<&Self, Error> {
+        let _gate = self.inner.gate.lock().await;
+        let keys = {
+            let mut state = self.state();
+            let keys = match state.phase {
+                Phase::Destroyed => return Ok(self),
+                Phase::Vanished => Vec::new(),
+                Phase::Started => state
+                    .key
+                    .iter()
+                    .chain(&state.rolled_from)
+                    .cloned()
+                    .collect(),
+                Phase::Idle => self
+                    .candidate(&mut state)
+                    .map(|id| self.engine().store_key(&id))
+                    .into_iter()
+                    .collect(),
+            };
+            state.destroying = true;
+            keys
+        };
+        for key in &keys {
+            if let Err(error) = self.engine().gateway().destroy(key).await {
+                self.state().destroying = false;
+                return Err(error.into());
+            }
+        }
+        self.state().end(Phase::Destroyed);
+        Ok(self)
+    }
+}

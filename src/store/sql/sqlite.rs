@@ -1,0 +1,359 @@
+//! [`SqliteStore`]: sessions in one SQLite file, for a single server that must keep its sessions
+//! across restarts without running a database server (feature `sqlite`; SQLite is bundled).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), session_engine::StoreError> {
+//! use session_engine::SessionEngine;
+//! use session_engine::store::sqlite::SqliteStore;
+//!
+//! let store = SqliteStore::open("sqlite://sessions.db").await?;
+//! store.migrate().await?;
+//! let engine = SessionEngine::builder()
+//!     .secret("a secret of at least thirty-two bytes!")
+//!     .store(store)
+//!     .build();
+//! # let _ = engine;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Each session is one row: its key, its data as JSON text, its creation and expiry times as
+//! milliseconds since the Unix epoch. Every hook is one statement (a large patch, one
+//! transaction), so the rules of the store contract hold in the database itself:
+//!
+//! - an insert is an upsert whose update applies only to an expired row, so it never
+//!   overwrites a live session;
+//! - an update and a touch only match a live row, so they never recreate a destroyed one, and
+//!   a touch only matches the expiry its request read;
+//! - an update patches the stored JSON with `json_set` and `json_remove`, changing only the keys
+//!   the request changed, so two requests that change different keys both keep their change.
+//!   SQLite takes at most 1000 arguments per function, so a patch of many keys is applied in
+//!   chunks, in one transaction: any number of keys is written.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::store::sql::{self, Delta, Statements, Update, sql_store};
+use crate::store::{
+    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode,
+};
+
+/// How many keys one `json_remove` or `json_set` call of a patch takes at most: well under
+/// SQLite's limit of 1000 arguments per function (a key set takes two: path and value).
+const CHUNK_KEYS: usize = 400;
+
+/// A [`SessionStore`] in a SQLite database. See the [module docs](self).
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    table: Arc<str>,
+    cleanup_batch: u32,
+    queries: Arc<Queries>,
+}
+
+/// The statements of one table, built once.
+struct Queries {
+    statements: Statements,
+    /// (key, now, data, expires).
+    replace: Arc<str>,
+    /// The start of a patch, up to `data = `.
+    patch_prefix: String,
+}
+
+impl Queries {
+    fn new(table: &str) -> Result<Self, StoreError> {
+        let t = sql::quote_table(table, false)?;
+        let index = sql::quote_table(&format!("{table}_expires_ms"), false)?;
+        let live = "key = ?1 AND expires_ms > ?2";
+        Ok(Self {
+            statements: Statements {
+                migration: [
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {t} (\
+                         key TEXT PRIMARY KEY NOT NULL, \
+                         data TEXT NOT NULL, \
+                         created_ms INTEGER NOT NULL, \
+                         expires_ms INTEGER NOT NULL) WITHOUT ROWID"
+                    )
+                    .into(),
+                    format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_ms)").into(),
+                ]
+                .into(),
+                read: format!("SELECT data, created_ms, expires_ms FROM {t} WHERE {live}").into(),
+                insert: format!(
+                    "INSERT INTO {t} (key, data, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (key) DO UPDATE SET data = excluded.data, \
+                     created_ms = excluded.created_ms, expires_ms = excluded.expires_ms \
+                     WHERE {t}.expires_ms <= ?5"
+                )
+                .into(),
+                touch: format!("UPDATE {t} SET expires_ms = ?3 WHERE {live} AND expires_ms = ?4")
+                    .into(),
+                live: format!("SELECT 1 FROM {t} WHERE {live}").into(),
+                destroy: format!("DELETE FROM {t} WHERE key = ?1 RETURNING expires_ms > ?2").into(),
+                cleanup: format!(
+                    "DELETE FROM {t} WHERE key IN \
+                     (SELECT key FROM {t} WHERE expires_ms <= ?1 LIMIT ?2)"
+                )
+                .into(),
+            },
+            replace: format!("UPDATE {t} SET data = ?3, expires_ms = ?4 WHERE {live}").into(),
+            patch_prefix: format!("UPDATE {t} SET expires_ms = ?3, data = "),
+        })
+    }
+
+    /// `UPDATE … SET data = json_set(json_remove(data, ?, …), ?, json(?), …) WHERE …` for
+    /// `removed` keys removed and `set` keys set; parameters 1 to 3 are the key, now and the
+    /// new expiry, then the removed keys' paths, then each set key's path and value.
+    fn patch(&self, removed: usize, set: usize) -> String {
+        let mut sql = String::with_capacity(self.patch_prefix.len() + 64 + 16 * (removed + set));
+        sql.push_str(&self.patch_prefix);
+        let mut expr = String::from("data");
+        let mut param = 3;
+        let mut next = || {
+            param += 1;
+            param
+        };
+        if removed > 0 {
+            expr = format!("json_remove({expr}");
+            for _ in 0..removed {
+                expr.push_str(&format!(", ?{}", next()));
+            }
+            expr.push(')');
+        }
+        if set > 0 {
+            expr = format!("json_set({expr}");
+            for _ in 0..set {
+                let path = next();
+                let value = next();
+                expr.push_str(&format!(", ?{path}, json(?{value})"));
+            }
+            expr.push(')');
+        }
+        sql.push_str(&expr);
+        sql.push_str(" WHERE key = ?1 AND expires_ms > ?2");
+        sql
+    }
+}
+
+/// The JSON path of a top-level key: `$."…"`, with the key escaped as a JSON string, which
+/// SQLite's path syntax accepts for any key (dots, quotes and backslashes included).
+fn path(key: &str) -> String {
+    let quoted = serde_json::to_string(key).expect("a string serializes");
+    format!("$.{quoted}")
+}
+
+/// A patch in chunks that each fit one statement: the removals first, then the keys set.
+fn chunks(delta: Delta) -> Vec<Delta> {
+    let mut chunks: Vec<Delta> = delta
+        .removed
+        .chunks(CHUNK_KEYS)
+        .map(|removed| Delta {
+            removed: removed.to_vec(),
+            set: Vec::new(),
+        })
+        .collect();
+    chunks.extend(delta.set.chunks(CHUNK_KEYS).map(|set| Delta {
+        removed: Vec::new(),
+        set: set.to_vec(),
+    }));
+    if chunks.is_empty() {
+        // No key changed: the expiry still moves.
+        chunks.push(Delta {
+            removed: Vec::new(),
+            set: Vec::new(),
+        });
+    }
+    chunks
+}
+
+/// SQLite's busy and locked codes (and their extended forms) mean "try again later".
+fn unavailable_code(code: &str) -> bool {
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+fn error(error: sqlx::Error) -> StoreError {
+    sql::error(error, unavailable_code)
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `url`: `sqlite://PATH`, `sqlite:PATH` or
+    /// a plain path. The file is put in WAL mode with a 5 s busy time-out, and read and written
+    /// through a pool of 4 connections (not pinged before use: the database is in this
+    /// process). Call [`migrate`](Self::migrate) before first use.
+    ///
+    /// `sqlite::memory:` (or `:memory:`) opens one in-memory database shared by the pool and
+    /// kept for as long as the store: for tests, as it keeps nothing across restarts.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] for a malformed URL or option; [`StoreError::Unavailable`] when
+    /// the database cannot be reached.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let in_memory =
+            url == ":memory:" || url.contains(":memory:") || url.contains("mode=memory");
+        let options = if in_memory {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(error)?
+        } else if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url).map_err(error)?
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false);
+        if in_memory {
+            // The database lives while one connection to it is open: keep one for ever.
+            pool = pool
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool.connect_with(options).await.map_err(error)?;
+        Ok(Self::new(pool))
+    }
+
+    /// Creates the table and its expiry index if they do not exist. Safe to run at every
+    /// start, from several processes at once.
+    ///
+    /// # Errors
+    ///
+    /// The database's error, as [`StoreError::Unavailable`] when it cannot be reached.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.run_migration().await
+    }
+
+    /// Replaces or patches the live row; returns how many rows changed (0: it is gone).
+    async fn update(&self, key: &str, update: Update) -> Result<u64, StoreError> {
+        let now = sql::millis(SystemTime::now());
+        let (delta, expires) = match update {
+            Update::Replace { data, expires } => {
+                let replaced = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.replace)))
+                    .bind(key)
+                    .bind(now)
+                    .bind(data)
+                    .bind(expires)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(error)?;
+                return Ok(replaced.rows_affected());
+            }
+            Update::Patch { delta, expires } => (delta, expires),
+        };
+        let mut chunks = chunks(delta);
+        if chunks.len() == 1 {
+            let chunk = chunks.pop().expect("one chunk");
+            return self.patch(&self.pool, key, now, expires, chunk).await;
+        }
+        // Many keys: every chunk in one transaction, all or nothing.
+        let mut tx = self.pool.begin().await.map_err(error)?;
+        for chunk in chunks {
+            if self.patch(&mut *tx, key, now, expires, chunk).await? == 0 {
+                // Gone; dropping the transaction rolls it back.
+                return Ok(0);
+            }
+        }
+        tx.commit().await.map_err(error)?;
+        Ok(1)
+    }
+
+    async fn patch<'e>(
+        &self,
+        executor: impl sqlx::Executor<'e, Database = Sqlite>,
+        key: &str,
+        now: i64,
+        expires: i64,
+        chunk: Delta,
+    ) -> Result<u64, StoreError> {
+        let statement = self.queries.patch(chunk.removed.len(), chunk.set.len());
+        let mut query = sqlx::query(AssertSqlSafe(statement))
+            .bind(key.to_owned())
+            .bind(now)
+            .bind(expires);
+        for removed in &chunk.removed {
+            query = query.bind(path(removed));
+        }
+        for (set, value) in chunk.set {
+            query = query.bind(path(&set)).bind(value);
+        }
+        Ok(query
+            .execute(executor)
+            .await
+            .map_err(error)?
+            .rows_affected())
+    }
+}
+
+sql_store!(
+    SqliteStore,
+    SqlitePool,
+    error,
+    "1 to 52 characters of `[A-Za-z0-9_]`, not starting with a digit"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_statement_numbers_its_parameters_in_order() {
+        let queries = Queries::new("s").unwrap();
+        assert_eq!(
+            queries.patch(2, 1),
+            "UPDATE \"s\" SET expires_ms = ?3, data = \
+             json_set(json_remove(data, ?4, ?5), ?6, json(?7)) \
+             WHERE key = ?1 AND expires_ms > ?2"
+        );
+        assert!(queries.patch(0, 0).contains("data = data WHERE"));
+    }
+
+    #[test]
+    fn a_large_patch_is_cut_into_chunks_that_fit_a_statement() {
+        let delta = Delta {
+            removed: (0..1_000).map(|i| i.to_string()).collect(),
+            set: (0..900).map(|i| (i.to_string(), "1".to_owned())).collect(),
+        };
+        let sizes: Vec<(usize, usize)> = chunks(delta)
+            .iter()
+            .map(|c| (c.removed.len(), c.set.len()))
+            .collect();
+        assert_eq!(
+            sizes,
+            [(400, 0), (400, 0), (200, 0), (0, 400), (0, 400), (0, 100)]
+        );
+        let nothing = Delta {
+            removed: Vec::new(),
+            set: Vec::new(),
+        };
+        assert_eq!(chunks(nothing).len(), 1, "the expiry still moves");
+    }
+
+    #[test]
+    fn paths_escape_the_key_as_a_json_string() {
+        assert_eq!(path("a"), "$.\"a\"");
+        assert_eq!(path("a.\"b\\"), "$.\"a.\\\"b\\\\\"");
+    }
+
+    #[test]
+    fn busy_and_locked_are_unavailable() {
+        assert!(unavailable_code("5"));
+        assert!(unavailable_code("517"));
+        assert!(unavailable_code("6"));
+        assert!(!unavailable_code("19"));
+        assert!(!unavailable_code("2067"));
+    }
+}

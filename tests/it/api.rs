@@ -1,0 +1,346 @@
+//! The handle's API over HTTP: ids chosen by the application, key rotation, the extractor,
+//! the data rules (size limit, reserved keys, custom duration), and R16 (the memory store
+//! forgets expired sessions by itself).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::{Value, json};
+use session_engine::{Error, MemoryStore, Session, WriteMode};
+
+use crate::faults::{Call, Hook};
+use crate::harness::{
+    DEFAULT_ATTRIBUTES, Harness, MINUTE, OLD_SECRET, SECRET, builder, cookie_value, engine_on,
+    get_with, max_age, outcome, percent_encode, post_with, routes, serve, session_cookie, sign,
+    store_key,
+};
+
+type Params = Query<HashMap<String, String>>;
+
+// ---- key rotation ----
+
+#[tokio::test]
+async fn key_rotation_old_secret_cookie_is_accepted_and_reissued_under_the_current_one() {
+    let h = Harness::with(|b| b.secrets([SECRET, OLD_SECRET]));
+    // The same store, before the rotation: only the old secret.
+    let before = h.clock.install(builder().secrets([OLD_SECRET]));
+    let before = serve(
+        before.shared_store(h.store.clone()).build().unwrap(),
+        routes(),
+    );
+    let created = get_with(&before, "/visits", None).await;
+    let id = created.cookie_id();
+    assert_eq!(cookie_value(created.set_cookie()), sign(OLD_SECRET, &id));
+    let old_cookie = created.cookie();
+    // Accepted, and re-issued under the current secret though no touch is due (R18).
+    h.store.clear_history();
+    let reply = h.get("/peek", Some(&old_cookie)).await;
+    assert_eq!(reply.body, "1");
+    assert_eq!(reply.set_cookie(), session_cookie(&id, 1800));
+    assert_eq!(h.store.hooks(), [Hook::Read]);
+    let new_cookie = reply.cookie();
+    // The re-issued cookie needs no re-issue.
+    let reply = h.get("/peek", Some(&new_cookie)).await;
+    assert_eq!(reply.body, "1");
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    // A modification or a touch also signs with the current secret.
+    let reply = h.get("/visits", Some(&old_cookie)).await;
+    assert_eq!(cookie_value(reply.set_cookie()), sign(SECRET, &id));
+    h.advance(MINUTE);
+    h.store.clear_history();
+    let reply = h.get("/peek", Some(&old_cookie)).await;
+    assert_eq!(reply.body, "2");
+    assert_eq!(h.store.hooks(), [Hook::Read, Hook::Touch]);
+    assert_eq!(cookie_value(reply.set_cookie()), sign(SECRET, &id));
+    // The engine that knows only the old secret refuses the new cookie: it really is re-signed.
+    assert_eq!(
+        get_with(&before, "/peek", Some(&new_cookie)).await.body,
+        "0"
+    );
+    // A secret that is not in the list verifies nothing.
+    let foreign = format!("sid={}", sign("a-foreign-secret-of-32-bytes-or-more", &id));
+    assert_eq!(h.get("/peek", Some(&foreign)).await.body, "0");
+}
+
+// ---- ids chosen by the application ----
+
+#[tokio::test]
+async fn set_signed_id_with_a_bad_signature_errors() {
+    let signed = Router::new().route(
+        "/signed",
+        get(|session: Session, Query(q): Params| async move {
+            outcome(session.set_signed_id(&q["v"], q.get("secret").map(String::as_str)))
+        }),
+    );
+    let h = Harness::serving(|b| b, signed);
+    let custom = "a-custom-secret-for-set-signed-id";
+    let good = sign(SECRET, "abc");
+    let cases = [
+        ("abc.def".to_owned(), None, "Err(BadSignature)"),
+        ("abc".to_owned(), None, "Err(BadSignature)"),
+        (format!("{good}x"), None, "Err(BadSignature)"),
+        (sign(OLD_SECRET, "abc"), None, "Err(BadSignature)"),
+        (sign(custom, "abc"), None, "Err(BadSignature)"),
+        (sign(custom, "abc"), Some(SECRET), "Err(BadSignature)"),
+        (good.clone(), Some(custom), "Err(BadSignature)"),
+        (good.clone(), None, "Ok(())"),
+        (percent_encode(&good), None, "Ok(())"),
+        (sign(custom, "abc"), Some(custom), "Ok(())"),
+        // A valid signature over an id the engine would not accept.
+        (sign(SECRET, "a b"), None, "Err(BadSignature)"),
+    ];
+    for (value, secret, expected) in cases {
+        let mut uri = format!("/signed?v={}", percent_encode(&value));
+        if let Some(secret) = secret {
+            uri.push_str(&format!("&secret={}", percent_encode(secret)));
+        }
+        let reply = h.get(&uri, None).await;
+        assert_eq!(reply.body, expected, "{value} {secret:?}");
+        assert!(reply.set_cookies.is_empty());
+    }
+    assert_eq!(h.store.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn set_signed_id_chooses_the_session_and_the_cookie_follows() {
+    let adopt = Router::new().route(
+        "/adopt-signed",
+        get(|session: Session, Query(q): Params| async move {
+            session.set_signed_id(&q["v"], None)?;
+            session.start().await?;
+            Ok::<_, Error>(session.get::<u64>("visits")?.unwrap_or(0).to_string())
+        }),
+    );
+    let h = Harness::serving(|b| b, adopt);
+    let (_, id) = h.new_session().await;
+    h.advance(Duration::from_secs(10));
+    let uri = format!("/adopt-signed?v={}", percent_encode(&sign(SECRET, &id)));
+    let reply = h.get(&uri, None).await;
+    assert_eq!(reply.body, "1");
+    // No touch is due: the cookie carries the record's current expiry.
+    assert_eq!(
+        reply.set_cookie(),
+        format!(
+            "sid={}; Max-Age=1790; {DEFAULT_ATTRIBUTES}",
+            sign(SECRET, &id)
+        )
+    );
+    assert_eq!(h.store.hooks(), [Hook::Read]);
+    let uri = format!("/adopt-signed?v={}", percent_encode(&sign(OLD_SECRET, &id)));
+    let reply = h.get(&uri, None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.set_cookies.is_empty());
+}
+
+#[tokio::test]
+async fn set_id_before_start_chooses_the_read_id_and_the_cookie_follows() {
+    let adopt = Router::new().route(
+        "/adopt",
+        get(|session: Session, Query(q): Params| async move {
+            session.set_id(q["id"].clone())?;
+            session.start().await?;
+            let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
+            session.set("visits", visits)?;
+            let late = outcome(session.set_id("another-id"));
+            Ok::<_, Error>(format!("{visits} {} {late}", session.id().unwrap()))
+        }),
+    );
+    let h = Harness::serving(|b| b, adopt);
+    let (_, a) = h.new_session().await;
+    let (cookie_b, b) = h.new_session().await;
+    assert_ne!(a, b);
+    // The request carries B's cookie; the handler chooses A.
+    let reply = h.get(&format!("/adopt?id={a}"), Some(&cookie_b)).await;
+    assert_eq!(reply.body, format!("2 {a} Err(AlreadyStarted)"));
+    assert_eq!(reply.set_cookie(), session_cookie(&a, 1800));
+    let key = store_key(&a);
+    assert_eq!(
+        h.store.history(),
+        [
+            Call::new(Hook::Read, &key),
+            Call::write(&key, WriteMode::Update)
+        ]
+    );
+    assert_eq!(h.get("/peek", Some(&cookie_b)).await.body, "1");
+    // An id without a record is replaced by a fresh one (R4), and nothing is written under it.
+    h.store.clear_history();
+    let unknown = "UnknownIdChosenByTheApplication0";
+    let reply = h.get(&format!("/adopt?id={unknown}"), None).await;
+    let fresh = reply.cookie_id();
+    assert_ne!(fresh, unknown);
+    assert_eq!(reply.body, format!("1 {fresh} Err(AlreadyStarted)"));
+    assert_eq!(h.store.written_keys(), [store_key(&fresh)]);
+    // An id the engine does not accept.
+    let reply = h.get("/adopt?id=a.b", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+// ---- the extractor ----
+
+#[tokio::test]
+async fn extractor_without_the_layer_is_a_500_naming_session_layer() {
+    let app: Router = Router::new()
+        .route("/", get(|_session: Session| async { "unreachable" }))
+        .with_state(());
+    let reply = get_with(&app, "/", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        reply.body,
+        "the Session extractor needs a SessionLayer around this route"
+    );
+}
+
+// ---- data ----
+
+#[tokio::test]
+async fn max_data_bytes_refuses_oversize_data_and_keeps_the_old() {
+    let routes = Router::new()
+        .route(
+            "/big",
+            get(|session: Session, Query(q): Params| async move {
+                session.start().await?;
+                let n: usize = q["n"].parse().unwrap();
+                Ok::<_, Error>(outcome(session.set("big", "y".repeat(n))))
+            }),
+        )
+        .route(
+            "/many",
+            get(|session: Session| async move {
+                session.start().await?;
+                let many = outcome(session.set_many(json!({"a": "z", "d": "y".repeat(60)})));
+                let reset = outcome(session.reset(json!({"e": "y".repeat(60)})));
+                Ok::<_, Error>(format!("{many} {reset}"))
+            }),
+        );
+    let h = Harness::serving(|b| b.max_data_bytes(64).automatic_touch(false), routes);
+    let cookie = h.get("/set?key=a&value=x", None).await.cookie();
+    // {"a":"x"} is 9 bytes; with ,"big":"…" it is 18 + n.
+    h.store.clear_history();
+    let reply = h.get("/big?n=47", Some(&cookie)).await;
+    assert_eq!(reply.body, "Err(DataTooLarge { size: 65, limit: 64 })");
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(h.store.hooks(), [Hook::Read]);
+    let reply = h.get("/big?n=1000", Some(&cookie)).await;
+    assert_eq!(reply.body, "Err(DataTooLarge { size: 1018, limit: 64 })");
+    assert_eq!(h.get("/all", Some(&cookie)).await.body, r#"{"a":"x"}"#);
+    // All or nothing.
+    let reply = h.get("/many", Some(&cookie)).await;
+    assert_eq!(
+        reply.body,
+        "Err(DataTooLarge { size: 76, limit: 64 }) Err(DataTooLarge { size: 68, limit: 64 })"
+    );
+    assert!(reply.set_cookies.is_empty());
+    assert_eq!(h.get("/all", Some(&cookie)).await.body, r#"{"a":"x"}"#);
+    // Exactly at the limit is accepted.
+    let reply = h.get("/big?n=46", Some(&cookie)).await;
+    assert_eq!(reply.body, "Ok(())");
+    assert_eq!(reply.set_cookies.len(), 1);
+    let all = h.get("/all", Some(&cookie)).await;
+    assert_eq!(all.body.len(), 64);
+    assert_eq!(
+        serde_json::from_str::<Value>(&all.body).unwrap(),
+        json!({"a": "x", "big": "y".repeat(46)})
+    );
+}
+
+#[tokio::test]
+async fn reserved_keys_are_refused_by_set_and_hidden_from_get_all() {
+    let reserved = Router::new().route(
+        "/reserved",
+        get(|session: Session| async move {
+            session.start().await?.set_duration(60 * MINUTE)?;
+            session.set("ok", 1)?;
+            Ok::<_, Error>(
+                [
+                    outcome(session.set("__x", 1)),
+                    outcome(session.set("__cust_dur", 1)),
+                    outcome(session.set_many(json!({"__y": 1, "fine": 2}))),
+                    outcome(session.reset(json!({"__z": 1}))),
+                    outcome(session.delete("__cust_dur")),
+                    format!("{:?}", session.get::<u64>("__cust_dur")),
+                    Value::Object(session.get_all()?).to_string(),
+                ]
+                .join("\n"),
+            )
+        }),
+    );
+    let h = Harness::serving(|b| b, reserved);
+    let reply = h.get("/reserved", None).await;
+    let refused = ["Err(ReservedKey)"; 5].join("\n");
+    assert_eq!(reply.body, format!("{refused}\nOk(None)\n{{\"ok\":1}}"));
+    let record = h.record(&reply.cookie_id()).await.unwrap();
+    assert_eq!(
+        Value::Object(record.data),
+        json!({"ok": 1, "__cust_dur": 3_600_000})
+    );
+    let all = h.get("/all", Some(&reply.cookie())).await;
+    assert_eq!(all.body, r#"{"ok":1}"#);
+}
+
+#[tokio::test]
+async fn set_duration_persists_across_requests_via_cust_dur() {
+    let duration_now = Router::new().route(
+        "/duration-now",
+        get(|session: Session| async move {
+            session.start().await?;
+            Ok::<_, Error>(session.duration().as_millis().to_string())
+        }),
+    );
+    let h = Harness::serving(|b| b, duration_now);
+    let start = h.clock.now();
+    let reply = h.post("/duration?ms=7200000", None).await;
+    assert_eq!(max_age(reply.set_cookie()), 7200);
+    let cookie = reply.cookie();
+    let id = reply.cookie_id();
+    let record = h.record(&id).await.unwrap();
+    assert_eq!(Value::Object(record.data), json!({"__cust_dur": 7_200_000}));
+    assert_eq!(record.expires_at, start + 120 * MINUTE);
+    // Later requests use it: past the engine's 30 minutes, the session lives on, and each
+    // touch gives it two more hours.
+    h.advance(60 * MINUTE);
+    let reply = h.get("/duration-now", Some(&cookie)).await;
+    assert_eq!(reply.body, "7200000");
+    assert_eq!(max_age(reply.set_cookie()), 7200);
+    h.advance(119 * MINUTE);
+    assert_eq!(h.get("/id", Some(&cookie)).await.body, id);
+    // A session without it uses the engine's duration.
+    assert_eq!(h.get("/duration-now", None).await.body, "1800000");
+    // Two hours and a second without a request: gone.
+    h.advance(120 * MINUTE + Duration::from_secs(1));
+    assert_ne!(h.get("/id", Some(&cookie)).await.body, id);
+}
+
+// ---- R16 bounded memory ----
+
+/// The memory store keeps its own, real, clock: this test waits 1.5 s of real time for the
+/// sessions it made to expire.
+#[tokio::test]
+async fn r16_the_memory_store_forgets_expired_sessions_through_ordinary_traffic() {
+    let store = MemoryStore::new();
+    let app = serve(engine_on(Arc::new(store.clone())), routes());
+    let made = std::time::Instant::now();
+    for _ in 0..500 {
+        let reply = post_with(&app, "/duration?ms=1500", None).await;
+        assert_eq!(max_age(reply.set_cookie()), 1);
+    }
+    let mut live = Vec::new();
+    for _ in 0..10 {
+        live.push(crate::harness::new_session(&app).await.0);
+    }
+    assert_eq!(store.len(), 510, "made in {:?}", made.elapsed());
+    tokio::time::sleep(Duration::from_millis(1600).saturating_sub(made.elapsed())).await;
+    // Ordinary traffic, with no cleanup call: visitors whose cookies name no record.
+    for i in 0..1000 {
+        let cookie = format!("sid={}", sign(SECRET, &format!("NoSuchSession{i:019}")));
+        assert_eq!(get_with(&app, "/peek", Some(&cookie)).await.body, "0");
+    }
+    assert_eq!(store.len(), live.len());
+    for cookie in &live {
+        assert_eq!(get_with(&app, "/peek", Some(cookie)).await.body, "1");
+    }
+}

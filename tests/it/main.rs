@@ -1,0 +1,18 @@
+//! The integration tests, in one binary: the rules of a request (named after them, R1 to R18)
+//! over HTTP with `tower::ServiceExt::oneshot`, concurrency, the conformance suite and the
+//! stores it catches, and every bundled store against its real server.
+
+mod api;
+mod concurrency;
+#[cfg(feature = "testing")]
+mod conformance;
+mod faults;
+mod harness;
+mod logs;
+mod rules_end;
+mod rules_failures;
+mod rules_headers;
+mod rules_races;
+mod rules_request;
+#[cfg(feature = "testing")]
+mod stores;

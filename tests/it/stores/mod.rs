@@ -1,0 +1,315 @@
+//! Every store against its real server (`MemoryStore` in process): the conformance suite and
+//! the scenarios every store must pass, stamped over each store by [`store_tests!`]; what only
+//! one store has is tested in that store's file.
+//!
+//! Each test works in a place of its own (a temporary SQLite file, a PostgreSQL table, a Redis
+//! key prefix), removed when it ends where the store keeps data for good, so the tests run in
+//! parallel against shared servers.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use session_engine::testing::{Options, assert_conforms_with};
+use session_engine::{Changes, Record, SessionStore, StoreError, StoreKey, WriteMode};
+
+mod net;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod outage;
+mod over_http;
+
+pub(crate) use over_http::*;
+
+/// A store under test, in a place no other test uses, with whatever removes that place when
+/// the test ends.
+pub(crate) trait Backend: Sized {
+    type Store: SessionStore + Clone;
+
+    /// A migrated, empty store in a new place (file, table, key prefix).
+    async fn open() -> Self;
+
+    /// The store (a clone shares its connections).
+    fn store(&self) -> Self::Store;
+
+    /// A second client of the same place, as a second instance of the app has.
+    async fn second(&self) -> Self::Store;
+
+    /// What the conformance suite may expect of the store.
+    fn options() -> Options {
+        Options::default()
+    }
+}
+
+/// A backend whose records a test can spoil behind the store's back (R12).
+pub(crate) trait Spoil: Backend {
+    /// Makes the record under `key` one the store cannot decode.
+    async fn spoil(&self, key: &str);
+
+    /// Whether the store still holds the spoiled record under `key`, as it was spoiled.
+    async fn still_spoiled(&self, key: &str) -> bool;
+}
+
+/// Stamps the scenarios (of this module and of `over_http`) over one [`Backend`] as tests named
+/// after them; `spoilable` adds those that need [`Spoil`].
+macro_rules! store_tests {
+    ($backend:ty) => {
+        store_tests!(@stamp $backend:
+            conformance,
+            concurrent_requests_changing_different_keys_both_survive,
+            r9_a_destroy_racing_a_write_or_touch_stays_destroyed,
+            r9_a_logout_during_a_slow_request_is_never_undone,
+            r17_a_stale_touch_never_undoes_a_newer_expiry,
+            two_app_instances_share_sessions,
+            odd_keys_survive_delta_writes,
+            five_thousand_keys_set_then_deleted_over_http,
+        );
+    };
+    ($backend:ty, spoilable) => {
+        store_tests!($backend);
+        store_tests!(@stamp $backend: r12_an_undecodable_record_is_a_fresh_session_and_stays);
+    };
+    (@stamp $backend:ty: $($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                let backend = <$backend as $crate::stores::Backend>::open().await;
+                $crate::stores::$scenario(&backend).await;
+            }
+        )*
+    };
+}
+
+#[cfg(feature = "redis")]
+mod cluster;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+mod memory {
+    use session_engine::MemoryStore;
+    use session_engine::testing::Options;
+
+    /// `MemoryStore`: clones share the records, as two apps in one process would.
+    pub(crate) struct Memory(MemoryStore);
+
+    impl super::Backend for Memory {
+        type Store = MemoryStore;
+
+        async fn open() -> Self {
+            Self(MemoryStore::new())
+        }
+
+        fn store(&self) -> MemoryStore {
+            self.0.clone()
+        }
+
+        async fn second(&self) -> MemoryStore {
+            self.0.clone()
+        }
+
+        /// It sweeps expired records by itself (R16): `cleanup` may find none left.
+        fn options() -> Options {
+            Options::self_expiring()
+        }
+    }
+
+    store_tests!(Memory);
+}
+
+// ---- helpers ----
+
+fn shared<B: Backend>(backend: &B) -> Arc<dyn SessionStore> {
+    Arc::new(backend.store())
+}
+
+/// A key no other test uses.
+fn fresh_key() -> StoreKey {
+    StoreKey::from(session_engine::store::random_id().expect("an id"))
+}
+
+/// Now, to the millisecond, as the stores keep it (a touch compares expiries exactly).
+fn now_ms() -> SystemTime {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).expect("ms fit"))
+}
+
+async fn insert(store: &dyn SessionStore, key: &StoreKey, record: &Record) {
+    store
+        .write(key, record, &Changes::replace_all(), WriteMode::Insert)
+        .await
+        .expect("insert");
+}
+
+// ---- the scenarios ----
+
+pub(crate) async fn conformance<B: Backend>(backend: &B) {
+    assert_conforms_with(&backend.store(), B::options()).await;
+}
+
+/// A destroy racing an update and a touch of the same record, each in its own task and in a
+/// different order each round: whichever runs first, the destroy removes a live record and
+/// the record is gone at the end; the others either land before it or find it gone (R9).
+pub(crate) async fn r9_a_destroy_racing_a_write_or_touch_stays_destroyed<B: Backend>(backend: &B) {
+    let store = shared(backend);
+    let now = now_ms();
+    let expires = now + Duration::from_secs(600);
+    for round in 0..40 {
+        let key = fresh_key();
+        let mut data = Map::new();
+        data.insert("n".into(), json!(round));
+        insert(&*store, &key, &Record::new(data.clone(), now, expires)).await;
+        data.insert("m".into(), json!("late"));
+        let update = Record::new(data, now, expires + Duration::from_secs(60));
+        let mut tasks = Vec::new();
+        for hook in (0..3).map(|i| (i + round) % 3) {
+            let (store, key, update) = (store.clone(), key.clone(), update.clone());
+            tasks.push(tokio::spawn(async move {
+                match hook {
+                    0 => {
+                        let changes = Changes::new().with_set("m");
+                        let r = store
+                            .write(&key, &update, &changes, WriteMode::Update)
+                            .await;
+                        (
+                            matches!(r, Ok(()) | Err(StoreError::Gone)),
+                            format!("{r:?}"),
+                        )
+                    }
+                    1 => {
+                        let to = expires + Duration::from_secs(120);
+                        let r = store.touch(&key, expires, to).await;
+                        (matches!(r, Ok(_) | Err(StoreError::Gone)), format!("{r:?}"))
+                    }
+                    _ => {
+                        let r = store.destroy(&key).await;
+                        (matches!(r, Ok(true)), format!("{r:?}"))
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            let (ok, what) = task.await.expect("the hook ran");
+            assert!(ok, "round {round}: {what}");
+        }
+        assert!(
+            store.read(&key).await.expect("read").is_none(),
+            "round {round}"
+        );
+    }
+}
+
+/// Keys that need escaping in a JSON path or a hash field (dots, quotes, backslashes,
+/// brackets, the empty key, non-ASCII) are set, kept and removed by delta writes like any
+/// other key.
+pub(crate) async fn odd_keys_survive_delta_writes<B: Backend>(backend: &B) {
+    let store = shared(backend);
+    let odd = [
+        "a.b",
+        "a\"b",
+        "back\\slash",
+        "$",
+        "[0]",
+        "$.x",
+        "",
+        "ключ 🗝",
+        "tab\there",
+        " c",
+        ".e",
+    ];
+    let key = fresh_key();
+    let now = now_ms();
+    let expires = now + Duration::from_secs(600);
+    let mut data = Map::new();
+    data.insert("kept".into(), json!(1));
+    insert(&*store, &key, &Record::new(data.clone(), now, expires)).await;
+    let update = |data: Map<String, Value>, changes: Changes| {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            let record = Record::new(data.clone(), now, expires);
+            store
+                .write(&key, &record, &changes, WriteMode::Update)
+                .await
+                .expect("a delta with odd keys");
+            let stored = store.read(&key).await.expect("read").expect("live");
+            assert_eq!(stored.data, data);
+        }
+    };
+
+    let mut changes = Changes::new();
+    for (i, name) in odd.iter().enumerate() {
+        let value = json!({"i": i, "nested": {"null": null}, "list": [name]});
+        data.insert((*name).into(), value);
+        changes = changes.with_set(*name);
+    }
+    update(data.clone(), changes).await;
+    let mut changes = Changes::new();
+    for name in odd.iter().step_by(2) {
+        data.remove(*name);
+        changes = changes.with_deleted(*name);
+    }
+    update(data, changes).await;
+    assert!(store.destroy(&key).await.expect("destroy"));
+}
+
+/// 25 expired records and 5 live ones; `one_batch` (a store's `cleanup_one_batch` with a
+/// batch of 10) removes 10 in one statement, and `cleanup` the 15 left, never a live one.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) async fn cleanup_works_in_batches<F>(store: &dyn SessionStore, one_batch: F)
+where
+    F: Future<Output = Result<u64, StoreError>>,
+{
+    let now = now_ms();
+    let past = now - Duration::from_secs(5);
+    let prefix = session_engine::store::random_id().expect("an id");
+    let live = |i| StoreKey::from(format!("{prefix}live{i}"));
+    for i in 0..25 {
+        let key = StoreKey::from(format!("{prefix}old{i}"));
+        insert(store, &key, &Record::new(Map::new(), past, past)).await;
+    }
+    for i in 0..5 {
+        let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
+        insert(store, &live(i), &record).await;
+    }
+    assert_eq!(one_batch.await.expect("one batch"), 10);
+    assert_eq!(store.cleanup().await.expect("cleanup"), 15);
+    assert_eq!(store.cleanup().await.expect("cleanup"), 0);
+    for i in 0..5 {
+        assert!(store.read(&live(i)).await.expect("read").is_some());
+    }
+}
+
+/// A directory of the test's own under the system's temporary directory, removed with all it
+/// holds when dropped.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) struct TempDir(std::path::PathBuf);
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl TempDir {
+    pub(crate) fn new() -> Self {
+        let name = format!(
+            "session-engine-test-{}",
+            session_engine::store::random_id().expect("an id")
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir(&path).expect("a temporary directory");
+        Self(path)
+    }
+
+    /// The directory's path, as UTF-8.
+    pub(crate) fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary path")
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

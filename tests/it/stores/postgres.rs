@@ -1,0 +1,383 @@
+//! `PostgresStore` against the real PostgreSQL server on 127.0.0.1:5432 (database `test`,
+//! trust auth; `DATABASE_URL` overrides), each test in a table of its own, dropped when it
+//! ends. The outage test runs a PostgreSQL server of its own, which it stops and starts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use serde_json::{Map, Value, json};
+use session_engine::store::postgres::PostgresStore;
+use session_engine::{Changes, Record, SessionStore, StoreError, WriteMode};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
+
+use super::outage::{free_port, outage_and_recovery, run};
+use super::{Backend, Spoil, TempDir, fresh_key, insert, now_ms};
+use crate::harness::{builder, get_with, new_session, routes, serve, store_key};
+
+fn url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A name no other test uses, with `prefix`.
+fn unique(prefix: &str) -> String {
+    let suffix: String = session_engine::store::random_id()
+        .expect("an id")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    format!("{prefix}_{}", suffix.to_ascii_lowercase())
+}
+
+/// Runs its statement with `psql` when dropped, so that a test's table or schema goes even
+/// when the test fails.
+struct DropOnExit(String);
+
+impl Drop for DropOnExit {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([url().as_str(), "-qwc", &self.0])
+            .output();
+    }
+}
+
+/// A migrated store on a table of its own, dropped with it.
+pub(crate) struct Postgres {
+    store: PostgresStore,
+    _table: DropOnExit,
+}
+
+impl Postgres {
+    async fn on_table(name: &str) -> PostgresStore {
+        PostgresStore::connect(&url())
+            .await
+            .expect("a pool")
+            .with_table_name(name)
+            .expect("a valid name")
+    }
+
+    fn table(&self) -> &str {
+        self.store.table_name()
+    }
+}
+
+impl Backend for Postgres {
+    type Store = PostgresStore;
+
+    async fn open() -> Self {
+        let name = unique("sessions_test");
+        let table = DropOnExit(format!("DROP TABLE IF EXISTS {name}"));
+        let store = Self::on_table(&name).await;
+        store.migrate().await.expect("migrate");
+        Self {
+            store,
+            _table: table,
+        }
+    }
+
+    fn store(&self) -> PostgresStore {
+        self.store.clone()
+    }
+
+    async fn second(&self) -> PostgresStore {
+        Self::on_table(self.table()).await
+    }
+}
+
+/// `jsonb` cannot hold text that is not JSON; what it can hold and the store cannot decode is
+/// JSON that is not an object. (A time the platform cannot hold is out of reach too: a
+/// `timestamptz` ends in the year 294276, well within `SystemTime`.)
+const SPOILED: &str = r#"["not", "an", "object"]"#;
+
+impl Spoil for Postgres {
+    async fn spoil(&self, key: &str) {
+        let sql = format!(
+            "UPDATE {} SET data = $2::jsonb WHERE key = $1",
+            self.table()
+        );
+        let spoiled = sqlx::query(AssertSqlSafe(sql))
+            .bind(key)
+            .bind(SPOILED)
+            .execute(self.store.pool())
+            .await
+            .expect("UPDATE");
+        assert_eq!(spoiled.rows_affected(), 1);
+    }
+
+    async fn still_spoiled(&self, key: &str) -> bool {
+        let sql = format!("SELECT data::text FROM {} WHERE key = $1", self.table());
+        let data: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(self.store.pool())
+            .await
+            .expect("SELECT");
+        let spoiled: Value = serde_json::from_str(SPOILED).expect("JSON");
+        data.and_then(|text| serde_json::from_str::<Value>(&text).ok()) == Some(spoiled)
+    }
+}
+
+store_tests!(Postgres, spoilable);
+
+/// A row lock held by another connection (`SELECT … FOR UPDATE` in an open transaction)
+/// holds the store's `UPDATE`s: the engine's `store_timeout` answers for them, a 503 for a
+/// write and a response without refresh for a touch, well before the database's own
+/// `lock_timeout` (5 s); and the app works again once the lock goes (R15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r15_a_row_locked_elsewhere_costs_a_503_within_store_timeout() {
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let pg = Postgres::open().await;
+    let engine = builder()
+        .shared_store(Arc::new(pg.store()))
+        .store_timeout(TIMEOUT)
+        .touch_interval(Duration::ZERO)
+        .build()
+        .expect("the test engine builds");
+    let app = serve(engine, routes());
+    let (cookie, id) = new_session(&app).await;
+
+    let mut locker = PgConnection::connect(&url()).await.expect("a connection");
+    let mut lock = locker.begin().await.expect("BEGIN");
+    let sql = format!("SELECT 1 FROM {} WHERE key = $1 FOR UPDATE", pg.table());
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(store_key(&id))
+        .fetch_one(&mut *lock)
+        .await
+        .expect("the row is locked");
+
+    for (uri, status) in [
+        ("/visits", StatusCode::SERVICE_UNAVAILABLE),
+        ("/peek", StatusCode::OK),
+    ] {
+        let started = Instant::now();
+        let reply = get_with(&app, uri, Some(&cookie)).await;
+        let waited = started.elapsed();
+        assert_eq!(reply.status, status, "{uri}: {reply:?}");
+        assert!(reply.set_cookies.is_empty(), "{uri}: {reply:?}");
+        assert!(
+            (TIMEOUT..TIMEOUT * 3).contains(&waited),
+            "{uri} answered after {waited:?}, not at the engine's deadline"
+        );
+    }
+
+    lock.rollback().await.expect("ROLLBACK");
+    let reply = get_with(&app, "/visits", Some(&cookie)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the app works again: {reply:?}"
+    );
+    // The engine gave up on the held `UPDATE`, but the server did not cancel it: it may
+    // land once the lock goes, so the count is 2 or 3.
+    assert!(matches!(reply.body.as_str(), "2" | "3"), "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_idempotent_even_when_run_at_once() {
+    let name = unique("sessions_test");
+    let _table = DropOnExit(format!("DROP TABLE IF EXISTS {name}"));
+    let store = Postgres::on_table(&name).await;
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for run in runs {
+        run.await.expect("the task ran").expect("migrate");
+    }
+    store.migrate().await.expect("once more");
+}
+
+#[tokio::test]
+async fn a_schema_qualified_table_works() {
+    let schema = unique("schema");
+    let _schema = DropOnExit(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+    let base = PostgresStore::connect(&url()).await.expect("a pool");
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(base.pool())
+        .await
+        .expect("create the schema");
+    let store = base
+        .with_table_name(&format!("{schema}.sessions"))
+        .expect("a valid name");
+    store.migrate().await.expect("migrate");
+    let (key, now) = (fresh_key(), now_ms());
+    insert(
+        &store,
+        &key,
+        &Record::new(Map::new(), now, now + Duration::from_secs(60)),
+    )
+    .await;
+    assert!(store.read(&key).await.expect("read").is_some());
+    let sql = format!("SELECT count(*) FROM {schema}.sessions");
+    let rows: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(rows, 1, "the row is in the schema's table");
+}
+
+#[tokio::test]
+async fn bad_table_names_are_refused() {
+    let base = PostgresStore::connect(&url()).await.expect("a pool");
+    for name in ["", "x; DROP TABLE sessions", "a\"b", "9lives", "a.b.c"] {
+        let error = base.clone().with_table_name(name).expect_err(name);
+        assert!(
+            matches!(error, StoreError::Backend(_)),
+            "{name:?}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cleanup_deletes_expired_rows_in_batches() {
+    let pg = Postgres::open().await;
+    let store = pg.store().with_cleanup_batch(10);
+    super::cleanup_works_in_batches(&store, store.cleanup_one_batch()).await;
+}
+
+/// `jsonb` cannot hold U+0000: such a write fails with an error, and the stored record stays
+/// as it was.
+#[tokio::test]
+async fn a_nul_character_is_refused_and_loses_nothing() {
+    let pg = Postgres::open().await;
+    let store = pg.store();
+    let (key, now) = (fresh_key(), now_ms());
+    let mut data = Map::new();
+    data.insert("kept".into(), json!(1));
+    let record = Record::new(data.clone(), now, now + Duration::from_secs(60));
+    insert(&store, &key, &record).await;
+    data.insert("bad".into(), json!("a\u{0}b"));
+    let bad = Record::new(data, now, now + Duration::from_secs(120));
+    let changes = Changes::new().with_set("bad");
+    let error = store
+        .write(&key, &bad, &changes, WriteMode::Update)
+        .await
+        .expect_err("U+0000 is refused");
+    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+    assert_eq!(store.read(&key).await.expect("read"), Some(record));
+}
+
+/// With the `postgres-tls` feature, `sslmode=require` talks TLS to the server (the test
+/// server has a self-signed certificate, which `require` accepts, as libpq does).
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn tls_connections_work() {
+    let base = url();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let store = PostgresStore::connect(&format!("{base}{separator}sslmode=require"))
+        .await
+        .expect("a pool");
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .expect("the server answers over TLS");
+    assert!(ssl, "the connection is encrypted");
+}
+
+/// A PostgreSQL server of the test's own, in a temporary directory, on a free port; run as
+/// the `postgres` user when the tests run as root (the server refuses root).
+struct TempPostgres {
+    dir: TempDir,
+    port: u16,
+    bin: String,
+    as_postgres: bool,
+}
+
+impl TempPostgres {
+    fn init() -> Self {
+        let as_postgres = run("id", &["-u"]).trim() == "0";
+        let dir = TempDir::new();
+        if as_postgres {
+            run("chown", &["postgres:", dir.path()]);
+        }
+        let server = Self {
+            bin: run("pg_config", &["--bindir"]).trim().to_owned(),
+            dir,
+            port: free_port(),
+            as_postgres,
+        };
+        let data = server.data();
+        server.pg(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        );
+        server
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", self.dir.path())
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The command line that runs `tool` of the server's binaries, as the right user.
+    fn command(&self, tool: &str) -> Vec<String> {
+        let tool = format!("{}/{tool}", self.bin);
+        if self.as_postgres {
+            vec![
+                "runuser".into(),
+                "-u".into(),
+                "postgres".into(),
+                "--".into(),
+                tool,
+            ]
+        } else {
+            vec![tool]
+        }
+    }
+
+    fn pg(&self, tool: &str, args: &[&str]) {
+        let command = self.command(tool);
+        let mut all: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+        all.extend(args);
+        run(&command[0], &all);
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path()
+        );
+        let log = format!("{}/log", self.dir.path());
+        let data = self.data();
+        self.pg(
+            "pg_ctl",
+            &["-D", &data, "-o", &options, "-l", &log, "-w", "start"],
+        );
+    }
+
+    fn stop(&self) {
+        self.pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let command = self.command("pg_ctl");
+        let _ = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_r12_r15_an_outage_fails_only_session_routes_and_the_app_recovers() {
+    let server = Arc::new(TempPostgres::init());
+    server.start();
+    let store = PostgresStore::connect(&server.url()).await.expect("a pool");
+    store.migrate().await.expect("migrate");
+    let (stopping, starting) = (server.clone(), server.clone());
+    outage_and_recovery(
+        Arc::new(store),
+        async move { stopping.stop() },
+        async move { starting.start() },
+    )
+    .await;
+}

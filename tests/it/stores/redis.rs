@@ -1,0 +1,241 @@
+//! `RedisStore` against the real Redis server on 127.0.0.1:6379 (`REDIS_URL` overrides), each
+//! test under a key prefix of its own (what it leaves expires by itself). The outage test runs
+//! a Redis server of its own, which it stops and starts.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::interfaces::{HashesInterface as _, KeysInterface as _};
+use serde_json::{Map, json};
+use session_engine::store::redis::{RedisStore, fred};
+use session_engine::store::to_ms;
+use session_engine::testing::Options;
+use session_engine::{Record, SessionStore, StoreError, StoreKey, Touched};
+
+use super::outage::{free_port, outage_and_recovery, wait_until};
+use super::{Backend, Spoil, fresh_key, insert, now_ms};
+
+fn url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A store under a key prefix no other test uses, on the server (or Cluster) at `url`.
+pub(crate) struct Redis {
+    store: RedisStore,
+    url: String,
+}
+
+impl Redis {
+    pub(crate) async fn at(url: &str) -> Self {
+        let prefix = format!(
+            "test:{}:",
+            session_engine::store::random_id().expect("an id")
+        );
+        Self {
+            store: Self::client(url, &prefix).await,
+            url: url.to_owned(),
+        }
+    }
+
+    async fn client(url: &str, prefix: &str) -> RedisStore {
+        RedisStore::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("{url} answers: {e}"))
+            .with_key_prefix(prefix)
+    }
+
+    /// The Redis key of a store key.
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.store.key_prefix())
+    }
+}
+
+/// On a single server, the keys under the test's prefix go with it (on a Cluster, with the
+/// cluster).
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if self.url.starts_with("redis://") {
+            let sweep =
+                r#"redis-cli -u "$1" --scan --pattern "$2*" | xargs -r redis-cli -u "$1" del"#;
+            let _ = Command::new("sh")
+                .args(["-c", sweep, "sweep", &self.url, self.store.key_prefix()])
+                .output();
+        }
+    }
+}
+
+impl Backend for Redis {
+    type Store = RedisStore;
+
+    async fn open() -> Self {
+        Self::at(&url()).await
+    }
+
+    fn store(&self) -> RedisStore {
+        self.store.clone()
+    }
+
+    async fn second(&self) -> RedisStore {
+        Self::client(&self.url, self.store.key_prefix()).await
+    }
+
+    /// Redis expires each hash by itself: `cleanup` has nothing to remove.
+    fn options() -> Options {
+        Options::self_expiring()
+    }
+}
+
+impl Spoil for Redis {
+    /// A data field whose value is not JSON.
+    async fn spoil(&self, key: &str) {
+        let client = self.store.client();
+        let _: i64 = client
+            .hset(self.key(key), (".visits", "not json"))
+            .await
+            .expect("HSET");
+    }
+
+    async fn still_spoiled(&self, key: &str) -> bool {
+        let client = self.store.client();
+        let value: Option<String> = client.hget(self.key(key), ".visits").await.expect("HGET");
+        value.as_deref() == Some("not json")
+    }
+}
+
+store_tests!(Redis, spoilable);
+
+/// A session is one hash: `c` and `e` in milliseconds, each data key as a `.`-prefixed field
+/// holding JSON, and Redis's own expiry at `e`, which a touch moves (and a stale touch
+/// leaves).
+#[tokio::test]
+async fn a_session_is_a_hash_that_redis_expires() {
+    let redis = Redis::open().await;
+    let store = redis.store();
+    let (key, now) = (fresh_key(), now_ms());
+    let expires = now + Duration::from_secs(90);
+    let mut data = Map::new();
+    data.insert(
+        "c".into(),
+        json!("a data key named like the creation field"),
+    );
+    data.insert("n".into(), json!(1));
+    insert(&store, &key, &Record::new(data, now, expires)).await;
+    let hash = redis.key(key.as_str());
+    let fields: HashMap<String, String> = store.client().hgetall(&hash).await.expect("HGETALL");
+    assert_eq!(fields.len(), 4, "{fields:?}");
+    assert_eq!(fields[".n"], "1");
+    assert_eq!(fields[".c"], "\"a data key named like the creation field\"");
+    assert_eq!(fields["c"], to_ms(now).to_string());
+    assert_eq!(fields["e"], to_ms(expires).to_string());
+    let pttl = || async { store.client().pttl::<i64, _>(&hash).await.expect("PTTL") };
+    assert!(
+        (85_000..=90_000).contains(&pttl().await),
+        "PTTL {}",
+        pttl().await
+    );
+    let record = store.read(&key).await.expect("read").expect("live");
+    assert_eq!(
+        record.data["c"],
+        json!("a data key named like the creation field")
+    );
+
+    let sooner = now + Duration::from_secs(30);
+    let touched = store.touch(&key, expires, sooner).await.expect("touch");
+    assert_eq!(touched, Touched::Moved);
+    assert!(
+        (25_000..=30_000).contains(&pttl().await),
+        "PTTL after touch {}",
+        pttl().await
+    );
+    let stale = store
+        .touch(&key, expires, now + Duration::from_secs(600))
+        .await;
+    assert_eq!(stale.expect("touch"), Touched::Superseded);
+    assert!(
+        pttl().await <= 30_000,
+        "a stale touch leaves Redis's expiry"
+    );
+    assert_eq!(
+        store.cleanup().await.expect("cleanup"),
+        0,
+        "Redis expires keys itself"
+    );
+}
+
+#[tokio::test]
+async fn prefixes_keep_apps_apart() {
+    let (first, second) = (Redis::open().await, Redis::open().await);
+    let (one, two) = (first.store(), second.store());
+    let (key, now) = (StoreKey::from("k"), now_ms());
+    let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
+    insert(&one, &key, &record).await;
+    assert!(two.read(&key).await.expect("read").is_none());
+    insert(&two, &key, &record).await;
+    assert!(one.destroy(&key).await.expect("destroy"));
+    assert!(two.read(&key).await.expect("read").is_some());
+}
+
+#[tokio::test]
+async fn a_bad_url_is_an_error() {
+    let error = RedisStore::connect("redis://127.0.0.1:notaport")
+        .await
+        .expect_err("a bad URL");
+    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+}
+
+/// A Redis server of the test's own on a free port, which keeps nothing on disk.
+struct TempRedis {
+    port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+impl TempRedis {
+    async fn start(&self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        *self.child.lock().expect("a lock") = Some(child);
+        let port = self.port;
+        wait_until("the test Redis answering", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+    }
+
+    fn kill(&self) {
+        if let Some(mut child) = self.child.lock().expect("a lock").take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TempRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_r12_r15_an_outage_fails_only_session_routes_and_the_app_recovers() {
+    let server = Arc::new(TempRedis {
+        port: free_port(),
+        child: Mutex::new(None),
+    });
+    server.start().await;
+    let store = RedisStore::connect(&format!("redis://127.0.0.1:{}", server.port))
+        .await
+        .expect("the test Redis answers");
+    let (stopping, starting) = (server.clone(), server.clone());
+    outage_and_recovery(
+        Arc::new(store),
+        async move { stopping.kill() },
+        async move { starting.start().await },
+    )
+    .await;
+}

@@ -1,0 +1,149 @@
+//! `SqliteStore` against a real SQLite database in a temporary file of each test's own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::Map;
+use session_engine::store::sqlite::SqliteStore;
+use session_engine::testing::{Options, assert_conforms_with};
+use session_engine::{Record, SessionStore, StoreError};
+
+use super::{Backend, Spoil, TempDir, fresh_key, insert, now_ms};
+use crate::harness::{engine_on, get_with, new_session, routes, serve};
+
+/// A migrated store in a new database file; the directory goes with it.
+pub(crate) struct Sqlite {
+    store: SqliteStore,
+    dir: TempDir,
+}
+
+/// The database file in `dir`.
+fn url(dir: &TempDir) -> String {
+    format!("sqlite://{}/sessions.db", dir.path())
+}
+
+impl Backend for Sqlite {
+    type Store = SqliteStore;
+
+    async fn open() -> Self {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&url(&dir))
+            .await
+            .expect("the database opens");
+        store.migrate().await.expect("migrate");
+        Self { store, dir }
+    }
+
+    fn store(&self) -> SqliteStore {
+        self.store.clone()
+    }
+
+    async fn second(&self) -> SqliteStore {
+        SqliteStore::open(&url(&self.dir))
+            .await
+            .expect("the database opens")
+    }
+}
+
+impl Spoil for Sqlite {
+    async fn spoil(&self, key: &str) {
+        let spoiled = sqlx::query("UPDATE sessions SET data = 'not json' WHERE key = ?1")
+            .bind(key)
+            .execute(self.store.pool())
+            .await
+            .expect("UPDATE");
+        assert_eq!(spoiled.rows_affected(), 1);
+    }
+
+    async fn still_spoiled(&self, key: &str) -> bool {
+        let data: Option<String> = sqlx::query_scalar("SELECT data FROM sessions WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(self.store.pool())
+            .await
+            .expect("SELECT");
+        data.as_deref() == Some("not json")
+    }
+}
+
+store_tests!(Sqlite, spoilable);
+
+#[tokio::test]
+async fn sessions_survive_closing_and_reopening_the_file() {
+    let sqlite = Sqlite::open().await;
+    let app = serve(engine_on(Arc::new(sqlite.store())), routes());
+    let (cookie, _) = new_session(&app).await;
+    let second = get_with(&app, "/visits", Some(&cookie)).await;
+    assert_eq!(second.body, "2");
+    sqlite.store.pool().close().await;
+    drop(app);
+
+    // A plain path opens the same file.
+    let path = format!("{}/sessions.db", sqlite.dir.path());
+    let reopened = SqliteStore::open(&path)
+        .await
+        .expect("the file opens again");
+    reopened.migrate().await.expect("migrate is idempotent");
+    let app = serve(engine_on(Arc::new(reopened)), routes());
+    let after = get_with(&app, "/visits", Some(&second.cookie())).await;
+    assert_eq!((after.status, after.body.as_str()), (StatusCode::OK, "3"));
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_tables_are_separate() {
+    let sqlite = Sqlite::open().await;
+    let store = sqlite.store();
+    store.migrate().await.expect("a second migrate");
+    let other = store
+        .clone()
+        .with_table_name("other_sessions")
+        .expect("a valid name");
+    other.migrate().await.expect("migrate the other table");
+    other.migrate().await.expect("and again");
+    assert_eq!(other.table_name(), "other_sessions");
+    let now = now_ms();
+    let key = fresh_key();
+    insert(
+        &store,
+        &key,
+        &Record::new(Map::new(), now, now + Duration::from_secs(60)),
+    )
+    .await;
+    assert!(other.read(&key).await.expect("read").is_none());
+    assert!(store.read(&key).await.expect("read").is_some());
+}
+
+#[tokio::test]
+async fn bad_table_names_are_refused() {
+    let sqlite = Sqlite::open().await;
+    for name in [
+        "",
+        "x; DROP TABLE sessions",
+        "a\"b",
+        "9lives",
+        "schema.table",
+    ] {
+        let error = sqlite.store().with_table_name(name).expect_err(name);
+        assert!(
+            matches!(error, StoreError::Backend(_)),
+            "{name:?}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cleanup_deletes_expired_rows_in_batches() {
+    let sqlite = Sqlite::open().await;
+    let store = sqlite.store().with_cleanup_batch(10);
+    super::cleanup_works_in_batches(&store, store.cleanup_one_batch()).await;
+}
+
+#[tokio::test]
+async fn an_in_memory_database_is_one_database_for_the_whole_pool() {
+    for url in ["sqlite::memory:", ":memory:"] {
+        let store = SqliteStore::open(url).await.expect("opens");
+        store.migrate().await.expect("migrate");
+        // Every connection of the pool sees the table and the rows the others wrote.
+        assert_conforms_with(&store, Options::default()).await;
+    }
+}
