@@ -6,9 +6,11 @@ mod api;
 mod concurrency;
 #[cfg(feature = "testing")]
 mod conformance;
+mod demo;
 mod faults;
 mod harness;
 mod logs;
+mod net;
 mod rules_end;
 mod rules_failures;
 mod rules_headers;

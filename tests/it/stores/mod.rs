@@ -13,7 +13,6 @@ use serde_json::{Map, Value, json};
 use session_engine::testing::{Options, assert_conforms_with};
 use session_engine::{Changes, Record, SessionStore, StoreError, StoreKey, WriteMode};
 
-mod net;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod outage;
 mod over_http;

@@ -72,14 +72,6 @@ pub(crate) async fn outage_and_recovery(
     }
 }
 
-/// A free loopback port (bound, then released for a server to take).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Runs `program` with `args`, panicking with its output if it fails; returns its stdout.
 #[cfg(feature = "postgres")]
 pub(crate) fn run(program: &str, args: &[&str]) -> String {

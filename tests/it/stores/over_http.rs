@@ -2,6 +2,7 @@
 //! app, a large delta and a spoiled record, each over HTTP against the store under test.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,13 +12,15 @@ use axum::http::{Method, StatusCode};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 use session_engine::{Error, Session, SessionEngine, SessionStore, StoreError, StoreKey};
+use tokio::net::TcpListener;
 use tokio::sync::{Barrier, Notify};
 
-use super::{Backend, Spoil, net, shared};
+use super::{Backend, Spoil, shared};
 use crate::harness::{
     Configure, builder, engine_on, get_with, max_age, new_session, post_with, routes, serve,
     store_key,
 };
+use crate::net;
 
 /// An engine with the test secret over `store`, configured by `configure`.
 fn engine_with(store: Arc<dyn SessionStore>, configure: Configure) -> SessionEngine {
@@ -195,8 +198,8 @@ pub(crate) async fn r17_a_stale_touch_never_undoes_a_newer_expiry<B: Backend>(ba
 /// a logout on the second is seen by the first.
 pub(crate) async fn two_app_instances_share_sessions<B: Backend>(backend: &B) {
     let second: Arc<dyn SessionStore> = Arc::new(backend.second().await);
-    let one = net::spawn_server(serve(engine_on(shared(backend)), routes())).await;
-    let two = net::spawn_server(serve(engine_on(second), routes())).await;
+    let one = spawn_server(serve(engine_on(shared(backend)), routes())).await;
+    let two = spawn_server(serve(engine_on(second), routes())).await;
 
     let made = net::http(one, Method::GET, "/visits", None).await;
     assert_eq!((made.status, made.body.as_str()), (StatusCode::OK, "1"));
@@ -293,4 +296,14 @@ pub(crate) async fn r12_an_undecodable_record_is_a_fresh_session_and_stays<B: Sp
         backend.still_spoiled(&key).await,
         "the record stays as it was"
     );
+}
+
+/// Serves `app` on a fresh loopback port; the server runs until the test's runtime ends.
+async fn spawn_server(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("the server runs");
+    });
+    addr
 }

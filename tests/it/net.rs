@@ -1,24 +1,21 @@
-//! Apps served on real loopback sockets, and a bare HTTP/1.1 client to talk to them.
+//! A bare HTTP/1.1 client for apps served on real loopback sockets, and free ports for them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::harness::Reply;
 
-/// Serves `app` on a fresh loopback port; the server runs until the test's runtime ends.
-pub(crate) async fn spawn_server(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("the server runs");
-    });
-    addr
+/// A free loopback port (bound, then released for a server to take).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// One HTTP/1.1 request on a new connection (`Connection: close`), read to the end.

@@ -1,0 +1,197 @@
+//! The demo (`examples/demo.rs`), the end-to-end contract: its routes and its settings, run as a
+//! user runs it, over real HTTP on loopback.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+
+use crate::harness::{Reply, max_age};
+use crate::net::{free_port, http};
+
+/// The demo's binary, next to this test's own (`target/<profile>/examples/demo`); built with
+/// this test's features when `cargo test` did not build it (`--test it` builds no example).
+fn binary() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's path");
+        let profile = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/<profile>");
+        let binary = profile.join("examples").join("demo");
+        if !binary.exists() {
+            let features: Vec<&str> = [
+                ("sqlite", cfg!(feature = "sqlite")),
+                ("postgres", cfg!(feature = "postgres")),
+                ("redis", cfg!(feature = "redis")),
+            ]
+            .into_iter()
+            .filter_map(|(feature, on)| on.then_some(feature))
+            .collect();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--example",
+                    "demo",
+                    "--features",
+                    &features.join(","),
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "the demo builds");
+        }
+        binary
+    })
+}
+
+/// A running demo, stopped when dropped.
+struct Demo {
+    child: Child,
+    port: u16,
+}
+
+impl Demo {
+    /// Starts the demo with these settings on a free port, and waits until it answers.
+    async fn start(settings: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let child = Command::new(binary())
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env(
+                "SESSION_SECRETS",
+                "a demo secret that is at least 32 bytes long",
+            )
+            .env("RUST_LOG", "warn")
+            .envs(settings.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the demo starts");
+        let demo = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the demo listens within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        demo
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
+        http(
+            ([127, 0, 0, 1], self.port).into(),
+            Method::GET,
+            path,
+            cookie,
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>) -> Reply {
+        http(
+            ([127, 0, 0, 1], self.port).into(),
+            Method::POST,
+            path,
+            cookie,
+        )
+        .await
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_demos_routes_answer_as_the_contract_says() {
+    let demo = Demo::start(&[("SESSION_DURATION_MS", "600000")]).await;
+    let health = demo.get("/health", None).await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "ok")
+    );
+    assert!(health.set_cookies.is_empty());
+
+    let first = demo.get("/visits", None).await;
+    assert_eq!(first.body, "1");
+    assert_eq!(max_age(first.set_cookie()), 600);
+    let cookie = first.cookie();
+    assert_eq!(demo.get("/visits", Some(&cookie)).await.body, "2");
+    // A read within the touch interval writes nothing and sends no cookie.
+    let peek = demo.get("/peek", Some(&cookie)).await;
+    assert_eq!(peek.body, "2");
+    assert!(peek.set_cookies.is_empty(), "{peek:?}");
+    assert_eq!(
+        demo.get("/me", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let login = demo.post("/login?user=ada", Some(&cookie)).await;
+    assert_eq!((login.status, login.body.as_str()), (StatusCode::OK, "ok"));
+    assert_ne!(login.cookie_id(), first.cookie_id(), "a login rolls the id");
+    let cookie = login.cookie();
+    assert_eq!(demo.get("/me", Some(&cookie)).await.body, "ada");
+    assert_eq!(
+        demo.get("/peek", Some(&cookie)).await.body,
+        "2",
+        "the roll kept the data"
+    );
+
+    let duration = demo.post("/duration?ms=7200000", Some(&cookie)).await;
+    assert_eq!(duration.body, "ok");
+    assert_eq!(max_age(duration.set_cookie()), 7200);
+
+    let logout = demo.post("/logout", Some(&cookie)).await;
+    assert_eq!(logout.body, "ok");
+    assert!(logout.removes_cookie(), "{logout:?}");
+    assert_eq!(
+        demo.get("/me", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn session_touch_interval_ms_sets_the_touch_interval() {
+    for (interval, refreshed) in [("0", true), ("3600000", false)] {
+        let demo = Demo::start(&[("SESSION_TOUCH_INTERVAL_MS", interval)]).await;
+        let cookie = demo.get("/visits", None).await.cookie();
+        // A few milliseconds later: past a zero interval, well within an hour.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let peek = demo.get("/peek", Some(&cookie)).await;
+        assert_eq!(peek.body, "1");
+        assert_eq!(
+            peek.set_cookies.len(),
+            usize::from(refreshed),
+            "{interval}: {peek:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_settings_stop_the_demo_with_a_message() {
+    for (name, value) in [
+        ("SESSION_TOUCH_INTERVAL_MS", "soon"),
+        ("SESSION_DURATION_MS", "0"),
+        ("SESSION_SECRETS", "short"),
+        ("SESSION_STORE", "mongodb://localhost"),
+        ("SESSION_COOKIE_SECURE", "maybe"),
+    ] {
+        let output = Command::new(binary())
+            .env_clear()
+            .env("PORT", free_port().to_string())
+            .env(name, value)
+            .output()
+            .expect("the demo runs");
+        assert_eq!(output.status.code(), Some(1), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let named = stderr.contains(name) || stderr.contains("secret #0");
+        assert!(named, "{name}={value}: {stderr}");
+    }
+}
