@@ -41,7 +41,6 @@ impl Cookies {
 }
 
 /// The session id a request presented, verified.
-#[derive(Debug)]
 pub(crate) struct Presented {
     pub(crate) id: SessionId,
     /// The value as the request carried it, when that is exactly what the engine would send

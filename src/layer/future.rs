@@ -33,7 +33,6 @@ pin_project! {
         Finishing {
             finishing: Finishing,
             response: Option<Response<B>>,
-            session: Session,
         },
         Done,
     }
@@ -85,18 +84,16 @@ where
                         Finish::Running(finishing) => this.state.set(State::Finishing {
                             finishing,
                             response: Some(response),
-                            session,
                         }),
                     }
                 }
                 StateProj::Finishing {
                     finishing,
                     response,
-                    session,
                 } => {
-                    let result = ready!(Pin::new(finishing).poll(cx));
+                    let result = ready!(Pin::new(&mut *finishing).poll(cx));
                     let mut response = response.take().expect("set with the state");
-                    let session = session.clone();
+                    let session = finishing.session().clone();
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(match result {
                         Ok(outcome) => {

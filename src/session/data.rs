@@ -16,7 +16,7 @@ use crate::store::Changes;
 pub(crate) const CUSTOM_DURATION_KEY: &str = "__cust_dur";
 
 /// A session's data and what the request changed in it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Data {
     map: Map<String, Value>,
     /// The size of `map` as JSON, computed when first needed and then kept up to date.

@@ -17,10 +17,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::HeaderValue;
+use tokio::sync::futures::OwnedNotified;
 
 use super::Session;
 use super::state::{Phase, State};
@@ -78,6 +80,8 @@ enum Step {
         cookie: HeaderValue,
         call: StoreFuture<Touched>,
     },
+    /// Waits for a clone's `destroy()` to end, then decides again.
+    AwaitDestroy(Pin<Box<OwnedNotified>>),
     /// Removes a record just written, then answers `then`.
     Undo {
         then: Outcome,
@@ -101,6 +105,15 @@ impl Session {
         let engine = self.engine();
         let lifetime = engine.lifetime();
         let mut state = self.state();
+        if state.destroying {
+            // A clone's `destroy()` is under way: it wins if it succeeds, so its end decides.
+            // Registered before the state is let go, the wait cannot miss it.
+            let ended = Arc::clone(&self.inner.destroyed).notified_owned();
+            return Finish::Running(Finishing {
+                session: self.clone(),
+                step: Step::AwaitDestroy(Box::pin(ended)),
+            });
+        }
         match state.phase {
             Phase::Idle => Finish::Untouched,
             Phase::Destroyed => Finish::Done(Outcome::Remove),
@@ -108,21 +121,22 @@ impl Session {
             Phase::Started if state.data.is_dirty() => {
                 let duration = lifetime.duration(state.data.custom_duration());
                 let id = state.id.clone().expect("a started session has an id");
+                // A stored session keeps its key; a new or rolled one gets the key of its id.
+                let stored = state.key.clone();
                 let writing = Writing {
-                    key: engine.store_key(&id),
+                    key: stored.clone().unwrap_or_else(|| engine.store_key(&id)),
                     id,
                     created_at: state.created_at,
                     expires_at: lifetime.expiry(lifetime.now(), state.created_at, duration),
                     tries: 1,
                 };
-                let step = match state.key.is_some() {
-                    true => {
-                        let changes = state.data.take_changes();
+                let changes = state.data.take_changes();
+                let step = match stored {
+                    Some(_) => {
                         let call = self.write(&mut state, &writing, &changes, WriteMode::Update);
                         Step::Update(writing, call)
                     }
-                    false => {
-                        state.data.take_changes();
+                    None => {
                         let call = self.insert(&mut state, &writing);
                         Step::Insert(writing, call)
                     }
@@ -145,11 +159,14 @@ impl Session {
                     return Finish::Done(Outcome::Keep);
                 }
                 let due = (engine.automatic_touch() && !state.touched)
-                    .then(|| lifetime.touch_due(now, state.created_at, state.expires_at, duration))
+                    .then(|| {
+                        let stored = state.stored_expires_at;
+                        lifetime.touch_due(now, state.created_at, stored, duration)
+                    })
                     .flatten();
                 if let Some(to) = due {
                     let cookie = self.cookie(&mut state, to, now);
-                    let call = engine.gateway().touch(&key, state.expires_at, to);
+                    let call = engine.gateway().touch(&key, state.stored_expires_at, to);
                     drop(state);
                     return Finish::Running(Finishing {
                         session: self.clone(),
@@ -159,8 +176,8 @@ impl Session {
                 // A cookie signed with an older secret, or for another id, is re-issued with
                 // the record's current expiry even when no touch is due; `touch()` refreshes.
                 if state.touched || !self.presented_is_current(&mut state) {
-                    let expires_at = state.expires_at;
-                    Finish::Done(Outcome::Set(self.cookie(&mut state, expires_at, now)))
+                    let stored = state.stored_expires_at;
+                    Finish::Done(Outcome::Set(self.cookie(&mut state, stored, now)))
                 } else {
                     Finish::Done(Outcome::Keep)
                 }
@@ -213,6 +230,11 @@ impl Session {
 }
 
 impl Finishing {
+    /// The session being finished.
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
     /// The written record is in: after a roll, the old record goes next; then the session is
     /// stored under its new key, unless a `destroy()` got there first.
     fn written(&mut self, writing: Writing, inserted: bool) -> Next {
@@ -229,6 +251,7 @@ impl Finishing {
         state.id = Some(writing.id);
         state.key = Some(writing.key);
         state.expires_at = writing.expires_at;
+        state.stored_expires_at = writing.expires_at;
         let now = self.session.engine().lifetime().now();
         let cookie = self.session.cookie(&mut state, writing.expires_at, now);
         Next::Done(Ok(Outcome::Set(cookie)))
@@ -334,6 +357,16 @@ impl Finishing {
                 };
                 Next::Done(answer.map(|_| then).map_err(Error::from))
             }
+            Step::AwaitDestroy(mut ended) => {
+                if ended.as_mut().poll(cx).is_pending() {
+                    return Next::Pending(Step::AwaitDestroy(ended));
+                }
+                match self.session.finish() {
+                    Finish::Untouched => Next::Done(Ok(Outcome::Keep)),
+                    Finish::Done(outcome) => Next::Done(Ok(outcome)),
+                    Finish::Running(finishing) => Next::Step(finishing.step),
+                }
+            }
             Step::Done => panic!("Finishing polled after it completed"),
         }
     }
@@ -350,6 +383,7 @@ impl Finishing {
             _ if state.destroyed() => Outcome::Remove,
             Ok(Touched::Moved) => {
                 state.expires_at = to;
+                state.stored_expires_at = to;
                 Outcome::Set(cookie)
             }
             // Another request wrote or touched it since: its response carries the newer

@@ -72,6 +72,7 @@ impl Session {
                 state.data = data::Data::stored(record.data);
                 state.created_at = record.created_at;
                 state.expires_at = record.expires_at;
+                state.stored_expires_at = record.expires_at;
                 return Ok(());
             }
         }
@@ -167,13 +168,14 @@ impl Session {
             };
             let duration = lifetime.duration(state.data.custom_duration());
             let to = lifetime.expiry(lifetime.now(), state.created_at, duration);
-            (key, state.expires_at, to)
+            (key, state.stored_expires_at, to)
         };
         let touched = self.engine().gateway().touch(&key, from, to).await;
         let mut state = self.state();
         match touched {
             Ok(Touched::Moved) if state.phase == Phase::Started => {
                 state.expires_at = to;
+                state.stored_expires_at = to;
                 state.touched = true;
             }
             Ok(Touched::Superseded) => state.superseded = true,
@@ -204,33 +206,38 @@ impl Session {
     /// ```
     pub async fn destroy(&self) -> Result<&Self, Error> {
         let _gate = self.inner.gate.lock().await;
-        let keys = {
+        let key = {
             let mut state = self.state();
-            let keys = match state.phase {
+            let key = match state.phase {
                 Phase::Destroyed => return Ok(self),
-                Phase::Vanished => Vec::new(),
-                Phase::Started => state
-                    .key
-                    .iter()
-                    .chain(&state.rolled_from)
-                    .cloned()
-                    .collect(),
+                Phase::Vanished => None,
+                // At most one of the two is set: a roll moves the stored key aside.
+                Phase::Started => state.key.clone().or_else(|| state.rolled_from.clone()),
                 Phase::Idle => self
                     .candidate(&mut state)
-                    .map(|id| self.engine().store_key(&id))
-                    .into_iter()
-                    .collect(),
+                    .map(|id| self.engine().store_key(&id)),
             };
             state.destroying = true;
-            keys
+            key
         };
-        for key in &keys {
-            if let Err(error) = self.engine().gateway().destroy(key).await {
-                self.state().destroying = false;
-                return Err(error.into());
-            }
+        // The end of the request waits for this destroy; however it ends (done, failed, or
+        // dropped half-way by a caller's time-out), the guard tells it so.
+        let _destroying = Destroying(self);
+        if let Some(key) = key {
+            self.engine().gateway().destroy(&key).await?;
         }
         self.state().end(Phase::Destroyed);
         Ok(self)
+    }
+}
+
+/// A `destroy()` under way: when it ends, the session no longer counts as being destroyed
+/// (it was, or the destroy failed) and the end of the request, if it waits, decides again.
+struct Destroying<'s>(&'s Session);
+
+impl Drop for Destroying<'_> {
+    fn drop(&mut self) {
+        self.0.state().destroying = false;
+        self.0.inner.destroyed.notify_waiters();
     }
 }

@@ -64,6 +64,8 @@ struct Inner {
     /// held across the store call by design, and every such call has a deadline
     /// (`store_timeout`), so it is never held for ever; `state` never is.
     gate: tokio::sync::Mutex<()>,
+    /// Told when a `destroy()` ends, for the end of the request to wait on it.
+    destroyed: Arc<tokio::sync::Notify>,
 }
 
 impl Session {
@@ -74,6 +76,7 @@ impl Session {
                 cookies,
                 state: Mutex::new(State::new()),
                 gate: tokio::sync::Mutex::new(()),
+                destroyed: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }

@@ -21,13 +21,7 @@ pub(super) enum Phase {
     Vanished,
 }
 
-impl Phase {
-    pub(super) fn is_over(self) -> bool {
-        matches!(self, Self::Destroyed | Self::Vanished)
-    }
-}
-
-#[derive(Debug)]
+/// Where a session stands in its request; its `Debug` would show data, so it has none.
 pub(super) struct State {
     pub(super) phase: Phase,
     /// The id, once chosen by `set_id` or by `start`.
@@ -40,7 +34,12 @@ pub(super) struct State {
     /// The record a roll left behind: destroyed once the new one is in.
     pub(super) rolled_from: Option<StoreKey>,
     pub(super) created_at: SystemTime,
+    /// When the session expires, as `expires_at()` shows it: the stored expiry, or the one a
+    /// write will give it (after `set_duration`).
     pub(super) expires_at: SystemTime,
+    /// The expiry the store holds, as this request last read, wrote or touched it: the `from`
+    /// of a touch, and what says whether one is due.
+    pub(super) stored_expires_at: SystemTime,
     /// Whether `touch()` moved the expiry: the response refreshes the cookie.
     pub(super) touched: bool,
     /// Whether a touch found that another request wrote or touched the record since this one
@@ -63,6 +62,7 @@ impl State {
             // Set by `start`; a session that is never started has no times.
             created_at: SystemTime::UNIX_EPOCH,
             expires_at: SystemTime::UNIX_EPOCH,
+            stored_expires_at: SystemTime::UNIX_EPOCH,
             touched: false,
             superseded: false,
             destroying: false,
@@ -77,7 +77,6 @@ impl State {
     /// Ends the session for the rest of the request: `destroy()` was called, or the record was
     /// found gone.
     pub(super) fn end(&mut self, phase: Phase) {
-        debug_assert!(phase.is_over());
         self.phase = phase;
         self.key = None;
         self.rolled_from = None;

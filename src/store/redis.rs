@@ -42,6 +42,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
+use fred::bytes::Bytes;
 use fred::clients::Client;
 use fred::error::{Error as RedisError, ErrorKind};
 use fred::interfaces::{ClientLike, HashesInterface, KeysInterface};
@@ -65,7 +66,7 @@ const CREATED: &str = "c";
 /// The hash field of the expiry.
 const EXPIRES: &str = "e";
 /// What precedes each data key in its field's name, so data keys never meet `c` and `e`.
-const DATA: char = '.';
+const DATA: &str = ".";
 
 /// Insert, update (replace or patch) a session hash; see the argument list at its top.
 static WRITE: LazyLock<Script> = LazyLock::new(|| {
@@ -235,7 +236,7 @@ fn error(error: RedisError) -> StoreError {
 
 fn field(key: &str) -> String {
     let mut field = String::with_capacity(key.len() + 1);
-    field.push(DATA);
+    field.push_str(DATA);
     field.push_str(key);
     field
 }
@@ -283,13 +284,17 @@ fn write_args(
 }
 
 /// A record from the fields of its hash; `None` for an empty hash (no such key).
-fn record_from(fields: HashMap<String, String>, now_ms: u64) -> Result<Option<Record>, StoreError> {
+///
+/// The fields are read as bytes: a value that is not text, or not JSON, makes the record
+/// undecodable (absent for the request), never a failure of every request until it expires.
+fn record_from(fields: HashMap<Bytes, Bytes>, now_ms: u64) -> Result<Option<Record>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }
     let time = |name: &str| {
         fields
-            .get(name)
+            .get(name.as_bytes())
+            .and_then(|value| std::str::from_utf8(value).ok())
             .and_then(|value| value.parse::<u64>().ok())
             .ok_or_else(|| {
                 StoreError::undecodable(format!("session hash has no valid `{name}` field"))
@@ -302,11 +307,14 @@ fn record_from(fields: HashMap<String, String>, now_ms: u64) -> Result<Option<Re
     }
     let mut data = Map::new();
     for (name, value) in &fields {
-        if let Some(key) = name.strip_prefix(DATA) {
-            let value: Value = serde_json::from_str(value)
-                .map_err(|error| StoreError::undecodable(crate::error::DataError::new(&error)))?;
-            data.insert(key.to_owned(), value);
-        }
+        let Some(key) = name.strip_prefix(DATA.as_bytes()) else {
+            continue;
+        };
+        let key = std::str::from_utf8(key)
+            .map_err(|_| StoreError::undecodable("a session hash field is not UTF-8"))?;
+        let value: Value = serde_json::from_slice(value)
+            .map_err(|error| StoreError::undecodable(crate::error::DataError::new(&error)))?;
+        data.insert(key.to_owned(), value);
     }
     Ok(Some(Record::new(
         data,
@@ -319,7 +327,7 @@ impl SessionStore for RedisStore {
     fn read(&self, key: &StoreKey) -> StoreFuture<Option<Record>> {
         let (client, key) = (self.client.clone(), self.redis_key(key));
         StoreFuture::boxed(async move {
-            let fields: HashMap<String, String> = client.hgetall(key).await.map_err(error)?;
+            let fields: HashMap<Bytes, Bytes> = client.hgetall(key).await.map_err(error)?;
             record_from(fields, to_ms(SystemTime::now()))
         })
     }
@@ -429,17 +437,27 @@ mod tests {
         );
     }
 
+    /// A hash's fields, as HGETALL gives them.
+    fn hash(fields: &[(&str, &[u8])]) -> HashMap<Bytes, Bytes> {
+        fields
+            .iter()
+            .map(|(name, value)| {
+                (
+                    Bytes::copy_from_slice(name.as_bytes()),
+                    Bytes::copy_from_slice(value),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn a_hash_becomes_a_record_until_it_expires() {
-        let fields: HashMap<String, String> = [
-            ("c", "1000"),
-            ("e", "2000"),
-            (".a", "1"),
-            (".c", "\"data key named c\""),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let fields = hash(&[
+            ("c", b"1000"),
+            ("e", b"2000"),
+            (".a", b"1"),
+            (".c", b"\"data key named c\""),
+        ]);
         let record = record_from(fields.clone(), 1_999).unwrap().unwrap();
         assert_eq!(record.created_at, from_ms(1_000).unwrap());
         assert_eq!(record.expires_at, from_ms(2_000).unwrap());
@@ -453,19 +471,17 @@ mod tests {
 
     #[test]
     fn r12_a_hash_that_cannot_be_decoded_is_undecodable_not_a_panic() {
-        let fields = HashMap::from([(".a".to_owned(), "1".to_owned())]);
-        assert!(matches!(
-            record_from(fields, 0),
-            Err(StoreError::Undecodable(_))
-        ));
-        let fields = HashMap::from([
-            ("c".to_owned(), "1".to_owned()),
-            ("e".to_owned(), "9".to_owned()),
-            (".a".to_owned(), "{\"secret".to_owned()),
-        ]);
-        let error = record_from(fields, 0).unwrap_err();
-        assert!(matches!(error, StoreError::Undecodable(_)), "{error:?}");
-        let source = std::error::Error::source(&error).unwrap().to_string();
-        assert!(!source.contains("secret"), "{source}");
+        let times: [(&str, &[u8]); 2] = [("c", b"1"), ("e", b"9")];
+        for bad in [
+            hash(&[(".a", b"1")]),
+            hash(&[times[0], times[1], (".a", b"{\"secret")]),
+            hash(&[times[0], times[1], (".a", b"\"\xff\"")]),
+            hash(&[times[0], ("e", b"\xff")]),
+        ] {
+            let error = record_from(bad, 0).unwrap_err();
+            assert!(matches!(error, StoreError::Undecodable(_)), "{error:?}");
+            let source = std::error::Error::source(&error).unwrap().to_string();
+            assert!(!source.contains("secret"), "{source}");
+        }
     }
 }

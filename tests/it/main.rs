@@ -11,6 +11,7 @@ mod faults;
 mod harness;
 mod logs;
 mod net;
+mod rules_destroy;
 mod rules_end;
 mod rules_failures;
 mod rules_headers;

@@ -507,3 +507,25 @@ async fn r18_a_rotated_cookie_is_reissued_within_the_interval_without_a_write() 
     assert!(reply.set_cookies.is_empty(), "{reply:?}");
     assert_eq!(h.store.hooks(), [Hook::Read, Hook::Read]);
 }
+
+/// Setting a session's duration to the one it already has changes nothing to write, and must
+/// not stop its touches either: the expiry the store holds still moves once the interval has
+/// passed, so a user who keeps using the site stays signed in.
+#[tokio::test]
+async fn r18_setting_the_same_duration_again_keeps_the_session_alive() {
+    let h = Harness::new();
+    let (cookie, id) = h.new_session().await;
+    h.post("/duration?ms=600000", Some(&cookie)).await;
+    h.advance(5 * MINUTE);
+    h.store.clear_history();
+    let reply = h.post("/duration?ms=600000", Some(&cookie)).await;
+    let key = store_key(&id);
+    assert_eq!(
+        h.store.history(),
+        [Call::new(Hook::Read, &key), Call::new(Hook::Touch, &key)]
+    );
+    assert_eq!(max_age(reply.set_cookie()), 600);
+    // 11 minutes after the first write, 6 after the last use: alive.
+    h.advance(6 * MINUTE);
+    assert_eq!(h.get("/id", Some(&cookie)).await.body, id);
+}

@@ -1,12 +1,11 @@
 //! R9 to R11 and R17: requests that race on one session (a logout, a roll, a `destroy()` from a
 //! clone, a `set_duration`) and what the slower one may still do.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -14,7 +13,7 @@ use session_engine::{Error, Session, SessionStore as _, StoreKey, WriteMode};
 use tokio::sync::Notify;
 
 use crate::faults::{Call, Fault, FaultyStore, Hook};
-use crate::harness::{Harness, MINUTE, Reply, max_age, outcome, store_key};
+use crate::harness::{Harness, MINUTE, Reply, max_age, store_key};
 
 /// What a test route does once its session is started and the test's interruption is over:
 /// `set` a key, `peek` at `visits`, `login` (roll, set `user`), `touch`, or nothing.
@@ -310,117 +309,6 @@ async fn r10_a_logout_during_the_roll_insert_is_never_undone() {
         ]
     );
     assert!(h.store.inner().is_empty());
-}
-
-// ---- R11 destroy ----
-
-#[tokio::test]
-async fn r11_destroy_removes_at_once_and_nothing_persists_later_in_the_request() {
-    let destroy_then_use = |store: &Arc<FaultyStore>| {
-        let store = store.clone();
-        Router::new().route(
-            "/destroy-then-use",
-            get(move |session: Session| async move {
-                session.start().await?.set("x", 1)?;
-                let key = StoreKey::from(store_key(&session.id().unwrap()));
-                session.destroy().await?;
-                let gone = store.inner().read(&key).await.unwrap().is_none();
-                let data = format!("{:?}", session.get_all());
-                // Changes after a destroy are not persisted.
-                let _ = session.set("y", 2);
-                let after = [
-                    format!("{gone}"),
-                    format!("{}", session.ready()),
-                    format!("{:?}", session.id()),
-                    data,
-                    outcome(session.start().await),
-                    format!("{:?}", session.roll().await),
-                ];
-                Ok::<_, Error>(after.join("\n"))
-            }),
-        )
-    };
-    let h = Harness::serving_with(|b| b, destroy_then_use);
-    let (cookie, id) = h.new_session().await;
-    let reply = h.get("/destroy-then-use", Some(&cookie)).await;
-    assert_eq!(
-        reply.body,
-        ["true", "false", "None", "Ok({})", "Ok(())", "Ok(false)"].join("\n")
-    );
-    assert!(reply.removes_cookie(), "{reply:?}");
-    // The record is read, then destroyed; nothing is written or touched afterwards.
-    let key = store_key(&id);
-    assert_eq!(
-        h.store.history(),
-        [Call::new(Hook::Read, &key), Call::new(Hook::Destroy, &key)]
-    );
-    assert!(h.store.inner().is_empty());
-    assert_eq!(h.get("/peek", Some(&cookie)).await.body, "0");
-}
-
-#[tokio::test]
-async fn r11_destroy_without_start_removes_the_cookies_record_without_reading() {
-    let h = Harness::new();
-    let (cookie, id) = h.new_session().await;
-    let reply = h.post("/logout", Some(&cookie)).await;
-    assert_eq!(reply.body, "ok");
-    assert!(reply.removes_cookie(), "{reply:?}");
-    assert_eq!(
-        h.store.history(),
-        [Call::new(Hook::Destroy, &store_key(&id))]
-    );
-    assert!(h.store.inner().is_empty());
-}
-
-/// A clone of the handle, in a spawned task, destroys the session while the end of the
-/// request waits on the store: inserting, updating, touching or rolling. The destroy wins: the
-/// record just saved is removed and the removal cookie sent. tokio's clock is paused, so the
-/// store's delay and the clone's wait cost no real time.
-#[tokio::test(start_paused = true)]
-async fn r11_a_destroy_from_a_clone_during_the_end_of_the_request_wins() {
-    let clone_destroys = Router::new().route(
-        "/clone-destroys",
-        get(
-            |session: Session, Query(q): Query<HashMap<String, String>>| async move {
-                session.start().await?;
-                match q["then"].as_str() {
-                    "set" => drop(session.set("cart", "full")?),
-                    "roll" => drop(session.roll().await?),
-                    _ => {}
-                }
-                let clone = session.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    clone.destroy().await.map(drop)
-                });
-                Ok::<_, Error>("ok")
-            },
-        ),
-    );
-    // (what the end of the request does, with a cookie?, the route's step, the slow hook)
-    let cases = [
-        ("insert", false, "set", Hook::Write),
-        ("update", true, "set", Hook::Write),
-        ("touch", true, "peek", Hook::Touch),
-        ("roll", true, "roll", Hook::Write),
-    ];
-    for (what, with_cookie, then, slow) in cases {
-        let h = Harness::serving(|b| b, clone_destroys.clone());
-        let (cookie, _) = h.new_session().await;
-        let cookie = with_cookie.then_some(cookie.as_str());
-        h.advance(MINUTE);
-        h.store.delay(slow, Duration::from_millis(300));
-        let reply = h.get(&format!("/clone-destroys?then={then}"), cookie).await;
-        assert_eq!(reply.status, StatusCode::OK, "{what}");
-        assert!(reply.removes_cookie(), "{what}: {reply:?}");
-        assert_eq!(h.store.calls(slow), 1, "{what}");
-        let left = h.store.inner().len();
-        // Without a cookie, the session made by `new_session` is not this one.
-        assert_eq!(left, usize::from(!with_cookie), "{what} left a record");
-        if let Some(cookie) = cookie {
-            assert_eq!(h.get("/peek", Some(cookie)).await.body, "0", "{what}");
-        }
-    }
 }
 
 // ---- R17 stale touches ----

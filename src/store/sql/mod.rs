@@ -269,9 +269,11 @@ macro_rules! sql_store {
                 let Some(row) = row else {
                     return Ok(None);
                 };
-                let data: &str = row.try_get(0).map_err($error)?;
-                let created: i64 = row.try_get(1).map_err($error)?;
-                let expires: i64 = row.try_get(2).map_err($error)?;
+                // A row whose columns do not hold what this store writes (another program's,
+                // or damaged) cannot be decoded: the session counts as absent.
+                let data: &str = row.try_get(0).map_err(StoreError::undecodable)?;
+                let created: i64 = row.try_get(1).map_err(StoreError::undecodable)?;
+                let expires: i64 = row.try_get(2).map_err(StoreError::undecodable)?;
                 Ok(Some(Record::new(
                     crate::store::decode_data(data.as_bytes())?,
                     sql::from_millis(created)?,
