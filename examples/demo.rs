@@ -10,7 +10,7 @@
 //!
 //! | variable | meaning | default |
 //! | --- | --- | --- |
-//! | `PORT` | the port to listen on | `3000` |
+//! | `PORT` | the port to listen on (`0`: one the system chooses, logged at start) | `3000` |
 //! | `SESSION_SECRETS` | comma-separated secrets, each at least 32 bytes; the first signs, all verify | a random one, with a warning |
 //! | `SESSION_STORE` | `memory`; `sqlite://PATH` (feature `sqlite`); `redis://HOST:PORT` or `redis-cluster://HOST:PORT?node=HOST:PORT&…` (feature `redis`); `postgres://USER@HOST/DB` (feature `postgres`) | `memory` |
 //! | `SESSION_DURATION_MS` | idle lifetime in milliseconds | 30 minutes |
@@ -108,6 +108,8 @@ async fn run() -> Result<(), DemoError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|error| DemoError(format!("cannot listen on {addr}: {error}")))?;
+    // The address bound, which tells the port the system chose for `PORT=0`.
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(
         %addr,
         store = config.store.scheme(),

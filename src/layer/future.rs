@@ -10,7 +10,8 @@ use pin_project_lite::pin_project;
 
 use super::response;
 use crate::error;
-use crate::session::{Finish, Finishing, Session};
+use crate::error::Error;
+use crate::session::{Finish, Finishing, Outcome, Session};
 
 pin_project! {
     /// The response future of [`SessionService`](super::SessionService): the inner service's
@@ -81,10 +82,17 @@ where
                             response::apply(response.headers_mut(), &session, outcome);
                             return Poll::Ready(Ok(response));
                         }
-                        Finish::Running(finishing) => this.state.set(State::Finishing {
-                            finishing,
-                            response: Some(response),
-                        }),
+                        Finish::Running(mut finishing) => {
+                            // A store that answers at once finishes here, in this poll, with
+                            // nothing moved into the state.
+                            if let Poll::Ready(result) = Pin::new(&mut finishing).poll(cx) {
+                                return Poll::Ready(Ok(respond(response, &session, result)));
+                            }
+                            this.state.set(State::Finishing {
+                                finishing,
+                                response: Some(response),
+                            });
+                        }
                     }
                 }
                 StateProj::Finishing {
@@ -92,23 +100,33 @@ where
                     response,
                 } => {
                     let result = ready!(Pin::new(&mut *finishing).poll(cx));
-                    let mut response = response.take().expect("set with the state");
+                    let response = response.take().expect("set with the state");
                     let session = finishing.session().clone();
                     this.state.set(State::Done);
-                    return Poll::Ready(Ok(match result {
-                        Ok(outcome) => {
-                            response::apply(response.headers_mut(), &session, outcome);
-                            response
-                        }
-                        Err(error) => {
-                            let mut failure = error::failure(&error);
-                            response::vary(failure.headers_mut());
-                            failure
-                        }
-                    }));
+                    return Poll::Ready(Ok(respond(response, &session, result)));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
+        }
+    }
+}
+
+/// The response once the session's store calls have answered: with the session's headers, or
+/// replaced by the opaque failure response.
+fn respond<B: Default>(
+    mut response: Response<B>,
+    session: &Session,
+    result: Result<Outcome, Error>,
+) -> Response<B> {
+    match result {
+        Ok(outcome) => {
+            response::apply(response.headers_mut(), session, outcome);
+            response
+        }
+        Err(error) => {
+            let mut failure = error::failure(&error);
+            response::vary(failure.headers_mut());
+            failure
         }
     }
 }

@@ -67,6 +67,8 @@ struct Writing {
     key: StoreKey,
     created_at: SystemTime,
     expires_at: SystemTime,
+    /// When the end of the request decided: the `Max-Age` of the cookie counts from it.
+    now: SystemTime,
     tries: usize,
 }
 
@@ -123,11 +125,13 @@ impl Session {
                 let id = state.id.clone().expect("a started session has an id");
                 // A stored session keeps its key; a new or rolled one gets the key of its id.
                 let stored = state.key.clone();
+                let now = lifetime.now();
                 let writing = Writing {
                     key: stored.clone().unwrap_or_else(|| engine.store_key(&id)),
                     id,
                     created_at: state.created_at,
-                    expires_at: lifetime.expiry(lifetime.now(), state.created_at, duration),
+                    expires_at: lifetime.expiry(now, state.created_at, duration),
+                    now,
                     tries: 1,
                 };
                 let changes = state.data.take_changes();
@@ -252,8 +256,9 @@ impl Finishing {
         state.key = Some(writing.key);
         state.expires_at = writing.expires_at;
         state.stored_expires_at = writing.expires_at;
-        let now = self.session.engine().lifetime().now();
-        let cookie = self.session.cookie(&mut state, writing.expires_at, now);
+        let cookie = self
+            .session
+            .cookie(&mut state, writing.expires_at, writing.now);
         Next::Done(Ok(Outcome::Set(cookie)))
     }
 

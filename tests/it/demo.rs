@@ -1,15 +1,16 @@
 //! The demo (`examples/demo.rs`), the end-to-end contract: its routes and its settings, run as a
 //! user runs it, over real HTTP on loopback.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 
 use crate::harness::{Reply, max_age};
-use crate::net::{free_port, http};
+use crate::net::http;
 
 /// The demo's binary, next to this test's own (`target/<profile>/examples/demo`); built with
 /// this test's features when `cargo test` did not build it (`--test it` builds no example).
@@ -56,29 +57,41 @@ struct Demo {
 }
 
 impl Demo {
-    /// Starts the demo with these settings on a free port, and waits until it answers.
+    /// Starts the demo with these settings on a port the system chooses (`PORT=0`), and reads
+    /// which from its start-up log line; the rest of its output is drained, never read.
     async fn start(settings: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let child = Command::new(binary())
+        let mut child = Command::new(binary())
             .env_clear()
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .env(
                 "SESSION_SECRETS",
                 "a demo secret that is at least 32 bytes long",
             )
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .envs(settings.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("the demo starts");
-        let demo = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the demo listens within 20 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        demo
+        let stdout = child.stdout.take().expect("piped");
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split_once("addr=127.0.0.1:")
+                    .and_then(|(_, rest)| rest.split(' ').next())
+                    .and_then(|port| port.parse::<u16>().ok())
+                {
+                    let _ = port_tx.send(port);
+                }
+            }
+        });
+        let port =
+            tokio::task::spawn_blocking(move || port_rx.recv_timeout(Duration::from_secs(20)))
+                .await
+                .expect("the reader ran")
+                .expect("the demo says where it listens within 20 s");
+        Self { child, port }
     }
 
     async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
@@ -185,7 +198,7 @@ async fn bad_settings_stop_the_demo_with_a_message() {
     ] {
         let output = Command::new(binary())
             .env_clear()
-            .env("PORT", free_port().to_string())
+            .env("PORT", "0")
             .env(name, value)
             .output()
             .expect("the demo runs");

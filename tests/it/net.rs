@@ -1,4 +1,4 @@
-//! A bare HTTP/1.1 client for apps served on real loopback sockets, and free ports for them.
+//! A bare HTTP/1.1 client for apps served on real loopback sockets.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,14 +9,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::harness::Reply;
-
-/// A free loopback port (bound, then released for a server to take).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// One HTTP/1.1 request on a new connection (`Connection: close`), read to the end.
 pub(crate) async fn http(

@@ -11,10 +11,9 @@ use session_engine::store::postgres::PostgresStore;
 use session_engine::{Changes, Record, SessionStore, StoreError, WriteMode};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
 
-use super::outage::{outage_and_recovery, run};
+use super::outage::{free_port, outage_and_recovery, run};
 use super::{Backend, Spoil, TempDir, fresh_key, insert, now_ms};
 use crate::harness::{builder, get_with, new_session, routes, serve, store_key};
-use crate::net::free_port;
 
 fn url() -> String {
     std::env::var("DATABASE_URL")

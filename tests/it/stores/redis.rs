@@ -14,9 +14,8 @@ use session_engine::store::to_ms;
 use session_engine::testing::Options;
 use session_engine::{Record, SessionStore, StoreError, StoreKey, Touched};
 
-use super::outage::{outage_and_recovery, wait_until};
+use super::outage::{free_port, outage_and_recovery, wait_until};
 use super::{Backend, Spoil, fresh_key, insert, now_ms};
-use crate::net::free_port;
 
 fn url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())

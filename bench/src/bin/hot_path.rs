@@ -1,0 +1,109 @@
+//! One scenario of session-engine in a loop, in process, for a profiler: `valgrind
+//! --tool=callgrind` counts its instructions (repeatable, whatever else the machine does),
+//! `perf record` samples it.
+//!
+//! ```text
+//! cargo build --release -p session-engine-bench --bin hot_path
+//! valgrind --tool=callgrind target/release/hot_path e 20000
+//! ```
+//!
+//! Scenarios, as in `benches/compare.rs`: `b` (layer, session untouched), `c` (a new visitor
+//! sets a counter), `d` (a returning visitor reads it), `e` (a returning visitor increments
+//! it). Prints the mean time per request; the runtime is current-thread.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::{HeaderValue, Request};
+use axum::routing::get;
+use http_body_util::BodyExt as _;
+use session_engine::{Error, Session, SessionEngine, SessionLayer};
+use tower::ServiceExt as _;
+
+const USAGE: &str = "usage: hot_path (b|c|d|e) [REQUESTS]";
+
+async fn untouched(_session: Session) -> &'static str {
+    "ok"
+}
+
+async fn read(session: Session) -> Result<String, Error> {
+    session.start().await?;
+    Ok(session.get::<u64>("visits")?.unwrap_or(0).to_string())
+}
+
+async fn increment(session: Session) -> Result<String, Error> {
+    session.start().await?;
+    let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
+    session.set("visits", visits)?;
+    Ok(visits.to_string())
+}
+
+async fn send(app: &Router, uri: &str, cookie: Option<&HeaderValue>) -> axum::http::Response<Body> {
+    let mut request = Request::get(uri).body(Body::empty()).expect("a request");
+    if let Some(cookie) = cookie {
+        request.headers_mut().insert(COOKIE, cookie.clone());
+    }
+    app.clone().oneshot(request).await.expect("infallible")
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(scenario), requests) = (args.first().map(String::as_str), args.get(1)) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let Ok(requests) = requests.map_or(Ok(10_000), |n| n.parse::<u32>()) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let engine = SessionEngine::builder()
+        .secret("hot-path-secret-hot-path-secret-0123456789")
+        .build()
+        .expect("valid options");
+    let handler = match scenario {
+        "b" => get(untouched),
+        "c" | "e" => get(increment),
+        "d" => get(read),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = Router::new()
+        .route("/", handler)
+        .route("/setup", get(increment))
+        .layer(SessionLayer::new(engine))
+        .with_state(());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        // A returning visitor's cookie, from a first request through a writing route.
+        let first = send(&app, "/setup", None).await;
+        let cookie = first.headers().get(SET_COOKIE).map(|set| {
+            let pair = set
+                .to_str()
+                .expect("ASCII")
+                .split(';')
+                .next()
+                .expect("a pair");
+            HeaderValue::from_str(pair).expect("a cookie")
+        });
+        let cookie = if scenario == "c" { None } else { cookie };
+        let started = Instant::now();
+        for _ in 0..requests {
+            let response = send(&app, "/", cookie.as_ref()).await;
+            let _ = response.into_body().collect().await;
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "{scenario}: {} ns per request over {requests} requests",
+            elapsed.as_nanos() / u128::from(requests)
+        );
+    });
+    ExitCode::SUCCESS
+}
