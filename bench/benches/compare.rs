@@ -33,13 +33,11 @@ use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::BodyExt;
+use session_engine_bench::KEY;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
 
 const SECRET: &str = "benchmark-secret-of-at-least-32-bytes";
-
-/// The session key every handler reads or writes.
-const KEY: &str = "visits";
 
 /// The counter value the returning visitors of `d` and `e` start from: one increment in setup.
 const SET_UP: u64 = 1;
@@ -65,8 +63,8 @@ fn finish(router: Router) -> Router {
 // ---- session-engine ----
 
 mod engine {
-    use super::{KEY, SECRET};
-    use session_engine::{Error, Session, SessionEngine};
+    use super::SECRET;
+    use session_engine::SessionEngine;
 
     pub(super) fn engine() -> SessionEngine {
         SessionEngine::builder()
@@ -139,22 +137,6 @@ mod engine {
             }
         }
     }
-
-    pub(super) async fn untouched(_session: Session) -> &'static str {
-        "ok"
-    }
-
-    pub(super) async fn read(session: Session) -> Result<String, Error> {
-        session.start().await?;
-        Ok(session.get::<u64>(KEY)?.unwrap_or(0).to_string())
-    }
-
-    pub(super) async fn increment(session: Session) -> Result<String, Error> {
-        session.start().await?;
-        let visits = session.get::<u64>(KEY)?.unwrap_or(0) + 1;
-        session.set(KEY, visits)?;
-        Ok(visits.to_string())
-    }
 }
 
 fn session_engine_subject() -> Subject {
@@ -194,10 +176,10 @@ fn session_engine_with(
     let returning = engine();
     Subject {
         name,
-        untouched: layered(get(engine::untouched), engine()),
-        new_visitor: layered(get(engine::increment), engine()),
-        reader: layered(get(engine::read), returning.clone()),
-        incrementer: layered(get(engine::increment), returning),
+        untouched: layered(get(session_engine_bench::untouched), engine()),
+        new_visitor: layered(get(session_engine_bench::increment), engine()),
+        reader: layered(get(session_engine_bench::read), returning.clone()),
+        incrementer: layered(get(session_engine_bench::increment), returning),
     }
 }
 

@@ -124,7 +124,8 @@ mod floor {
 /// session-engine.
 mod engine {
     use super::*;
-    use session_engine::{Error, Session, SessionEngine, SessionLayer, SessionStore};
+    use session_engine::{SessionEngine, SessionLayer, SessionStore};
+    use session_engine_bench::{increment, new, read};
 
     pub(crate) fn app(store: impl SessionStore) -> Result<Router, String> {
         let engine = SessionEngine::builder()
@@ -139,24 +140,6 @@ mod engine {
             .route("/new", get(new))
             .layer(SessionLayer::new(engine))
             .with_state(()))
-    }
-
-    async fn read(session: Session) -> Result<String, Error> {
-        session.start().await?;
-        Ok(session.get::<u64>("visits")?.unwrap_or(0).to_string())
-    }
-
-    async fn increment(session: Session) -> Result<String, Error> {
-        session.start().await?;
-        let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
-        session.set("visits", visits)?;
-        Ok(visits.to_string())
-    }
-
-    async fn new(session: Session) -> Result<&'static str, Error> {
-        session.start().await?;
-        session.set("visits", 0_u64)?;
-        Ok("ok")
     }
 }
 

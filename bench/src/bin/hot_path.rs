@@ -20,26 +20,11 @@ use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderValue, Request};
 use axum::routing::get;
 use http_body_util::BodyExt as _;
-use session_engine::{Error, Session, SessionEngine, SessionLayer};
+use session_engine::{SessionEngine, SessionLayer};
+use session_engine_bench::{increment, read, untouched};
 use tower::ServiceExt as _;
 
 const USAGE: &str = "usage: hot_path (b|c|d|e) [REQUESTS]";
-
-async fn untouched(_session: Session) -> &'static str {
-    "ok"
-}
-
-async fn read(session: Session) -> Result<String, Error> {
-    session.start().await?;
-    Ok(session.get::<u64>("visits")?.unwrap_or(0).to_string())
-}
-
-async fn increment(session: Session) -> Result<String, Error> {
-    session.start().await?;
-    let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
-    session.set("visits", visits)?;
-    Ok(visits.to_string())
-}
 
 async fn send(app: &Router, uri: &str, cookie: Option<&HeaderValue>) -> axum::http::Response<Body> {
     let mut request = Request::get(uri).body(Body::empty()).expect("a request");
