@@ -5,7 +5,9 @@
 //! the id: by default the SHA-256 digest of the id, so that a copy of the store reveals no live
 //! cookie.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,24 +32,54 @@ pub fn is_valid_id(id: &str) -> bool {
 }
 
 /// A valid session id. Its `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct SessionId(Box<str>);
+///
+/// Clones share one buffer. An id read from a signed value keeps that value in the buffer too
+/// (`id.tag`), so that the exact text the client sent can be sent back without signing again.
+#[derive(Clone)]
+pub(crate) struct SessionId {
+    /// The id, or the signed value it was read from: the id is its first `len` bytes.
+    text: Arc<str>,
+    len: usize,
+}
 
 impl SessionId {
     /// A fresh id: 24 bytes from the operating system's CSPRNG, as 32 characters of base64url.
     pub(crate) fn generate() -> Result<Self, getrandom::Error> {
-        let mut bytes = [0u8; ID_BYTES];
-        getrandom::fill(&mut bytes)?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes).into()))
+        let bytes = random_bytes()?;
+        let mut text = [0u8; 32];
+        let len = URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut text)
+            .expect("24 bytes are 32 characters of base64");
+        let text = std::str::from_utf8(&text[..len]).expect("base64 is ASCII");
+        Ok(Self {
+            text: text.into(),
+            len,
+        })
     }
 
     /// `id`, if it is a valid id.
     pub(crate) fn parse(id: &str) -> Option<Self> {
-        is_valid_id(id).then(|| Self(id.into()))
+        is_valid_id(id).then(|| Self {
+            text: id.into(),
+            len: id.len(),
+        })
+    }
+
+    /// The id of `signed`, a signed value whose first `len` bytes are the id, if it is valid.
+    pub(crate) fn parse_signed(signed: &str, len: usize) -> Option<Self> {
+        is_valid_id(signed.get(..len)?).then(|| Self {
+            text: signed.into(),
+            len,
+        })
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        &self.0
+        &self.text[..self.len]
+    }
+
+    /// The signed value this id was read from, if it was read from one.
+    pub(crate) fn signed(&self) -> Option<&str> {
+        (self.len < self.text.len()).then_some(&*self.text)
     }
 
     /// The key the store sees for this id: its hash when `hashed`, else the id itself.
@@ -58,6 +90,39 @@ impl SessionId {
             StoreKey::from(self.as_str())
         }
     }
+}
+
+impl PartialEq for SessionId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SessionId {}
+
+/// Random bytes for one id, from the operating system's CSPRNG.
+///
+/// Each thread keeps a pool of OS randomness that one `getrandom` call fills for 32 ids, so an
+/// id costs a copy, not a system call; every byte is used once. (A process that forks after
+/// making ids would share its pool with the child: forking servers should make ids in the
+/// children only, as any thread-local generator asks.)
+fn random_bytes() -> Result<[u8; ID_BYTES], getrandom::Error> {
+    const POOL: usize = ID_BYTES * 32;
+    thread_local! {
+        static RANDOM: RefCell<([u8; POOL], usize)> = const { RefCell::new(([0; POOL], POOL)) };
+    }
+    RANDOM.with_borrow_mut(|(pool, used)| {
+        if *used == POOL {
+            getrandom::fill(pool)?;
+            *used = 0;
+        }
+        let mut bytes = [0u8; ID_BYTES];
+        bytes.copy_from_slice(&pool[*used..*used + ID_BYTES]);
+        // Used once: a byte handed out is gone from the pool.
+        pool[*used..*used + ID_BYTES].fill(0);
+        *used += ID_BYTES;
+        Ok(bytes)
+    })
 }
 
 impl fmt::Debug for SessionId {
@@ -81,27 +146,35 @@ pub struct StoreKey(Repr);
 enum Repr {
     Digest {
         bytes: [u8; 32],
-        text: [u8; DIGEST_TEXT_LEN],
+        /// Its base64url spelling, made when a store first asks for text (the memory store
+        /// never does).
+        text: OnceLock<[u8; DIGEST_TEXT_LEN]>,
     },
     Text(Box<str>),
 }
 
 impl StoreKey {
-    /// The key of a hashed id: the digest and its base64url spelling.
+    /// The key of a hashed id: its digest.
     fn digest_of(id: &str) -> Self {
-        let bytes: [u8; 32] = Sha256::digest(id.as_bytes()).into();
-        let mut text = [0u8; DIGEST_TEXT_LEN];
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(bytes, &mut text)
-            .expect("32 bytes are 43 characters of base64");
-        debug_assert_eq!(written, DIGEST_TEXT_LEN);
-        Self(Repr::Digest { bytes, text })
+        Self(Repr::Digest {
+            bytes: Sha256::digest(id.as_bytes()).into(),
+            text: OnceLock::new(),
+        })
     }
 
     /// The key as text: what a store that keeps text uses.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            Repr::Digest { text, .. } => std::str::from_utf8(text).expect("base64 is ASCII"),
+            Repr::Digest { bytes, text } => {
+                let text = text.get_or_init(|| {
+                    let mut text = [0u8; DIGEST_TEXT_LEN];
+                    URL_SAFE_NO_PAD
+                        .encode_slice(bytes, &mut text)
+                        .expect("32 bytes are 43 characters of base64");
+                    text
+                });
+                std::str::from_utf8(text).expect("base64 is ASCII")
+            }
             Repr::Text(text) => text,
         }
     }

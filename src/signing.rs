@@ -69,7 +69,7 @@ impl Key {
     pub(crate) fn verify(&self, value: &str) -> Option<SessionId> {
         let (id, tag) = split(value)?;
         if self.verifies(id, &tag) {
-            SessionId::parse(id)
+            SessionId::parse_signed(value, id.len())
         } else {
             None
         }
@@ -137,7 +137,7 @@ impl Keys {
         let (id, tag) = split(value)?;
         let index = self.0.iter().position(|key| key.verifies(id, &tag))?;
         Some(Verified {
-            id: SessionId::parse(id)?,
+            id: SessionId::parse_signed(value, id.len())?,
             current: index == 0,
         })
     }

@@ -42,11 +42,19 @@ impl Cookies {
 
 /// The session id a request presented, verified.
 pub(crate) struct Presented {
+    /// The id, read from the signed value it came in.
     pub(crate) id: SessionId,
-    /// The value as the request carried it, when that is exactly what the engine would send
-    /// for `id` now (signed with the current key, not percent-encoded): a refresh sends it
-    /// back instead of signing again. `None` when it must be re-issued.
-    pub(crate) current_value: Option<Box<str>>,
+    /// Whether that value is exactly what the engine would send for the id now (signed with
+    /// the current key, not percent-encoded): a refresh sends it back instead of signing
+    /// again. When false, the cookie is re-issued.
+    pub(crate) current: bool,
+}
+
+impl Presented {
+    /// The value to send back for `id`, when the request's own value can be sent as it is.
+    pub(crate) fn resend(&self, id: &SessionId) -> Option<&str> {
+        self.id.signed().filter(|_| self.current && self.id == *id)
+    }
 }
 
 /// The first cookie named `name` that verifies under `keys`.
@@ -71,10 +79,9 @@ pub(crate) fn decode_signed(
         Cow::Borrowed(value)
     };
     let verified = verify(&decoded)?;
-    let current_value = (verified.current && !encoded).then(|| decoded.into());
     Some(Presented {
         id: verified.id,
-        current_value,
+        current: verified.current && !encoded,
     })
 }
 
@@ -240,9 +247,12 @@ mod tests {
         let id = SessionId::parse("abc").unwrap();
         let signed = keys.sign(&id);
         let raw = decode_signed(&signed, |v| keys.verify(v)).unwrap();
-        assert_eq!(raw.current_value.as_deref(), Some(signed.as_str()));
+        assert_eq!(raw.resend(&id), Some(signed.as_str()));
+        let other = SessionId::parse("abd").unwrap();
+        assert_eq!(raw.resend(&other), None);
         let encoded = signed.replace('.', "%2E");
         let decoded = decode_signed(&encoded, |v| keys.verify(v)).unwrap();
-        assert_eq!((decoded.id, decoded.current_value), (id, None));
+        assert!(decoded.id == id);
+        assert_eq!(decoded.resend(&id), None);
     }
 }

@@ -31,8 +31,10 @@ pin_project! {
             future: F,
             session: Session,
         },
+        // Boxed: only a store that must be waited for gets here, and the future stays small
+        // for every other request.
         Finishing {
-            finishing: Finishing,
+            finishing: Pin<Box<Finishing>>,
             response: Option<Response<B>>,
         },
         Done,
@@ -89,7 +91,7 @@ where
                                 return Poll::Ready(Ok(respond(response, &session, result)));
                             }
                             this.state.set(State::Finishing {
-                                finishing,
+                                finishing: Box::pin(finishing),
                                 response: Some(response),
                             });
                         }
@@ -99,7 +101,7 @@ where
                     finishing,
                     response,
                 } => {
-                    let result = ready!(Pin::new(&mut *finishing).poll(cx));
+                    let result = ready!(finishing.as_mut().poll(cx));
                     let response = response.take().expect("set with the state");
                     let session = finishing.session().clone();
                     this.state.set(State::Done);

@@ -110,7 +110,8 @@ impl Session {
         if state.destroying {
             // A clone's `destroy()` is under way: it wins if it succeeds, so its end decides.
             // Registered before the state is let go, the wait cannot miss it.
-            let ended = Arc::clone(&self.inner.destroyed).notified_owned();
+            let destroyed = self.inner.destroyed.get().expect("made by destroy()");
+            let ended = Arc::clone(destroyed).notified_owned();
             return Finish::Running(Finishing {
                 session: self.clone(),
                 step: Step::AwaitDestroy(Box::pin(ended)),
@@ -212,9 +213,11 @@ impl Session {
 
     /// Whether the request's cookie is exactly what would be sent for the session's id now.
     fn presented_is_current(&self, state: &mut State) -> bool {
-        let id = state.id.clone();
+        let Some(id) = state.id.clone() else {
+            return false;
+        };
         self.presented(state)
-            .is_some_and(|p| p.current_value.is_some() && Some(&p.id) == id.as_ref())
+            .is_some_and(|presented| presented.resend(&id).is_some())
     }
 
     /// `Set-Cookie` for the session's id, with `Max-Age` the seconds until `expires_at`: the
@@ -223,12 +226,9 @@ impl Session {
         let engine = self.engine();
         let max_age = Lifetime::seconds_left(now, expires_at);
         let id = state.id.clone().expect("a started session has an id");
-        match self.presented(state) {
-            Some(presented) if presented.id == id => match &presented.current_value {
-                Some(value) => engine.cookie().set(value, max_age),
-                None => engine.cookie().set(&engine.keys().sign(&id), max_age),
-            },
-            _ => engine.cookie().set(&engine.keys().sign(&id), max_age),
+        match self.presented(state).and_then(|presented| presented.resend(&id)) {
+            Some(value) => engine.cookie().set(value, max_age),
+            None => engine.cookie().set(&engine.keys().sign(&id), max_age),
         }
     }
 }

@@ -217,6 +217,8 @@ impl Session {
                     .candidate(&mut state)
                     .map(|id| self.engine().store_key(&id)),
             };
+            // Made before the flag is set: whoever sees the flag finds it.
+            self.inner.destroyed.get_or_init(Default::default);
             state.destroying = true;
             key
         };
@@ -238,6 +240,8 @@ struct Destroying<'s>(&'s Session);
 impl Drop for Destroying<'_> {
     fn drop(&mut self) {
         self.0.state().destroying = false;
-        self.0.inner.destroyed.notify_waiters();
+        if let Some(destroyed) = self.0.inner.destroyed.get() {
+            destroyed.notify_waiters();
+        }
     }
 }

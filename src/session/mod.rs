@@ -9,7 +9,7 @@ mod lifecycle;
 mod state;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -64,8 +64,9 @@ struct Inner {
     /// held across the store call by design, and every such call has a deadline
     /// (`store_timeout`), so it is never held for ever; `state` never is.
     gate: tokio::sync::Mutex<()>,
-    /// Told when a `destroy()` ends, for the end of the request to wait on it.
-    destroyed: Arc<tokio::sync::Notify>,
+    /// Told when a `destroy()` ends, for the end of the request to wait on it; made by the
+    /// first `destroy()`, so that a request that never destroys pays nothing for it.
+    destroyed: OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 impl Session {
@@ -76,7 +77,7 @@ impl Session {
                 cookies,
                 state: Mutex::new(State::new()),
                 gate: tokio::sync::Mutex::new(()),
-                destroyed: Arc::new(tokio::sync::Notify::new()),
+                destroyed: OnceLock::new(),
             }),
         }
     }

@@ -7,7 +7,7 @@
 //! valgrind --tool=callgrind target/release/hot_path e 20000
 //! ```
 //!
-//! Scenarios, as in `benches/compare.rs`: `b` (layer, session untouched), `c` (a new visitor
+//! Scenarios, as in `benches/compare.rs`: `a` (no layer: the floor), `b` (layer, session untouched), `c` (a new visitor
 //! sets a counter), `d` (a returning visitor reads it), `e` (a returning visitor increments
 //! it). Prints the mean time per request; the runtime is current-thread.
 
@@ -24,7 +24,7 @@ use session_engine::{SessionEngine, SessionLayer};
 use session_engine_bench::{increment, read, untouched};
 use tower::ServiceExt as _;
 
-const USAGE: &str = "usage: hot_path (b|c|d|e) [REQUESTS]";
+const USAGE: &str = "usage: hot_path (a|b|c|d|e) [REQUESTS]";
 
 async fn send(app: &Router, uri: &str, cookie: Option<&HeaderValue>) -> axum::http::Response<Body> {
     let mut request = Request::get(uri).body(Body::empty()).expect("a request");
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         .build()
         .expect("valid options");
     let handler = match scenario {
+        "a" => get(|| async { "ok" }),
         "b" => get(untouched),
         "c" | "e" => get(increment),
         "d" => get(read),
@@ -59,9 +60,11 @@ fn main() -> ExitCode {
     };
     let app = Router::new()
         .route("/", handler)
-        .route("/setup", get(increment))
-        .layer(SessionLayer::new(engine))
-        .with_state(());
+        .route("/setup", get(increment));
+    let app = match scenario {
+        "a" => app.with_state(()),
+        _ => app.layer(SessionLayer::new(engine)).with_state(()),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
