@@ -146,17 +146,44 @@ impl Keys {
 /// Splits a signed value into its id and decoded tag, or `None` if it is not exactly
 /// `id.base64(tag)` with a 32-byte tag in canonical base64.
 fn split(value: &str) -> Option<(&str, [u8; 32])> {
-    let (id, tag_b64) = value.rsplit_once('.')?;
-    if tag_b64.len() != TAG_B64_LEN {
-        return None;
+    let (id, tag) = value.rsplit_once('.')?;
+    Some((id, decode_tag(tag.as_bytes().try_into().ok()?)?))
+}
+
+/// The value of each standard base64 character; 0xFF for every other byte.
+const BASE64: [u8; 256] = {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[alphabet[i] as usize] = i as u8;
+        i += 1;
     }
+    table
+};
+
+/// Decodes the 43 characters of a tag into its 32 bytes: standard base64 without padding, and
+/// canonical (the last character's two spare bits are zero), so each tag has one spelling.
+/// Every byte is looked at whatever the input, as the tag is not secret but the loop is short.
+fn decode_tag(text: &[u8; TAG_B64_LEN]) -> Option<[u8; 32]> {
     let mut tag = [0u8; 32];
-    // 43 characters decode to exactly 32 bytes; the decoder rejects non-canonical trailing
-    // bits, so each tag has one spelling only.
-    match STANDARD_NO_PAD.decode_slice(tag_b64, &mut tag) {
-        Ok(32) => Some((id, tag)),
-        _ => None,
+    let mut bad = 0u8;
+    let mut sextet = |i: usize| {
+        let value = BASE64[usize::from(text[i])];
+        bad |= value & 0x80;
+        u32::from(value & 0x3F)
+    };
+    // Ten groups of four characters make thirty bytes; the last three characters make two.
+    for group in 0..10 {
+        let bits = sextet(4 * group) << 18
+            | sextet(4 * group + 1) << 12
+            | sextet(4 * group + 2) << 6
+            | sextet(4 * group + 3);
+        tag[3 * group..3 * group + 3].copy_from_slice(&bits.to_be_bytes()[1..]);
     }
+    let bits = sextet(40) << 12 | sextet(41) << 6 | sextet(42);
+    tag[30..].copy_from_slice(&(bits >> 2).to_be_bytes()[2..]);
+    (bad == 0 && bits & 0b11 == 0).then_some(tag)
 }
 
 #[cfg(test)]
@@ -263,6 +290,31 @@ mod tests {
             let signed = key.sign(bad);
             assert_eq!(verified(&keys, &signed), None, "{bad:?}");
             assert_eq!(key.verify(&signed), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tags_decode_as_canonical_base64() {
+        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        for seed in 0u8..=255 {
+            let bytes: [u8; 32] =
+                std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8 * 7));
+            let text = STANDARD_NO_PAD.encode(bytes);
+            let text: &[u8; TAG_B64_LEN] = text.as_bytes().try_into().unwrap();
+            assert_eq!(decode_tag(text), Some(bytes));
+            // Any other character in any place: refused, or another tag.
+            for place in [0, 20, 41, 42] {
+                for byte in [b'=', b'-', b'_', b' ', b'.', 0, 0xFF] {
+                    let mut bad = *text;
+                    bad[place] = byte;
+                    assert_eq!(decode_tag(&bad), None, "{place} {byte}");
+                }
+            }
+            // The spare bits of the last character must be zero.
+            let mut spare = *text;
+            spare[42] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                [usize::from(BASE64[usize::from(text[42])]) | 1];
+            assert_eq!(decode_tag(&spare), None);
         }
     }
 

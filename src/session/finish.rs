@@ -226,7 +226,10 @@ impl Session {
         let engine = self.engine();
         let max_age = Lifetime::seconds_left(now, expires_at);
         let id = state.id.clone().expect("a started session has an id");
-        match self.presented(state).and_then(|presented| presented.resend(&id)) {
+        match self
+            .presented(state)
+            .and_then(|presented| presented.resend(&id))
+        {
             Some(value) => engine.cookie().set(value, max_age),
             None => engine.cookie().set(&engine.keys().sign(&id), max_age),
         }
