@@ -13,26 +13,46 @@
 //!   `Router` and the library's layer (`oneshot`), exactly as an app would; `store` calls the
 //!   store directly: for session-engine `write` of a `Record` under a key shaped like the
 //!   engine's (base64url of SHA-256, 43 characters), for tower-sessions `create` of a
-//!   `Record` with a random `Id`.
+//!   `Record` with a random `Id`; `expiry` measures memory after expiry (below).
 //!
 //! The baseline is taken after the runtime, the router and the store exist and a few
 //! warm-up sessions were created; the final reading after every request's temporaries were
-//! dropped. The last line is machine-readable, for `scripts/bench`.
+//! dropped. The last line is machine-readable, for `bench/scripts/bench`.
+//!
+//! ## Memory after expiry
+//!
+//! ```text
+//! session_memory LIB N expiry [SECONDS] [TRAFFIC_SECONDS] [RATE]
+//! ```
+//!
+//! Does the memory of sessions that expired come back without a call to clean up? The
+//! library's layer is set to a session duration of SECONDS (default 15; it must outlast the
+//! creation of the N sessions). After the warm-up, the RSS is read (the start), N sessions are
+//! created through the layer as above (the full reading), and nothing happens until every one
+//! of them has expired (SECONDS after the last, plus one). Then light ordinary traffic runs
+//! through the same layer, RATE requests a second (default 1000), for at most TRAFFIC_SECONDS
+//! (default 60): new visitors first (`GET /new`) until 100 sessions exist, then these returning
+//! visitors in turn, reading (`GET /d`) and incrementing (`GET /e`) their counters. The RSS is
+//! read after every 10 ms batch; the run ends as soon as it is within 10 % of the start
+//! ("recovered", with the time and requests it took), or at TRAFFIC_SECONDS. Nothing calls a
+//! clean-up: session-engine's `MemoryStore` sweeps a few records on each call;
+//! tower-sessions' `MemoryStore` only skips expired records on a read.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::header::SET_COOKIE;
-use axum::http::{Request, StatusCode};
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::{HeaderValue, Request, StatusCode};
 use axum::routing::get;
 use tower::ServiceExt;
 
 /// Sessions created before the baseline, so that one-time allocations are not counted.
 const WARM_UP: usize = 1_000;
 
-const USAGE: &str = "usage: session_memory (engine|tower) [N] [http|store]";
+const USAGE: &str = "usage: session_memory (engine|tower) [N] [http|store] | \
+                     session_memory (engine|tower) N expiry [SECONDS] [TRAFFIC_SECONDS] [RATE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +72,13 @@ fn main() -> ExitCode {
         }
     };
     let via = args.get(2).cloned().unwrap_or_else(|| "http".to_owned());
+    let expiry = match Expiry::from_args(args.get(3..).unwrap_or_default()) {
+        Ok(expiry) => expiry,
+        Err(message) => {
+            eprintln!("{message}; {USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -68,6 +95,8 @@ fn main() -> ExitCode {
             ("engine", "store") => engine::via_store(count).await,
             ("tower", "http") => tower_sessions_lib::via_http(count).await,
             ("tower", "store") => tower_sessions_lib::via_store(count).await,
+            ("engine", "expiry") => engine::after_expiry(count, &expiry).await,
+            ("tower", "expiry") => tower_sessions_lib::after_expiry(count, &expiry).await,
             _ => Err(USAGE.to_owned()),
         }
     });
@@ -140,6 +169,12 @@ where
 
 /// Sends `GET /new` through `app` and checks that it answered 200 with a cookie.
 async fn request_new(app: &Router) -> Result<(), String> {
+    new_visitor(app).await.map(drop)
+}
+
+/// Sends `GET /new` through `app`, checks that it answered 200 with a cookie, and returns the
+/// `Cookie` header the visitor sends back (the name=value pairs of its `Set-Cookie` headers).
+async fn new_visitor(app: &Router) -> Result<HeaderValue, String> {
     let request = Request::get("/new")
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
@@ -148,17 +183,201 @@ async fn request_new(app: &Router) -> Result<(), String> {
         .oneshot(request)
         .await
         .map_err(|e| e.to_string())?;
-    if response.status() != StatusCode::OK || !response.headers().contains_key(SET_COOKIE) {
+    let cookie = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.split(';').next())
+        .filter(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(_, value)| !value.is_empty())
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if response.status() != StatusCode::OK || cookie.is_empty() {
         return Err(format!(
             "GET /new answered {} {}",
             response.status(),
-            if response.headers().contains_key(SET_COOKIE) {
-                "with a cookie"
-            } else {
+            if cookie.is_empty() {
                 "without a cookie"
+            } else {
+                "with a cookie"
             }
         ));
     }
+    HeaderValue::from_str(&cookie).map_err(|e| e.to_string())
+}
+
+/// Sends `GET PATH` with `cookie` through `app` and checks that it answered 200.
+async fn returning_visitor(app: &Router, path: &str, cookie: &HeaderValue) -> Result<(), String> {
+    let request = Request::get(path)
+        .header(COOKIE, cookie)
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("GET {path} answered {}", response.status()));
+    }
+    Ok(())
+}
+
+/// The settings of the memory-after-expiry mode.
+struct Expiry {
+    /// The sessions' duration.
+    duration: Duration,
+    /// The longest the traffic after expiry runs.
+    traffic: Duration,
+    /// Requests per second of that traffic.
+    rate: u32,
+}
+
+/// Returning visitors of the traffic after expiry.
+const VISITORS: usize = 100;
+
+impl Expiry {
+    fn from_args(args: &[String]) -> Result<Self, String> {
+        let seconds = |index: usize, default: u64, name: &str| -> Result<u64, String> {
+            args.get(index).map_or(Ok(default), |text| {
+                text.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{name} must be a positive whole number"))
+            })
+        };
+        Ok(Self {
+            duration: Duration::from_secs(seconds(0, 15, "SECONDS")?),
+            traffic: Duration::from_secs(seconds(1, 60, "TRAFFIC_SECONDS")?),
+            rate: u32::try_from(seconds(2, 1000, "RATE")?).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+/// Memory after expiry (see the module docs): `app` serves `/new`, `/d` and `/e` with sessions
+/// lasting `expiry.duration`; `stored` tells how many records the store holds, when it can.
+async fn after_expiry(
+    lib: &str,
+    count: usize,
+    expiry: &Expiry,
+    app: Router,
+    stored: impl Fn() -> Option<usize>,
+) -> Result<(), String> {
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    for _ in 0..WARM_UP {
+        request_new(&app).await?;
+    }
+    let start = rss_bytes()?;
+    let created = Instant::now();
+    for _ in 0..count {
+        request_new(&app).await?;
+    }
+    let creation = created.elapsed();
+    let full = rss_bytes()?;
+    if creation >= expiry.duration {
+        return Err(format!(
+            "creating {count} sessions took {:.1} s, longer than their duration of {} s: \
+             give them a longer one",
+            creation.as_secs_f64(),
+            expiry.duration.as_secs()
+        ));
+    }
+    let stored_full = stored();
+    println!(
+        "{lib} expiry: {count} sessions of {} s created in {:.1} s; RSS {:.1} -> {:.1} MiB; \
+         waiting for them to expire",
+        expiry.duration.as_secs(),
+        creation.as_secs_f64(),
+        mib(start),
+        mib(full),
+    );
+    tokio::time::sleep(expiry.duration + Duration::from_secs(1)).await;
+    let expired = rss_bytes()?;
+    let stored_expired = stored();
+    let limit = start + start / 10;
+
+    let mut visitors: Vec<HeaderValue> = Vec::with_capacity(VISITORS);
+    let mut requests = 0_u64;
+    let mut lowest = expired;
+    let mut recovered = None;
+    let per_batch = (expiry.rate / 100).max(1);
+    let mut batches = tokio::time::interval(Duration::from_millis(10));
+    let traffic = Instant::now();
+    let mut next_report = Duration::from_secs(5);
+    let mut rss = expired;
+    while traffic.elapsed() < expiry.traffic {
+        batches.tick().await;
+        for _ in 0..per_batch {
+            if visitors.len() < VISITORS {
+                visitors.push(new_visitor(&app).await?);
+            } else {
+                let visitor = &visitors[(requests % VISITORS as u64) as usize];
+                let path = if requests.is_multiple_of(2) {
+                    "/d"
+                } else {
+                    "/e"
+                };
+                returning_visitor(&app, path, visitor).await?;
+            }
+            requests += 1;
+        }
+        rss = rss_bytes()?;
+        lowest = lowest.min(rss);
+        if rss <= limit {
+            recovered = Some((traffic.elapsed(), requests));
+            break;
+        }
+        if traffic.elapsed() >= next_report {
+            println!(
+                "  {:.0} s of traffic, {requests} requests: RSS {:.1} MiB",
+                traffic.elapsed().as_secs_f64(),
+                mib(rss)
+            );
+            next_report += Duration::from_secs(5);
+        }
+    }
+    let seconds = traffic.elapsed().as_secs_f64();
+    let stored_end = stored();
+    let show = |n: Option<usize>| n.map_or_else(|| "n/a".to_owned(), |n| n.to_string());
+    match recovered {
+        Some((after, after_requests)) => println!(
+            "{lib} expiry: RSS {:.1} MiB, within 10 % of the start ({:.1} MiB), after {:.1} s \
+             and {after_requests} requests of traffic",
+            mib(rss),
+            mib(start),
+            after.as_secs_f64()
+        ),
+        None => println!(
+            "{lib} expiry: RSS {:.1} MiB after {seconds:.1} s and {requests} requests of \
+             traffic (lowest {:.1} MiB): not within 10 % of the start ({:.1} MiB)",
+            mib(rss),
+            mib(lowest),
+            mib(start)
+        ),
+    }
+    println!(
+        "RESULT mode=expiry lib={lib} sessions={count} duration_s={} rate={} traffic_limit_s={} \
+         creation_s={:.1} rss_start={start} rss_full={full} rss_expired={expired} \
+         rss_end={rss} rss_lowest={lowest} recovered={} recovered_after_s={} \
+         recovered_after_requests={} traffic_s={seconds:.1} requests={requests} \
+         stored_full={} stored_expired={} stored_end={}",
+        expiry.duration.as_secs(),
+        expiry.rate,
+        expiry.traffic.as_secs(),
+        creation.as_secs_f64(),
+        if recovered.is_some() { "yes" } else { "no" },
+        recovered.map_or_else(
+            || "n/a".to_owned(),
+            |(t, _)| format!("{:.1}", t.as_secs_f64())
+        ),
+        recovered.map_or_else(|| "n/a".to_owned(), |(_, n)| n.to_string()),
+        show(stored_full),
+        show(stored_expired),
+        show(stored_end),
+    );
     Ok(())
 }
 
@@ -203,6 +422,23 @@ mod engine {
         .await
     }
 
+    pub(crate) async fn after_expiry(count: usize, expiry: &Expiry) -> Result<(), String> {
+        let store = Arc::new(MemoryStore::new());
+        let engine = SessionEngine::builder()
+            .secret(SECRET)
+            .shared_store(store.clone())
+            .duration(expiry.duration)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let app = Router::new()
+            .route("/new", get(session_engine_bench::new))
+            .route("/d", get(session_engine_bench::read))
+            .route("/e", get(session_engine_bench::increment))
+            .layer(SessionLayer::new(engine))
+            .with_state(());
+        super::after_expiry("engine", count, expiry, app, || Some(store.len())).await
+    }
+
     async fn new(Extension(session): Extension<Session>) -> Result<&'static str, StatusCode> {
         session
             .start()
@@ -242,7 +478,7 @@ mod tower_sessions_lib {
     use serde_json::Value;
     use tower_sessions::cookie::time::{Duration, OffsetDateTime};
     use tower_sessions::session::{Id, Record};
-    use tower_sessions::{MemoryStore, Session, SessionManagerLayer, SessionStore};
+    use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer, SessionStore};
 
     use super::*;
 
@@ -266,6 +502,43 @@ mod tower_sessions_lib {
             Some(created.load(Ordering::Relaxed))
         })
         .await
+    }
+
+    pub(crate) async fn after_expiry(count: usize, expiry: &super::Expiry) -> Result<(), String> {
+        let seconds = i64::try_from(expiry.duration.as_secs()).map_err(|e| e.to_string())?;
+        let app = Router::new()
+            .route("/new", get(new))
+            .route("/d", get(read))
+            .route("/e", get(increment))
+            .layer(
+                SessionManagerLayer::new(MemoryStore::default())
+                    .with_expiry(Expiry::OnInactivity(Duration::seconds(seconds))),
+            )
+            .with_state(());
+        // The store cannot tell its size.
+        super::after_expiry("tower", count, expiry, app, || None).await
+    }
+
+    async fn read(session: Session) -> Result<String, StatusCode> {
+        let visits = session
+            .get::<u64>("visits")
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        Ok(visits.unwrap_or(0).to_string())
+    }
+
+    async fn increment(session: Session) -> Result<String, StatusCode> {
+        let visits = session
+            .get::<u64>("visits")
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+            .unwrap_or(0)
+            + 1;
+        session
+            .insert("visits", visits)
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        Ok(visits.to_string())
     }
 
     async fn new(session: Session) -> Result<&'static str, StatusCode> {
