@@ -1,8 +1,9 @@
 //! [`MemoryStore`]: sessions in this process's memory, the default store.
 
+use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -21,15 +22,16 @@ use crate::store::{
 /// uses it without allocating a future or arming a timer.
 ///
 /// The map is split into shards, each behind its own lock, so that requests on different
-/// sessions do not queue on one lock. Each record takes one allocation (its creation time and
-/// its data as JSON text, several times smaller than a parsed map) beside its expiry and its
-/// key: the 32 bytes of the digest the engine hashed the id into, used as they are.
+/// sessions do not queue on one lock. A record is its key (the 32 bytes of the digest the
+/// engine hashed the id into, used as they are) and its expiry in the shard's map, and its
+/// creation time and data as JSON text (several times smaller than a parsed map) in the
+/// shard's one buffer of bytes: no allocation of its own.
 ///
 /// Expired records are never returned, and the store removes them by itself: every call that
 /// locks a shard also looks at a few of its records, in turn, and drops the expired ones
 /// (more while most of those it looks at have expired), so memory follows the live sessions
 /// at a small, steady cost and no clean-up task is needed. A shard that has shrunk a lot gives
-/// its memory back.
+/// its memory back: after a mass expiry the process's memory falls back to where it was.
 ///
 /// Clones share the same records: keep a clone to call [`len`](Self::len) while the engine
 /// owns the store.
@@ -82,74 +84,114 @@ impl Hasher for KeyHasher {
 }
 
 /// One record: its expiry beside the map's key, so that sweeping reads the map's own memory,
-/// and its creation time and data in one allocation.
+/// and where its bytes lie in its shard's [`Shard::bytes`].
+#[derive(Clone, Copy)]
 struct Entry {
     expires_ms: u64,
-    /// The creation time (milliseconds, little-endian), then the data as JSON text.
-    body: Box<[u8]>,
+    /// Where the record's bytes start: its creation time (milliseconds, little-endian), then
+    /// its data as JSON text.
+    at: usize,
+    /// How many bytes, creation time included.
+    len: usize,
 }
 
 impl Entry {
-    fn new(created_ms: u64, expires_ms: u64, data: &str) -> Self {
-        let mut body = Vec::with_capacity(8 + data.len());
-        body.extend_from_slice(&created_ms.to_le_bytes());
-        body.extend_from_slice(data.as_bytes());
-        Self {
-            expires_ms,
-            body: body.into_boxed_slice(),
-        }
-    }
-
-    fn created_ms(&self) -> u64 {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&self.body[..8]);
-        u64::from_le_bytes(bytes)
-    }
-
-    fn data(&self) -> &[u8] {
-        &self.body[8..]
-    }
-
     fn is_live(&self, now_ms: u64) -> bool {
         self.expires_ms > now_ms
-    }
-
-    fn record(&self) -> Result<Record, StoreError> {
-        Ok(Record::new(
-            decode_data(self.data())?,
-            from_ms(self.created_ms())?,
-            from_ms(self.expires_ms)?,
-        ))
     }
 }
 
 #[derive(Default)]
 struct Shard {
     map: IndexMap<Key, Entry, BuildHasherDefault<KeyHasher>>,
+    /// The bytes of every record, one after another: a few large allocations that the shard
+    /// gives back whole, rather than one small allocation per record, which would scatter
+    /// across the allocator's heaps and keep them from shrinking after a mass expiry.
+    bytes: Vec<u8>,
+    /// How many of `bytes` no entry points at any more.
+    dead: usize,
     /// Where sweeping goes on from.
     cursor: usize,
 }
 
+/// Dead bytes a shard keeps before it compacts, whatever its size.
+const COMPACT_MIN: usize = 4096;
+
 impl Shard {
-    /// The live entry under `key`; an expired one is removed on the way.
-    fn live(&mut self, key: &Key, now: u64) -> Option<&mut Entry> {
+    /// The index of the live entry under `key`; an expired one is removed on the way.
+    fn live(&mut self, key: &Key, now: u64) -> Option<usize> {
         let index = self.map.get_index_of(key)?;
         if self.map[index].is_live(now) {
-            return Some(&mut self.map[index]);
+            return Some(index);
         }
-        self.map.swap_remove_index(index);
+        self.remove_index(index);
         None
     }
 
+    fn remove_index(&mut self, index: usize) -> Option<Entry> {
+        let (_, entry) = self.map.swap_remove_index(index)?;
+        self.dead += entry.len;
+        Some(entry)
+    }
+
+    fn created_ms(&self, entry: &Entry) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.bytes[entry.at..entry.at + 8]);
+        u64::from_le_bytes(bytes)
+    }
+
+    fn data(&self, entry: &Entry) -> &[u8] {
+        &self.bytes[entry.at + 8..entry.at + entry.len]
+    }
+
+    fn record(&self, index: usize) -> Result<Record, StoreError> {
+        let entry = &self.map[index];
+        Ok(Record::new(
+            decode_data(self.data(entry))?,
+            from_ms(self.created_ms(entry))?,
+            from_ms(entry.expires_ms)?,
+        ))
+    }
+
+    /// An entry for a record's bytes: written over `old`'s when they fit there, else added
+    /// at the end.
+    fn place(&mut self, old: Option<Entry>, created_ms: u64, data: &str, expires_ms: u64) -> Entry {
+        let len = 8 + data.len();
+        let at = match old {
+            Some(old) if old.len >= len => {
+                self.dead += old.len - len;
+                old.at
+            }
+            _ => {
+                self.dead += old.map_or(0, |old| old.len);
+                self.bytes.extend_from_slice(&created_ms.to_le_bytes());
+                self.bytes.extend_from_slice(data.as_bytes());
+                return Entry {
+                    expires_ms,
+                    at: self.bytes.len() - len,
+                    len,
+                };
+            }
+        };
+        self.bytes[at..at + 8].copy_from_slice(&created_ms.to_le_bytes());
+        self.bytes[at + 8..at + len].copy_from_slice(data.as_bytes());
+        Entry {
+            expires_ms,
+            at,
+            len,
+        }
+    }
+
     /// Looks at the next few records and removes the expired ones: more while most of those
-    /// looked at had expired, up to [`SWEEP_MAX`].
+    /// looked at had expired, up to [`SWEEP_MAX`]. Then gives memory back if much of it is
+    /// unused.
     fn sweep(&mut self, now: u64) {
         let mut looked = 0;
         loop {
             let mut expired = 0;
             for _ in 0..SWEEP_STEP {
                 if self.map.is_empty() {
-                    return;
+                    break;
                 }
                 if self.cursor >= self.map.len() {
                     self.cursor = 0;
@@ -158,7 +200,7 @@ impl Shard {
                     self.cursor += 1;
                 } else {
                     // The last record moves into the cursor's place: look there again.
-                    self.map.swap_remove_index(self.cursor);
+                    self.remove_index(self.cursor);
                     expired += 1;
                 }
             }
@@ -167,9 +209,34 @@ impl Shard {
                 break;
             }
         }
-        // Give memory back once three quarters of the room are empty (rare: amortized).
+        self.tidy();
+    }
+
+    /// Gives memory back (rare: amortized): the map's once three quarters of its room are
+    /// empty, and the bytes' once more than half of them are dead.
+    ///
+    /// The bytes are compacted where they are and then shrunk, rather than copied into a new
+    /// buffer: a large allocation given back raises the allocator's threshold for the next
+    /// ones (glibc's), which then come from its heap and keep it from shrinking after a mass
+    /// expiry.
+    fn tidy(&mut self) {
         if self.map.capacity() > 64 && self.map.len() * 4 < self.map.capacity() {
             self.map.shrink_to(self.map.len() * 2);
+        }
+        let live = self.bytes.len() - self.dead;
+        if self.dead > live.max(COMPACT_MIN) || (self.map.is_empty() && self.bytes.capacity() > 0) {
+            // Records in the order of their bytes, then each moved down over the dead ones.
+            self.map.sort_unstable_by(|_, a, _, b| a.at.cmp(&b.at));
+            let mut end = 0;
+            for entry in self.map.values_mut() {
+                self.bytes.copy_within(entry.at..entry.at + entry.len, end);
+                entry.at = end;
+                end += entry.len;
+            }
+            self.bytes.truncate(end);
+            self.bytes.shrink_to(end + end / 4);
+            self.dead = 0;
+            self.cursor = 0;
         }
     }
 }
@@ -218,11 +285,34 @@ impl MemoryStore {
             .into())
     }
 
-    /// Locks the shard of `key`, after sweeping it a little.
+    /// Locks the shard of `key`, after sweeping it a little, and sweeps one other shard in
+    /// turn, so that shards no request lands on are swept too (an app whose few live sessions
+    /// share a shard or two still sees every other shard emptied as its records expire).
     fn shard(&self, key: &Key, now: u64) -> MutexGuard<'_, Shard> {
-        let index = usize::from(u16::from_le_bytes([key.0[0], key.0[1]]));
+        thread_local! {
+            /// The shard this thread sweeps next, beside the one it locks.
+            static TURN: Cell<usize> = const { Cell::new(0) };
+        }
         // `shards.len()` is a power of two.
-        let mut shard = lock(&self.shards[index & (self.shards.len() - 1)]);
+        let mask = self.shards.len() - 1;
+        let index = usize::from(u16::from_le_bytes([key.0[0], key.0[1]])) & mask;
+        let turn = TURN.with(|turn| {
+            let next = turn.get().wrapping_add(1);
+            turn.set(next);
+            next & mask
+        });
+        if turn != index {
+            // Never waits: a shard that is busy is swept by whoever holds it.
+            let other = match self.shards[turn].try_lock() {
+                Ok(other) => Some(other),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut other) = other {
+                other.sweep(now);
+            }
+        }
+        let mut shard = lock(&self.shards[index]);
         shard.sweep(now);
         shard
     }
@@ -233,7 +323,7 @@ impl MemoryStore {
         let mut shard = self.shard(&key, now);
         shard
             .live(&key, now)
-            .map(|entry| entry.record())
+            .map(|index| shard.record(index))
             .transpose()
     }
 
@@ -251,24 +341,23 @@ impl MemoryStore {
         match (mode, shard.live(&key, now)) {
             (WriteMode::Insert, Some(_)) => Err(StoreError::IdTaken),
             (WriteMode::Insert, None) => {
-                let entry = Entry::new(
-                    to_ms(record.created_at),
-                    expires_ms,
-                    &encode_data(&record.data),
-                );
+                let data = encode_data(&record.data);
+                let entry = shard.place(None, to_ms(record.created_at), &data, expires_ms);
                 shard.map.insert(key, entry);
                 Ok(())
             }
             (WriteMode::Update, None) => Err(StoreError::Gone),
-            (WriteMode::Update, Some(entry)) => {
+            (WriteMode::Update, Some(index)) => {
+                let old = shard.map[index];
                 let data = if changes.is_replace() {
                     encode_data(&record.data)
                 } else {
-                    let mut data = decode_data(entry.data())?;
+                    let mut data = decode_data(shard.data(&old))?;
                     changes.apply(&mut data, &record.data);
                     encode_data(&data)
                 };
-                *entry = Entry::new(entry.created_ms(), expires_ms, &data);
+                let created_ms = shard.created_ms(&old);
+                shard.map[index] = shard.place(Some(old), created_ms, &data, expires_ms);
                 Ok(())
             }
         }
@@ -283,7 +372,8 @@ impl MemoryStore {
         let key = self.compact(key);
         let now = to_ms(SystemTime::now());
         let mut shard = self.shard(&key, now);
-        let entry = shard.live(&key, now).ok_or(StoreError::Gone)?;
+        let index = shard.live(&key, now).ok_or(StoreError::Gone)?;
+        let entry = &mut shard.map[index];
         if entry.expires_ms != to_ms(from) {
             return Ok(Touched::Superseded);
         }
@@ -295,9 +385,11 @@ impl MemoryStore {
         let key = self.compact(key);
         let now = to_ms(SystemTime::now());
         let mut shard = self.shard(&key, now);
+        let Some(index) = shard.map.get_index_of(&key) else {
+            return false;
+        };
         shard
-            .map
-            .swap_remove(&key)
+            .remove_index(index)
             .is_some_and(|entry| entry.is_live(now))
     }
 
@@ -306,9 +398,17 @@ impl MemoryStore {
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
-            let before = shard.map.len();
-            shard.map.retain(|_, entry| entry.is_live(now));
-            removed += (before - shard.map.len()) as u64;
+            let Shard { map, dead, .. } = &mut *shard;
+            let before = map.len();
+            map.retain(|_, entry| {
+                let live = entry.is_live(now);
+                if !live {
+                    *dead += entry.len;
+                }
+                live
+            });
+            removed += (before - map.len()) as u64;
+            shard.tidy();
         }
         removed
     }
@@ -426,10 +526,11 @@ mod tests {
 
     /// Inserts `count` records that expire in 300 ms, then waits for them to expire.
     fn expired(store: &MemoryStore, count: usize) {
+        let before = store.len();
         for i in 0..count {
             insert(store, &format!("old{i}"), &record(300));
         }
-        assert_eq!(store.len(), count);
+        assert_eq!(store.len(), before + count);
         std::thread::sleep(Duration::from_millis(400));
     }
 
@@ -457,13 +558,29 @@ mod tests {
     }
 
     #[test]
+    fn r16_shards_no_call_lands_on_are_swept_too() {
+        let store = MemoryStore::new();
+        expired(&store, 5_000);
+        // One session's traffic: every call locks the same shard.
+        insert(&store, "the one", &record(60_000));
+        for _ in 0..2_000 {
+            store.read_now(&StoreKey::from("the one")).unwrap().unwrap();
+        }
+        assert_eq!(store.len(), 1, "every other shard was swept");
+    }
+
+    #[test]
     fn r16_a_shard_gives_memory_back_after_a_mass_expiry() {
         let store = MemoryStore::new();
         expired(&store, 20_000);
         let capacity = |store: &MemoryStore| -> usize {
             store.shards.iter().map(|s| lock(s).map.capacity()).sum()
         };
+        let bytes = |store: &MemoryStore| -> usize {
+            store.shards.iter().map(|s| lock(s).bytes.capacity()).sum()
+        };
         let full = capacity(&store);
+        assert!(bytes(&store) >= 20_000 * 8);
         for i in 0..10_000 {
             store
                 .read_now(&StoreKey::from(format!("other{i}")))
@@ -475,14 +592,84 @@ mod tests {
             "{} of {full}",
             capacity(&store)
         );
+        assert_eq!(bytes(&store), 0, "an empty shard holds no bytes");
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> Map<String, serde_json::Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect()
+    }
+
+    fn write(store: &MemoryStore, key: &str, data: &Map<String, serde_json::Value>) {
+        let mut record = record(60_000);
+        record.data = data.clone();
+        store
+            .write_now(
+                &StoreKey::from(key),
+                &record,
+                &Changes::replace_all(),
+                WriteMode::Update,
+            )
+            .unwrap();
+    }
+
+    fn read(store: &MemoryStore, key: &str) -> Map<String, serde_json::Value> {
+        store.read_now(&StoreKey::from(key)).unwrap().unwrap().data
+    }
+
+    #[test]
+    fn records_survive_rewrites_in_place_and_compaction() {
+        // One shard, so that every record shares its buffer.
+        let store = MemoryStore {
+            shards: vec![Mutex::new(Shard::default())].into(),
+            salt: [0; 16],
+        };
+        for i in 0..100 {
+            insert(&store, &format!("k{i}"), &record(60_000));
+        }
+        let long = "x".repeat(100);
+        for round in 0..200 {
+            for i in 0..100 {
+                // Longer, then shorter: moved to the end, then written over in place.
+                let value = if round % 2 == 0 {
+                    long.as_str()
+                } else {
+                    "short"
+                };
+                write(
+                    &store,
+                    &format!("k{i}"),
+                    &data(&[("v", value), ("i", &i.to_string())]),
+                );
+            }
+            // Any call sweeps, and so compacts.
+            store.read_now(&StoreKey::from("none")).unwrap();
+            let shard = lock(&store.shards[0]);
+            let live = shard.bytes.len() - shard.dead;
+            assert_eq!(live, shard.map.values().map(|e| e.len).sum::<usize>());
+            assert!(shard.dead <= live.max(COMPACT_MIN), "round {round}");
+        }
+        for i in 0..100 {
+            let expected = data(&[("v", "short"), ("i", &i.to_string())]);
+            assert_eq!(read(&store, &format!("k{i}")), expected);
+        }
+        // Destroyed records are dead bytes too.
+        for i in 0..100 {
+            assert!(store.destroy_now(&StoreKey::from(format!("k{i}"))));
+        }
+        store.read_now(&StoreKey::from("none")).unwrap();
+        assert_eq!(lock(&store.shards[0]).bytes.capacity(), 0);
     }
 
     #[test]
     fn cleanup_counts_what_it_removes() {
         let store = MemoryStore::new();
-        expired(&store, 1);
+        // Live first: any other call may sweep the expired records before `cleanup` does.
         insert(&store, "live", &record(60_000));
-        assert_eq!(store.cleanup_now(), 1);
+        expired(&store, 3);
+        assert_eq!(store.cleanup_now(), 3);
         assert_eq!(store.len(), 1);
     }
 }
