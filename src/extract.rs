@@ -1,9 +1,11 @@
-//! The axum extractor for [`Session`], the rejection when [`SessionLayer`] is missing, and
-//! `IntoResponse` for [`Error`].
+//! The axum extractors for [`Session`] and `Option<Session>`, the rejection when
+//! [`SessionLayer`] is missing, and `IntoResponse` for [`Error`].
 //!
 //! [`SessionLayer`]: crate::SessionLayer
 
-use axum_core::extract::FromRequestParts;
+use std::convert::Infallible;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
@@ -20,6 +22,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             .get::<Session>()
             .cloned()
             .ok_or(MissingSessionLayer)
+    }
+}
+
+/// `Option<Session>`: `None` on a route that is not behind a [`SessionLayer`](crate::SessionLayer),
+/// for handlers shared by routes with sessions and routes without.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Session>().cloned())
     }
 }
 

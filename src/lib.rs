@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "tower-sessions")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower-sessions")))]
+pub mod compat;
 mod cookie;
 mod engine;
 mod error;

@@ -42,7 +42,7 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(super) fn new(future: F, session: Session) -> Self {
+    pub(crate) fn new(future: F, session: Session) -> Self {
         Self {
             state: State::Inner { future, session },
         }

@@ -1,4 +1,5 @@
-//! The store conformance suite: checks every rule of the storage contract (see
+//! Test helpers: [`Visitor`], which calls a handler with a real `Session` and no server, and
+//! the store conformance suite, which checks every rule of the storage contract (see
 //! [`SessionStore`]) against any store.
 //!
 //! Every store in this crate runs it, and a custom store can too:
@@ -21,10 +22,14 @@
 //! three seconds.
 
 mod checks;
+#[cfg(feature = "axum")]
+mod visitor;
 
 use std::fmt;
 
 use crate::store::SessionStore;
+#[cfg(feature = "axum")]
+pub use visitor::{Reply, Visitor};
 
 /// A check that a store failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 //! stores it catches, and every bundled store against its real server.
 
 mod api;
+#[cfg(feature = "tower-sessions")]
+mod compat;
 mod concurrency;
 #[cfg(feature = "testing")]
 mod conformance;
