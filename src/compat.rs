@@ -63,6 +63,7 @@ pub struct TowerSessionsLayer {
 
 impl TowerSessionsLayer {
     /// The layer.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }

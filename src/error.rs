@@ -67,6 +67,7 @@ pub enum Error {
 impl Error {
     /// The HTTP status this error answers with: 503 when the store is unavailable or too slow,
     /// else 500.
+    #[must_use]
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,

@@ -23,6 +23,7 @@ const ID_BYTES: usize = 24;
 const DIGEST_TEXT_LEN: usize = 43;
 
 /// Whether `id` is acceptable as a session id: 1 to [`MAX_ID_LEN`] bytes of `[A-Za-z0-9_-]`.
+#[must_use]
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN

@@ -44,6 +44,7 @@ impl SessionEngine {
     }
 
     /// The store.
+    #[must_use]
     pub fn store(&self) -> &Arc<dyn SessionStore> {
         self.inner.gateway.store()
     }

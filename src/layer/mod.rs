@@ -42,6 +42,7 @@ pub struct SessionLayer {
 
 impl SessionLayer {
     /// A layer serving `engine`'s sessions.
+    #[must_use]
     pub fn new(engine: SessionEngine) -> Self {
         Self { engine }
     }

@@ -109,6 +109,7 @@ impl Session {
     /// assert_eq!(session.id().map(|id| id.len()), Some(32));
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn id(&self) -> Option<String> {
         let state = self.state();
         match state.phase {
@@ -128,6 +129,7 @@ impl Session {
     /// assert!(signed.starts_with(&session.id().expect("started")));
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn signed_id(&self) -> Option<String> {
         let state = self.state();
         match state.phase {
@@ -147,6 +149,7 @@ impl Session {
     /// assert!(session.ready());
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn ready(&self) -> bool {
         self.state().phase == Phase::Started
     }
@@ -162,6 +165,7 @@ impl Session {
     /// Ok(if session.stored() { "welcome back" } else { "welcome" })
     /// # }
     /// ```
+    #[must_use]
     pub fn stored(&self) -> bool {
         let state = self.state();
         state.phase == Phase::Started && state.key.is_some()
@@ -178,6 +182,7 @@ impl Session {
     /// assert_eq!(session.duration(), Duration::from_secs(3600));
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn duration(&self) -> Duration {
         let custom = self.state().data.custom_duration();
         self.engine().lifetime().duration(custom)
@@ -194,6 +199,7 @@ impl Session {
     /// assert!(session.expires_at() > std::time::SystemTime::now());
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn expires_at(&self) -> SystemTime {
         self.state().expires_at
     }

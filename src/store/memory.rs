@@ -243,6 +243,7 @@ impl Shard {
 
 impl MemoryStore {
     /// An empty store.
+    #[must_use]
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let count = (cores * 8).next_power_of_two().max(16);
@@ -257,11 +258,13 @@ impl MemoryStore {
     }
 
     /// How many records the store holds, expired ones included until they are swept.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.shards.iter().map(|shard| lock(shard).map.len()).sum()
     }
 
     /// Whether the store holds no record.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

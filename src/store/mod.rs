@@ -52,6 +52,7 @@ pub struct Record {
 
 impl Record {
     /// A record with the given data and times.
+    #[must_use]
     pub fn new(data: Map<String, Value>, created_at: SystemTime, expires_at: SystemTime) -> Self {
         Self {
             data,
@@ -97,11 +98,13 @@ pub struct Changes {
 
 impl Changes {
     /// No change.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A change that replaces the whole data.
+    #[must_use]
     pub fn replace_all() -> Self {
         Self {
             replace: true,
@@ -124,11 +127,13 @@ impl Changes {
     }
 
     /// Whether the whole data was replaced (then the key lists are empty).
+    #[must_use]
     pub fn is_replace(&self) -> bool {
         self.replace
     }
 
     /// Whether nothing changed.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         !self.replace && self.set.is_empty() && self.deleted.is_empty()
     }
@@ -230,6 +235,7 @@ pub fn decode_data(json: &[u8]) -> Result<Map<String, Value>, StoreError> {
 }
 
 /// Session data as JSON text.
+#[must_use]
 pub fn encode_data(data: &Map<String, Value>) -> String {
     // A map of `Value`s always serializes: keys are strings and values are JSON.
     serde_json::to_string(data).expect("a JSON map serializes")
@@ -297,6 +303,7 @@ pub fn random_id() -> Result<String, StoreError> {
 
 /// Milliseconds since the Unix epoch: the unit every bundled store keeps its times in. Times
 /// before the epoch count as 0; times past `u64::MAX` ms saturate.
+#[must_use]
 pub fn to_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

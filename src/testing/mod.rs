@@ -58,6 +58,7 @@ pub struct Options {
 
 impl Options {
     /// Options for a store whose backend removes expired records by itself.
+    #[must_use]
     pub fn self_expiring() -> Self {
         Self {
             self_expiring: true,

@@ -70,6 +70,7 @@ pub struct Reply {
 
 impl Reply {
     /// The body as text (invalid UTF-8 replaced).
+    #[must_use]
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -77,6 +78,7 @@ impl Reply {
 
 impl Visitor {
     /// A new visitor, with no cookie yet, of the app that `engine` serves.
+    #[must_use]
     pub fn new(engine: &SessionEngine) -> Self {
         Self {
             engine: engine.clone(),
@@ -119,6 +121,7 @@ impl Visitor {
     }
 
     /// The `Cookie` header this visitor sends (`name=value`), if it has a session cookie.
+    #[must_use]
     pub fn cookie(&self) -> Option<&str> {
         self.cookie.as_deref()
     }
