@@ -17,6 +17,8 @@
 //! | `SESSION_MAX_LIFETIME_MS` | absolute lifetime in milliseconds | none |
 //! | `SESSION_TOUCH_INTERVAL_MS` | how long after a write or touch a read touches again; `0` touches on every request | `min(60 s, duration / 10)` |
 //! | `SESSION_COOKIE_SECURE` | the cookie's `Secure` attribute (`true` or `false`) | `true` |
+//! | `SESSION_HEADER` | a header that carries the signed id too, for clients without cookies, such as `x-session` | none |
+//! | `SESSION_COOKIE` | whether the cookie is sent and read (`false` needs `SESSION_HEADER`) | `true` |
 //! | `RUST_LOG` | log filter, such as `info` or `warn,session_engine=debug` | `info` |
 //!
 //! Routes:

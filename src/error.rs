@@ -180,6 +180,13 @@ pub enum ConfigError {
     /// No store was given and the `memory-store` feature, which provides the default, is off.
     #[error("a store is required when the `memory-store` feature is off")]
     MissingStore,
+    /// The session header's name is not a valid header name, or is one the engine cannot
+    /// use (`Cookie`, `Set-Cookie`).
+    #[error("the session header must be a valid header name other than Cookie and Set-Cookie")]
+    InvalidHeaderName,
+    /// `cookie(false)` without `header(…)`: the session id would travel nowhere.
+    #[error("with the cookie turned off, a session header is required")]
+    NoTransport,
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! The settings are the demo's (its documentation, `examples/demo.rs`, lists them): `PORT`,
 //! `SESSION_SECRETS`, `SESSION_STORE`, `SESSION_DURATION_MS`, `SESSION_MAX_LIFETIME_MS`,
-//! `SESSION_TOUCH_INTERVAL_MS`, `SESSION_COOKIE_SECURE` and `RUST_LOG`.
+//! `SESSION_TOUCH_INTERVAL_MS`, `SESSION_COOKIE_SECURE`, `SESSION_HEADER`, `SESSION_COOKIE`
+//! and `RUST_LOG`.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,7 +17,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use session_engine::store::random_id;
-use session_engine::{MemoryStore, SessionEngine, SessionStore, StoreError};
+use session_engine::{ConfigError, MemoryStore, SessionEngine, SessionStore, StoreError};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -65,9 +66,17 @@ async fn run(name: &str, app: impl FnOnce(SessionEngine) -> Router) -> Result<()
     if let Some(interval) = config.touch_interval {
         builder = builder.touch_interval(interval);
     }
-    let engine = builder
-        .build()
-        .map_err(|error| Fatal(format!("invalid session settings: {error}")))?;
+    if let Some(header) = &config.header {
+        builder = builder.header(header);
+    }
+    let engine = builder.cookie(config.cookie).build().map_err(|error| {
+        let setting = match error {
+            ConfigError::InvalidHeaderName => "SESSION_HEADER: ",
+            ConfigError::NoTransport => "SESSION_COOKIE=false without SESSION_HEADER: ",
+            _ => "",
+        };
+        Fatal(format!("invalid session settings: {setting}{error}"))
+    })?;
     let _cleanup = engine.spawn_cleanup(CLEANUP_PERIOD);
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
@@ -254,6 +263,9 @@ impl Config {
     fn from_env() -> Result<Self, Fatal> {
         let port = match var("PORT")? {
             None => 3000,
+    /// The session header, when clients may carry the id in it.
+    header: Option<String>,
+    cookie: bool,
             Some(value) => value.trim().parse().map_err(|_| {
                 Fatal(format!(
                     "PORT must be a port number (0 to 65535); got {value:?}"
@@ -292,6 +304,15 @@ impl Config {
             store,
             duration,
             max_lifetime,
+        let header = var("SESSION_HEADER")?;
+        let cookie = match var("SESSION_COOKIE")? {
+            None => true,
+            Some(value) => parse_bool(&value).ok_or_else(|| {
+                Fatal(format!(
+                    "SESSION_COOKIE must be `true` or `false`; got {value:?}"
+                ))
+            })?,
+        };
             touch_interval,
             secure,
         })
@@ -300,6 +321,8 @@ impl Config {
 
 /// An environment variable; unset or empty is `None`.
 fn var(name: &str) -> Result<Option<String>, Fatal> {
+            header,
+            cookie,
     match std::env::var(name) {
         Ok(value) if value.is_empty() => Ok(None),
         Ok(value) => Ok(Some(value)),

@@ -5,7 +5,7 @@ mod format;
 mod parse;
 
 pub(crate) use format::CookieFormat;
-pub(crate) use parse::{Cookies, Presented, decode_signed, presented};
+pub(crate) use parse::{Credentials, Presented, decode_signed, presented};
 
 use crate::error::ConfigError;
 

@@ -1,5 +1,5 @@
-//! Reading the session cookie out of a request's `Cookie` headers, and decoding a signed value
-//! that may be percent-encoded.
+//! Reading the signed session id out of a request: its `Cookie` headers, or the session header
+//! when the engine has one; and decoding a signed value that may be percent-encoded.
 //!
 //! Parsing works on bytes: a neighbour cookie that is not UTF-8, or not well formed, is skipped
 //! without hiding ours. Only `Cookie` headers count; at most [`MAX_CANDIDATES`] values with our
@@ -7,35 +7,70 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::id::SessionId;
 use crate::signing::{Keys, Verified};
 
-/// The longest cookie value that is looked at, in bytes.
+/// The longest cookie or header value that is looked at, in bytes.
 pub(crate) const MAX_VALUE_LEN: usize = 4096;
 
 /// How many cookies carrying our name are checked at most.
 pub(crate) const MAX_CANDIDATES: usize = 4;
 
-/// The request's `Cookie` headers, kept for the session to read if it starts. Requests almost
-/// always carry one `Cookie` header, which is kept without an allocation.
+/// What a request carried that may name its session, kept for the session to read if it
+/// starts: its `Cookie` headers (none when the cookie is off) and the session header's values.
+/// Requests almost always carry one `Cookie` header, which is kept without an allocation.
 #[derive(Default)]
-pub(crate) struct Cookies {
+pub(crate) struct Credentials {
     first: Option<HeaderValue>,
     rest: Box<[HeaderValue]>,
+    header: Carried,
 }
 
-impl Cookies {
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+/// The session header in a request.
+#[derive(Default)]
+enum Carried {
+    /// Not there (or the engine has no session header): the cookie decides.
+    #[default]
+    Absent,
+    /// One field: it alone decides.
+    One(HeaderValue),
+    /// Two fields or more: no session, whatever the cookie says.
+    Several,
+}
+
+impl Credentials {
+    /// Reads `headers`: the `Cookie` headers when `cookies` is on, and `header`'s values.
+    pub(crate) fn from_headers(
+        headers: &HeaderMap,
+        cookies: bool,
+        header: Option<&HeaderName>,
+    ) -> Self {
+        let carried = match header.map(|name| headers.get_all(name).iter()) {
+            None => Carried::Absent,
+            Some(mut values) => match (values.next(), values.next()) {
+                (None, _) => Carried::Absent,
+                (Some(value), None) => Carried::One(value.clone()),
+                (Some(_), Some(_)) => Carried::Several,
+            },
+        };
+        if !cookies || !matches!(carried, Carried::Absent) {
+            // The header decides, or the cookie is off: the cookies are never read.
+            return Self {
+                header: carried,
+                ..Self::default()
+            };
+        }
         let mut values = headers.get_all(http::header::COOKIE).iter();
         Self {
             first: values.next().cloned(),
             rest: values.cloned().collect(),
+            header: carried,
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &HeaderValue> {
+    fn cookies(&self) -> impl Iterator<Item = &HeaderValue> {
         self.first.iter().chain(self.rest.iter())
     }
 }
@@ -57,10 +92,24 @@ impl Presented {
     }
 }
 
-/// The first cookie named `name` that verifies under `keys`.
-pub(crate) fn presented(cookies: &Cookies, name: &str, keys: &Keys) -> Option<Presented> {
+/// The session id a request presented: from the session header when it carries one (one
+/// value, raw, never percent-decoded), else the first cookie named `name` that verifies under
+/// `keys`.
+pub(crate) fn presented(credentials: &Credentials, name: &str, keys: &Keys) -> Option<Presented> {
+    match &credentials.header {
+        Carried::One(value) => {
+            let value = value.to_str().ok().filter(|v| v.len() <= MAX_VALUE_LEN)?;
+            let verified = keys.verify(value)?;
+            return Some(Presented {
+                id: verified.id,
+                current: verified.current,
+            });
+        }
+        Carried::Several => return None,
+        Carried::Absent => {}
+    }
     let mut found = None;
-    find(cookies.iter(), name, |value| {
+    find(credentials.cookies(), name, |value| {
         found = decode_signed(value, |value| keys.verify(value));
         found.is_some()
     });

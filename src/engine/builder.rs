@@ -4,6 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use http::HeaderName;
+use http::header::{COOKIE, SET_COOKIE};
+
 use super::{Inner, SessionEngine};
 use crate::cookie::{CookieConfig, CookieFormat, SameSite};
 use crate::error::ConfigError;
@@ -49,6 +52,9 @@ pub struct SessionEngineBuilder {
     store_timeout: Option<Duration>,
     store: Option<Arc<dyn SessionStore>>,
     clock: Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>,
+    send_cookie: bool,
+    /// The header name as given; checked by `build`.
+    header: Option<String>,
 }
 
 impl Default for SessionEngineBuilder {
@@ -65,6 +71,8 @@ impl Default for SessionEngineBuilder {
             store_timeout: Some(DEFAULT_STORE_TIMEOUT),
             store: None,
             clock: None,
+            send_cookie: true,
+            header: None,
         }
     }
 }
@@ -81,6 +89,8 @@ impl fmt::Debug for SessionEngineBuilder {
             .field("max_lifetime", &self.max_lifetime)
             .field("touch_interval", &self.touch_interval)
             .field("store_timeout", &self.store_timeout)
+            .field("cookie_on", &self.send_cookie)
+            .field("header", &self.header)
             .finish_non_exhaustive()
     }
 }
@@ -239,6 +249,30 @@ impl SessionEngineBuilder {
         self
     }
 
+    /// Also carries the signed id in the request and response header `name`, for clients that
+    /// keep no cookies (mobile apps, command-line tools, single-page apps calling an API).
+    /// Default none.
+    ///
+    /// A request that carries `name` is judged by it alone, even beside a valid cookie: one
+    /// value, its signature checked as a cookie's is (percent-encoding is not accepted); two
+    /// fields or more count as no session. Every response that sets the cookie also carries
+    /// `name` with the signed id, and a removal carries it empty, whether the cookie is on or
+    /// off. Such responses get `Cache-Control: no-store` as a `Set-Cookie` does, and a response
+    /// whose session was used gets `Vary: name`. A browser app calling from another origin must
+    /// be allowed to read the header: list it in `Access-Control-Expose-Headers` (tower-http's
+    /// `CorsLayer::expose_headers`).
+    pub fn header(mut self, name: impl Into<String>) -> Self {
+        self.header = Some(name.into());
+        self
+    }
+
+    /// Whether the session cookie is sent and read. Default true; `false` requires a
+    /// [`header`](Self::header), and then the cookie is neither sent nor read.
+    pub fn cookie(mut self, on: bool) -> Self {
+        self.send_cookie = on;
+        self
+    }
+
     /// Validates the options and makes the engine.
     ///
     /// # Errors
@@ -256,6 +290,10 @@ impl SessionEngineBuilder {
         if self.store_timeout.is_some_and(|limit| limit.is_zero()) {
             return Err(ConfigError::ZeroStoreTimeout);
         }
+        let header = self.header.as_deref().map(header_name).transpose()?;
+        if !self.send_cookie && header.is_none() {
+            return Err(ConfigError::NoTransport);
+        }
         let store = match self.store {
             Some(store) => store,
             #[cfg(feature = "memory-store")]
@@ -268,6 +306,8 @@ impl SessionEngineBuilder {
                 keys,
                 cookie: CookieFormat::new(&self.cookie),
                 cookie_name: self.cookie.name,
+                send_cookie: self.send_cookie,
+                header,
                 lifetime: Lifetime::new(
                     self.duration,
                     self.max_lifetime,
@@ -281,6 +321,15 @@ impl SessionEngineBuilder {
             }),
         })
     }
+}
+
+/// A header name the engine can carry the id in: valid, and neither of the cookie headers.
+fn header_name(name: &str) -> Result<HeaderName, ConfigError> {
+    let name = HeaderName::try_from(name).map_err(|_| ConfigError::InvalidHeaderName)?;
+    if name == COOKIE || name == SET_COOKIE {
+        return Err(ConfigError::InvalidHeaderName);
+    }
+    Ok(name)
 }
 
 #[cfg(test)]
@@ -318,6 +367,15 @@ mod tests {
         );
         assert_eq!(build(|b| b.store_timeout(None)), Ok(()));
         assert_eq!(build(|b| b.cookie_name("__Host-sid")), Ok(()));
+        for bad in ["", "x session", "cookie", "Set-Cookie", "é"] {
+            assert_eq!(
+                build(|b| b.header(bad)),
+                Err(E::InvalidHeaderName),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(build(|b| b.cookie(false)), Err(E::NoTransport));
+        assert_eq!(build(|b| b.cookie(false).header("X-Session")), Ok(()));
     }
 
     #[test]

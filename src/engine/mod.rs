@@ -11,7 +11,9 @@ pub use builder::{
     DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, DEFAULT_STORE_TIMEOUT, SessionEngineBuilder,
 };
 
-use crate::cookie::CookieFormat;
+use http::HeaderName;
+
+use crate::cookie::{CookieFormat, Credentials};
 use crate::id::{SessionId, StoreKey};
 use crate::lifetime::Lifetime;
 use crate::signing::Keys;
@@ -29,6 +31,8 @@ pub struct SessionEngine {
 struct Inner {
     keys: Keys,
     cookie_name: String,
+    send_cookie: bool,
+    header: Option<HeaderName>,
     cookie: CookieFormat,
     lifetime: Lifetime,
     automatic_touch: bool,
@@ -99,6 +103,21 @@ impl SessionEngine {
         &self.inner.cookie
     }
 
+    /// What a request carries that may name its session.
+    pub(crate) fn credentials(&self, headers: &http::HeaderMap) -> Credentials {
+        Credentials::from_headers(headers, self.inner.send_cookie, self.inner.header.as_ref())
+    }
+
+    /// Whether the cookie is sent and read (`cookie(false)` turns it off).
+    pub(crate) fn sends_cookie(&self) -> bool {
+        self.inner.send_cookie
+    }
+
+    /// The header that carries the signed id too, if any.
+    pub(crate) fn header(&self) -> Option<&HeaderName> {
+        self.inner.header.as_ref()
+    }
+
     pub(crate) fn lifetime(&self) -> &Lifetime {
         &self.inner.lifetime
     }
@@ -127,6 +146,8 @@ impl fmt::Debug for SessionEngine {
         f.debug_struct("SessionEngine")
             .field("secrets", &inner.keys)
             .field("cookie", &inner.cookie)
+            .field("send_cookie", &inner.send_cookie)
+            .field("header", &inner.header)
             .field("lifetime", &inner.lifetime)
             .field("automatic_touch", &inner.automatic_touch)
             .field("hash_ids", &inner.hash_ids)

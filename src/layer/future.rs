@@ -74,7 +74,7 @@ where
                     // A failed response saves nothing and sets no cookie.
                     if response.status().is_server_error() {
                         if session.was_used() {
-                            response::vary(response.headers_mut());
+                            response::vary(response.headers_mut(), session.engine());
                         }
                         return Poll::Ready(Ok(response));
                     }
@@ -127,7 +127,7 @@ fn respond<B: Default>(
         }
         Err(error) => {
             let mut failure = error::failure(&error);
-            response::vary(failure.headers_mut());
+            response::vary(failure.headers_mut(), session.engine());
             failure
         }
     }

@@ -1,30 +1,59 @@
-//! The headers a response gets from its session: `Set-Cookie`, `Cache-Control` and `Vary`.
+//! The headers a response gets from its session: `Set-Cookie` and the session header,
+//! `Cache-Control` and `Vary`.
 
 use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderValue};
 
+use crate::engine::SessionEngine;
 use crate::session::{Outcome, Session};
 
-/// Adds the session's headers to a response: `Set-Cookie` as `outcome` says, the caching
-/// headers that keep it from other visitors, and `Vary: Cookie` (the session was used).
+/// Adds the session's headers to a response: the signed id (in `Set-Cookie` and the session
+/// header, as the engine carries it) or its removal, as `outcome` says; the caching headers that
+/// keep it from other visitors; and `Vary` (the session was used).
 pub(super) fn apply(headers: &mut HeaderMap, session: &Session, outcome: Outcome) {
-    let cookie = match outcome {
-        Outcome::Keep => None,
-        Outcome::Set(cookie) => Some(cookie),
-        Outcome::Remove => Some(session.removal_cookie()),
+    let engine = session.engine();
+    let sent = match outcome {
+        Outcome::Keep => false,
+        Outcome::Set(issue) => {
+            if engine.sends_cookie() {
+                headers.append(
+                    SET_COOKIE,
+                    engine.cookie().set(issue.value(), issue.max_age),
+                );
+            }
+            if let Some(name) = engine.header() {
+                // A signed value is base64 and id characters.
+                let value = HeaderValue::from_str(issue.value())
+                    .expect("a signed id is a valid header value");
+                headers.insert(name.clone(), value);
+            }
+            true
+        }
+        Outcome::Remove => {
+            if engine.sends_cookie() {
+                headers.append(SET_COOKIE, engine.cookie().removal());
+            }
+            if let Some(name) = engine.header() {
+                headers.insert(name.clone(), HeaderValue::from_static(""));
+            }
+            true
+        }
     };
-    if let Some(cookie) = cookie {
-        headers.append(SET_COOKIE, cookie);
-        keep_from_shared_caches(headers);
+    if sent {
+        // The fields that carry the signed id: `Set-Cookie`, the session header, or both.
+        let cookie = engine.sends_cookie().then_some("Set-Cookie");
+        let header = engine.header().map(http::HeaderName::as_str);
+        keep_from_shared_caches(headers, &[cookie, header]);
     }
-    vary(headers);
+    vary(headers, engine);
 }
 
-/// A response that sets a cookie must never be handed to another visitor by a cache:
+/// A response that carries the signed id must never be handed to another visitor by a cache:
 /// `no-store` when it has no `Cache-Control` of its own; when its own lets a shared cache keep
-/// it (anything but `no-store` or `private`), `no-cache="Set-Cookie"` is added, so that the
-/// cookie is never served from a cache.
-fn keep_from_shared_caches(headers: &mut HeaderMap) {
+/// it (anything but `no-store` or `private`), `no-cache="FIELD"` is added for each field that
+/// carries the id (`Set-Cookie`, the session header), so that the id is never served from a
+/// cache.
+fn keep_from_shared_caches(headers: &mut HeaderMap, fields: &[Option<&str>]) {
     if !headers.contains_key(CACHE_CONTROL) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return;
@@ -42,27 +71,43 @@ fn keep_from_shared_caches(headers: &mut HeaderMap) {
         // A qualified `private="…"` still lets a shared cache keep the rest.
         (name == "no-store") || (name == "private" && !directive.contains('='))
     });
-    let covered = directives
-        .iter()
-        .any(|directive| directive.replace(' ', "") == "no-cache=\"set-cookie\"");
-    if !unshared && !covered {
-        headers.append(
-            CACHE_CONTROL,
-            HeaderValue::from_static("no-cache=\"Set-Cookie\""),
-        );
+    if unshared {
+        return;
+    }
+    for field in fields.iter().flatten() {
+        let directive = format!("no-cache=\"{field}\"");
+        let covered = directives
+            .iter()
+            .any(|own| own.replace(' ', "") == directive.to_ascii_lowercase());
+        if !covered {
+            // Field names are tokens: the directive is a valid header value.
+            let value = HeaderValue::try_from(directive).expect("a token in quotes");
+            headers.append(CACHE_CONTROL, value);
+        }
     }
 }
 
-/// `Vary: Cookie`, unless the response already varies by it.
-pub(super) fn vary(headers: &mut HeaderMap) {
+/// `Vary: Cookie` when the engine reads the cookie, and `Vary: NAME` when it reads the session
+/// header, unless the response already varies by them.
+pub(super) fn vary(headers: &mut HeaderMap, engine: &SessionEngine) {
+    if engine.sends_cookie() {
+        vary_by(headers, "cookie");
+    }
+    if let Some(name) = engine.header() {
+        vary_by(headers, name.as_str());
+    }
+}
+
+fn vary_by(headers: &mut HeaderMap, field_name: &str) {
     let varies = headers.get_all(VARY).iter().any(|value| {
         value.as_bytes().split(|&b| b == b',').any(|field| {
             let field = field.trim_ascii();
-            field == b"*" || field.eq_ignore_ascii_case(b"cookie")
+            field == b"*" || field.eq_ignore_ascii_case(field_name.as_bytes())
         })
     });
     if !varies {
-        headers.append(VARY, HeaderValue::from_static("cookie"));
+        let value = HeaderValue::try_from(field_name).expect("a header name is a valid value");
+        headers.append(VARY, value);
     }
 }
 
@@ -75,7 +120,7 @@ mod tests {
         for value in own {
             headers.append(CACHE_CONTROL, HeaderValue::from_str(value).unwrap());
         }
-        keep_from_shared_caches(&mut headers);
+        keep_from_shared_caches(&mut headers, &[Some("Set-Cookie")]);
         headers
             .get_all(CACHE_CONTROL)
             .iter()
@@ -128,7 +173,7 @@ mod tests {
             for value in &own {
                 headers.append(VARY, HeaderValue::from_str(value).unwrap());
             }
-            vary(&mut headers);
+            vary_by(&mut headers, "cookie");
             let got: Vec<_> = headers
                 .get_all(VARY)
                 .iter()

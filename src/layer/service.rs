@@ -7,7 +7,6 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use crate::cookie::Cookies;
 use crate::engine::SessionEngine;
 use crate::session::Session;
 
@@ -56,8 +55,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let cookies = Cookies::from_headers(request.headers());
-        let session = Session::new(self.engine.clone(), cookies);
+        let credentials = self.engine.credentials(request.headers());
+        let session = Session::new(self.engine.clone(), credentials);
         request.extensions_mut().insert(session.clone());
         ResponseFuture::new(self.inner.call(request), session)
     }

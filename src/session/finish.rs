@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use http::HeaderValue;
 use tokio::sync::futures::OwnedNotified;
 
 use super::Session;
@@ -44,15 +43,40 @@ pub(crate) enum Finish {
     Running(Finishing),
 }
 
-/// What the end of a request does to the session cookie.
+/// What the end of a request does to the session cookie (and the session header).
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// No `Set-Cookie`.
+    /// Nothing sent.
     Keep,
-    /// This `Set-Cookie`.
-    Set(HeaderValue),
-    /// The removal cookie.
+    /// The signed id, sent.
+    Set(Issue),
+    /// The removal.
     Remove,
+}
+
+/// The signed id a response sends, and the seconds it has left (the cookie's `Max-Age`).
+#[derive(Debug)]
+pub(crate) struct Issue {
+    signed: Signed,
+    pub(crate) max_age: u64,
+}
+
+#[derive(Debug)]
+enum Signed {
+    /// The request's own value, exactly what would be sent now: no new signature.
+    Presented(SessionId),
+    /// A new signature.
+    Fresh(String),
+}
+
+impl Issue {
+    /// The signed id: `id.tag`.
+    pub(crate) fn value(&self) -> &str {
+        match &self.signed {
+            Signed::Presented(id) => id.signed().expect("only a signed id is resent"),
+            Signed::Fresh(signed) => signed,
+        }
+    }
 }
 
 /// The store calls of the end of a request; see the module docs.
@@ -79,7 +103,7 @@ enum Step {
     Update(Writing, StoreFuture<()>),
     Touch {
         to: SystemTime,
-        cookie: HeaderValue,
+        cookie: Issue,
         call: StoreFuture<Touched>,
     },
     /// Waits for a clone's `destroy()` to end, then decides again.
@@ -170,7 +194,7 @@ impl Session {
                     })
                     .flatten();
                 if let Some(to) = due {
-                    let cookie = self.cookie(&mut state, to, now);
+                    let cookie = self.issue(&mut state, to, now);
                     let call = engine.gateway().touch(&key, state.stored_expires_at, to);
                     drop(state);
                     return Finish::Running(Finishing {
@@ -182,7 +206,7 @@ impl Session {
                 // the record's current expiry even when no touch is due; `touch()` refreshes.
                 if state.touched || !self.presented_is_current(&mut state) {
                     let stored = state.stored_expires_at;
-                    Finish::Done(Outcome::Set(self.cookie(&mut state, stored, now)))
+                    Finish::Done(Outcome::Set(self.issue(&mut state, stored, now)))
                 } else {
                     Finish::Done(Outcome::Keep)
                 }
@@ -220,19 +244,19 @@ impl Session {
             .is_some_and(|presented| presented.resend(&id).is_some())
     }
 
-    /// `Set-Cookie` for the session's id, with `Max-Age` the seconds until `expires_at`: the
-    /// request's own cookie value when it already is exactly that, else a new signature.
-    fn cookie(&self, state: &mut State, expires_at: SystemTime, now: SystemTime) -> HeaderValue {
-        let engine = self.engine();
+    /// The signed id to send, with the seconds until `expires_at`: the request's own value
+    /// when it already is exactly that, else a new signature.
+    fn issue(&self, state: &mut State, expires_at: SystemTime, now: SystemTime) -> Issue {
         let max_age = Lifetime::seconds_left(now, expires_at);
         let id = state.id.clone().expect("a started session has an id");
-        match self
+        let signed = match self
             .presented(state)
-            .and_then(|presented| presented.resend(&id))
+            .filter(|presented| presented.resend(&id).is_some())
         {
-            Some(value) => engine.cookie().set(value, max_age),
-            None => engine.cookie().set(&engine.keys().sign(&id), max_age),
-        }
+            Some(presented) => Signed::Presented(presented.id.clone()),
+            None => Signed::Fresh(self.engine().keys().sign(&id)),
+        };
+        Issue { signed, max_age }
     }
 }
 
@@ -259,10 +283,10 @@ impl Finishing {
         state.key = Some(writing.key);
         state.expires_at = writing.expires_at;
         state.stored_expires_at = writing.expires_at;
-        let cookie = self
+        let issue = self
             .session
-            .cookie(&mut state, writing.expires_at, writing.now);
-        Next::Done(Ok(Outcome::Set(cookie)))
+            .issue(&mut state, writing.expires_at, writing.now);
+        Next::Done(Ok(Outcome::Set(issue)))
     }
 
     /// Removes the record just inserted (when `inserted`), then answers `then`.
@@ -384,7 +408,7 @@ impl Finishing {
         &self,
         answer: Result<Touched, StoreError>,
         to: SystemTime,
-        cookie: HeaderValue,
+        cookie: Issue,
     ) -> Outcome {
         let mut state = self.session.state();
         match answer {

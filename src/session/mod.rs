@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 pub(crate) use finish::{Finish, Finishing, Outcome};
 use state::{Phase, State};
 
-use crate::cookie::{self, Cookies, Presented};
+use crate::cookie::{self, Credentials, Presented};
 use crate::engine::SessionEngine;
 use crate::error::Error;
 use crate::id::SessionId;
@@ -54,7 +54,7 @@ pub struct Session {
 struct Inner {
     engine: SessionEngine,
     /// The request's `Cookie` headers, parsed only when the session is first used.
-    cookies: Cookies,
+    credentials: Credentials,
     /// A std mutex: every critical section is a few field updates (and, at the end of the
     /// request, a store hook's synchronous part) and never spans an `.await`, so an async
     /// mutex would only add cost.
@@ -70,11 +70,11 @@ struct Inner {
 }
 
 impl Session {
-    pub(crate) fn new(engine: SessionEngine, cookies: Cookies) -> Self {
+    pub(crate) fn new(engine: SessionEngine, credentials: Credentials) -> Self {
         Self {
             inner: Arc::new(Inner {
                 engine,
-                cookies,
+                credentials,
                 state: Mutex::new(State::new()),
                 gate: tokio::sync::Mutex::new(()),
                 destroyed: OnceLock::new(),
@@ -82,7 +82,7 @@ impl Session {
         }
     }
 
-    fn engine(&self) -> &SessionEngine {
+    pub(crate) fn engine(&self) -> &SessionEngine {
         &self.inner.engine
     }
 
@@ -473,13 +473,13 @@ impl Session {
         Ok(self)
     }
 
-    /// The request's cookie, verified, read once.
+    /// The request's signed id (its session header's, or its cookie's), verified, read once.
     fn presented<'s>(&self, state: &'s mut State) -> Option<&'s Presented> {
         state
             .presented
             .get_or_insert_with(|| {
                 let engine = self.engine();
-                cookie::presented(&self.inner.cookies, engine.cookie_name(), engine.keys())
+                cookie::presented(&self.inner.credentials, engine.cookie_name(), engine.keys())
             })
             .as_ref()
     }
@@ -487,11 +487,6 @@ impl Session {
     /// Whether the handler started, touched or destroyed the session.
     pub(crate) fn was_used(&self) -> bool {
         self.state().phase != Phase::Idle
-    }
-
-    /// The cookie that removes ours from the browser.
-    pub(crate) fn removal_cookie(&self) -> http::HeaderValue {
-        self.engine().cookie().removal()
     }
 }
 

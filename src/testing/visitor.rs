@@ -10,7 +10,6 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::Body as _;
 
-use crate::cookie::Cookies;
 use crate::engine::SessionEngine;
 use crate::layer::ResponseFuture;
 use crate::session::Session;
@@ -102,7 +101,7 @@ impl Visitor {
         {
             headers.insert(COOKIE, value);
         }
-        let session = Session::new(self.engine.clone(), Cookies::from_headers(&headers));
+        let session = Session::new(self.engine.clone(), self.engine.credentials(&headers));
         let handed = session.clone();
         let handled = async move { Ok::<_, Infallible>(handler(handed).await.into_response()) };
         let response = match ResponseFuture::new(handled, session).await {

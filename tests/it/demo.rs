@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 
 use crate::harness::{Reply, max_age};
-use crate::net::http;
+use crate::net::{http, http_with};
 
 /// The demo's binary, next to this test's own (`target/<profile>/examples/demo`); built with
 /// this test's features when `cargo test` did not build it (`--test it` builds no example).
@@ -188,6 +188,27 @@ async fn session_touch_interval_ms_sets_the_touch_interval() {
 }
 
 #[tokio::test]
+async fn session_header_and_session_cookie_choose_the_transport() {
+    let addr = |demo: &Demo| ([127, 0, 0, 1], demo.port).into();
+    let demo = Demo::start(&[("SESSION_HEADER", "x-session")]).await;
+    let first = demo.get("/visits", None).await;
+    let signed = first.header_values("x-session");
+    assert_eq!(signed.len(), 1, "{first:?}");
+    assert_eq!(crate::harness::cookie_value(first.set_cookie()), signed[0]);
+    let header = [("x-session", signed[0].as_str())];
+    let second = http_with(addr(&demo), Method::GET, "/visits", &header).await;
+    assert_eq!(second.body, "2");
+
+    let demo = Demo::start(&[("SESSION_HEADER", "x-session"), ("SESSION_COOKIE", "false")]).await;
+    let first = demo.get("/visits", None).await;
+    assert!(first.set_cookies.is_empty(), "{first:?}");
+    let signed = first.header_values("x-session");
+    let header = [("x-session", signed[0].as_str())];
+    let second = http_with(addr(&demo), Method::GET, "/visits", &header).await;
+    assert_eq!(second.body, "2");
+}
+
+#[tokio::test]
 async fn bad_settings_stop_the_demo_with_a_message() {
     for (name, value) in [
         ("SESSION_TOUCH_INTERVAL_MS", "soon"),
@@ -195,6 +216,9 @@ async fn bad_settings_stop_the_demo_with_a_message() {
         ("SESSION_SECRETS", "short"),
         ("SESSION_STORE", "mongodb://localhost"),
         ("SESSION_COOKIE_SECURE", "maybe"),
+        ("SESSION_COOKIE", "maybe"),
+        ("SESSION_COOKIE", "false"),
+        ("SESSION_HEADER", "x session"),
     ] {
         let output = Command::new(binary())
             .env_clear()

@@ -21,3 +21,4 @@ mod rules_races;
 mod rules_request;
 #[cfg(feature = "testing")]
 mod stores;
+mod transport;

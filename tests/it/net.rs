@@ -17,12 +17,23 @@ pub(crate) async fn http(
     path: &str,
     cookie: Option<&str>,
 ) -> Reply {
+    let cookie = cookie.map(|cookie| ("Cookie", cookie));
+    http_with(addr, method, path, cookie.as_slice()).await
+}
+
+/// [`http`] with these request headers.
+pub(crate) async fn http_with(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut stream = TcpStream::connect(addr).await.expect("the server accepts");
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
     );
-    if let Some(cookie) = cookie {
-        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
     stream
