@@ -17,8 +17,8 @@ use crate::session::Session;
 /// A visitor who calls handlers directly: each [`call`](Self::call) gives the handler a
 /// [`Session`] exactly as [`SessionLayer`](crate::SessionLayer) would, ends the request as the
 /// layer does (the store's write, touch or destroy, the cookie, the cache headers), and keeps
-/// the cookie for the next call, as a browser would. No server, no router; any engine, so
-/// any store.
+/// the cookie for the next call, as a browser would (and the session header, as an API client
+/// would, when the engine has one). No server, no router; any engine, so any store.
 ///
 /// ```
 /// use session_engine::testing::Visitor;
@@ -53,6 +53,8 @@ pub struct Visitor {
     engine: SessionEngine,
     /// The `Cookie` header the visitor sends: `name=value`.
     cookie: Option<String>,
+    /// The session header's value the visitor sends, when the engine has one.
+    header: Option<String>,
 }
 
 /// What a [`Visitor::call`] answered, after the end of the request.
@@ -82,6 +84,7 @@ impl Visitor {
         Self {
             engine: engine.clone(),
             cookie: None,
+            header: None,
         }
     }
 
@@ -101,6 +104,14 @@ impl Visitor {
         {
             headers.insert(COOKIE, value);
         }
+        if let (Some(name), Some(value)) = (
+            self.engine.header(),
+            self.header
+                .as_deref()
+                .and_then(|value| HeaderValue::from_str(value).ok()),
+        ) {
+            headers.insert(name.clone(), value);
+        }
         let session = Session::new(self.engine.clone(), self.engine.credentials(&headers));
         let handed = session.clone();
         let handled = async move { Ok::<_, Infallible>(handler(handed).await.into_response()) };
@@ -111,6 +122,18 @@ impl Visitor {
         let (parts, body) = response.into_parts();
         for set_cookie in parts.headers.get_all(SET_COOKIE) {
             self.keep(set_cookie);
+        }
+        if let Some(value) = self
+            .engine
+            .header()
+            .and_then(|name| parts.headers.get(name))
+        {
+            // An empty value is the removal.
+            self.header = value
+                .to_str()
+                .ok()
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned);
         }
         Reply {
             status: parts.status,
@@ -123,6 +146,13 @@ impl Visitor {
     #[must_use]
     pub fn cookie(&self) -> Option<&str> {
         self.cookie.as_deref()
+    }
+
+    /// The session header's value this visitor sends, if the engine has a session header and
+    /// a response gave it one.
+    #[must_use]
+    pub fn header(&self) -> Option<&str> {
+        self.header.as_deref()
     }
 
     /// Sends `cookie` as the `Cookie` header from now on (a forged or an old one, say), or

@@ -215,3 +215,28 @@ async fn r13_a_cacheable_response_gets_no_cache_for_the_header_too() {
     );
     assert!(reply.headers.contains_key(SET_COOKIE));
 }
+
+#[cfg(feature = "testing")]
+#[tokio::test]
+async fn a_test_visitor_keeps_the_header_as_an_api_client_does() {
+    use session_engine::testing::Visitor;
+    let h = header_only();
+    let mut visitor = Visitor::new(&h.engine);
+    let visits = |session: Session| async move {
+        session.start().await?;
+        let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
+        session.set("visits", visits)?;
+        Ok::<_, Error>(visits.to_string())
+    };
+    assert_eq!(visitor.call(visits).await.text(), "1");
+    assert!(visitor.cookie().is_none());
+    assert!(visitor.header().is_some());
+    assert_eq!(visitor.call(visits).await.text(), "2");
+    visitor
+        .call(|session: Session| async move {
+            session.destroy().await?;
+            Ok::<_, Error>("bye")
+        })
+        .await;
+    assert!(visitor.header().is_none());
+}
