@@ -1,0 +1,581 @@
+//! The login example (`examples/login.rs`) in a real browser: headless Chromium, driven over
+//! WebDriver by Debian's `chromedriver`, logs in, sees its flash once, logs out and is shut
+//! out again, with the example's default settings (memory store, a `Secure` cookie, which
+//! Chromium keeps for `http://127.0.0.1`, a secure context).
+//!
+//! The example has no form page, so the test builds each form in the page with JavaScript,
+//! types into its fields and clicks its button: the browser sends the form as a person's
+//! would, and keeps or drops the cookie as it would for them.
+//!
+//! It needs `chromium` and `chromedriver` on `PATH` or at Debian's paths (`scripts/browser.sh`
+//! installs Debian's `chromium` and `chromium-driver`; `scripts/test` runs it), and fails,
+//! saying so, without them. The WebDriver client is the few commands the test sends, as JSON
+//! over HTTP/1.1 on loopback.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// How long any one step may take: a process to start, a WebDriver command to answer, a
+/// page to show what is expected.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Starting Chromium on a busy two-core machine can take longer than a command.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+// ---- the example ----
+
+/// A running login example, stopped when dropped.
+struct Example {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Example {
+    /// Starts the example with its default settings and the memory store, on a port the
+    /// system chooses (`PORT=0`), and reads which from its start-up log line.
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_login"))
+            .env_clear()
+            .env("PORT", "0")
+            .env(
+                "SESSION_SECRETS",
+                "a browser secret that is at least 32 bytes",
+            )
+            .env("SESSION_STORE", "memory")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the login example starts");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        // Owned before anything can panic, so that it is stopped whatever happens.
+        let mut example = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let (tx, rx) = mpsc::channel();
+        let errors = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .split_once("addr=")
+                    .and_then(|(_, rest)| rest.split(' ').next())
+                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
+                {
+                    let _ = tx.send(Ok(addr));
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut text);
+            let _ = errors.send(Err(text));
+        });
+        match rx.recv_timeout(PATIENCE) {
+            Ok(Ok(addr)) => example.addr = addr,
+            Ok(Err(stderr)) => panic!("the login example stopped: {stderr}"),
+            Err(_) => panic!("the login example did not say where it listens within {PATIENCE:?}"),
+        }
+        example
+    }
+
+    /// The URL of `path` on the example, as the browser is sent to it: `http://127.0.0.1:…`.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- finding the programs ----
+
+/// The program `name`: the first on `PATH`, else at one of Debian's paths; a panic that says
+/// how to install it when it is nowhere.
+fn program(name: &str, package: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(name));
+    let debian = ["/usr/bin", "/usr/lib/chromium"]
+        .into_iter()
+        .map(|dir| Path::new(dir).join(name));
+    on_path
+        .chain(debian)
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is neither on PATH nor at /usr/bin or /usr/lib/chromium: install \
+                 Debian's `{package}` (scripts/browser.sh does) to run the browser test"
+            )
+        })
+}
+
+/// Chromium refuses to start as root unless its sandbox is off.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+// ---- the driver and the browser ----
+
+/// A running `chromedriver`, in a process group of its own with the Chromium it starts:
+/// dropping it kills the whole group, so that no browser outlives the test, even one whose
+/// WebDriver session could not be ended.
+struct Driver {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let mut child = Command::new(program("chromedriver", "chromium-driver"))
+            // The system chooses the port, and the driver says which.
+            .arg("--port=0")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let stdout = child.stdout.take().expect("piped");
+        let mut driver = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Read to the end, so that the driver never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split_once("started successfully on port ")
+                    .and_then(|(_, rest)| rest.trim_end_matches('.').parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        match rx.recv_timeout(PATIENCE) {
+            Ok(port) => driver.addr = SocketAddr::from(([127, 0, 0, 1], port)),
+            Err(_) => panic!("chromedriver did not say where it listens within {PATIENCE:?}"),
+        }
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The group's id is the driver's: `process_group(0)`.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A browser profile directory of its own, new and empty, removed when dropped.
+struct Profile(PathBuf);
+
+impl Profile {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "session-engine-browser-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A leftover of an earlier run with the same process id is no fresh profile.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).expect("a fresh profile directory");
+        Self(path)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Headless Chromium in a WebDriver session, ended when dropped, then its driver killed and
+/// its profile removed (fields drop in order, after `drop`).
+struct Browser {
+    session: String,
+    driver: Driver,
+    _profile: Profile,
+}
+
+/// What the browser shows: the path of the page, the HTTP status its document came with,
+/// and its text.
+#[derive(Debug, PartialEq)]
+struct Page {
+    path: String,
+    status: u16,
+    text: String,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let driver = Driver::start();
+        let profile = Profile::new();
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            format!("--user-data-dir={}", profile.0.display()),
+        ];
+        if running_as_root() {
+            args.push("--no-sandbox".to_owned());
+        }
+        let capabilities = json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": program("chromium", "chromium"),
+                        "args": args,
+                    },
+                    "timeouts": { "implicit": 0, "pageLoad": 30_000, "script": 30_000 },
+                },
+            },
+        });
+        let value = webdriver(
+            driver.addr,
+            "POST",
+            "/session",
+            Some(&capabilities),
+            START_PATIENCE,
+        )
+        .unwrap_or_else(|error| panic!("Chromium starts under chromedriver: {error}"));
+        let session = value["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a session id: {value}"))
+            .to_owned();
+        Self {
+            session,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    /// Sends the command `path` of this session; a panic when the driver answers an error.
+    fn command(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        self.try_command(method, path, body)
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
+    }
+
+    fn try_command(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        let path = format!("/session/{}{path}", self.session);
+        webdriver(self.driver.addr, method, &path, body, PATIENCE)
+    }
+
+    /// Opens `url`, and waits for it to load.
+    fn open(&self, url: &str) -> Page {
+        self.command("POST", "/url", Some(&json!({ "url": url })));
+        self.page()
+    }
+
+    /// Runs `script` in the page with `args`, and returns what it returns.
+    fn script(&self, script: &str, args: Value) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(&json!({ "script": script, "args": args })),
+        )
+    }
+
+    fn try_page(&self) -> Result<Page, String> {
+        let value = self.try_command(
+            "POST",
+            "/execute/sync",
+            Some(&json!({
+                "script": "const [navigation] = performance.getEntriesByType('navigation');
+                           return [document.readyState, location.pathname,
+                                   navigation ? navigation.responseStatus : 0,
+                                   document.body ? document.body.innerText : ''];",
+                "args": [],
+            })),
+        )?;
+        match value.as_array().map(Vec::as_slice) {
+            Some([ready, path, status, text]) if ready == "complete" => Ok(Page {
+                path: path.as_str().unwrap_or_default().to_owned(),
+                status: status
+                    .as_u64()
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(0),
+                text: text.as_str().unwrap_or_default().to_owned(),
+            }),
+            _ => Err(format!("not loaded yet: {value}")),
+        }
+    }
+
+    /// The page shown now, once loaded.
+    fn page(&self) -> Page {
+        self.wait_for_page(|_| true)
+    }
+
+    /// The first loaded page that `ready` accepts, looked at every 50 ms; a panic that says
+    /// what was shown last when none is within [`PATIENCE`].
+    fn wait_for_page(&self, ready: impl Fn(&Page) -> bool) -> Page {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            // Between two documents a script can fail: it is looked at again.
+            let last = self.try_page();
+            match last {
+                Ok(page) if ready(&page) => return page,
+                _ if Instant::now() >= deadline => {
+                    panic!("no page as expected within {PATIENCE:?}; last seen: {last:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Replaces the page's content with a same-origin `<form method="post" action=…>` with
+    /// a text field per name in `fields` (`password` a password field) and a submit button.
+    fn build_form(&self, action: &str, fields: &[&str]) {
+        self.script(
+            "const [action, fields] = arguments;
+             const form = document.createElement('form');
+             form.method = 'post';
+             form.action = action;
+             for (const name of fields) {
+                 const input = document.createElement('input');
+                 input.name = name;
+                 input.id = name;
+                 input.type = name === 'password' ? 'password' : 'text';
+                 form.append(input);
+             }
+             const button = document.createElement('button');
+             button.type = 'submit';
+             button.id = 'submit';
+             button.textContent = 'Submit';
+             form.append(button);
+             document.body.replaceChildren(form);",
+            json!([action, fields]),
+        );
+    }
+
+    /// The element that the CSS `selector` finds.
+    fn element(&self, selector: &str) -> String {
+        let value = self.command(
+            "POST",
+            "/element",
+            Some(&json!({ "using": "css selector", "value": selector })),
+        );
+        // The W3C name of an element reference.
+        value["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an element for {selector}: {value}"))
+            .to_owned()
+    }
+
+    /// Types `text` into the element `selector` finds, key by key.
+    fn type_into(&self, selector: &str, text: &str) {
+        let element = self.element(selector);
+        self.command(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(&json!({ "text": text })),
+        );
+    }
+
+    fn click(&self, selector: &str) {
+        let element = self.element(selector);
+        self.command(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(&json!({})),
+        );
+    }
+
+    /// Builds the form to `action` on the page shown, types each value into its field,
+    /// clicks the button, and returns the page the form's answer shows.
+    fn submit(&self, action: &str, fields: &[(&str, &str)]) -> Page {
+        let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+        self.build_form(action, &names);
+        for (name, value) in fields {
+            self.type_into(&format!("#{name}"), value);
+        }
+        self.click("#submit");
+        self.wait_for_page(|page| page.path == action)
+    }
+
+    /// The cookies the browser keeps for the page shown, as WebDriver reports them
+    /// (`HttpOnly` ones included).
+    fn cookies(&self) -> Vec<Value> {
+        match self.command("GET", "/cookie", None) {
+            Value::Array(cookies) => cookies,
+            other => panic!("a list of cookies: {other}"),
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Closes Chromium; the driver's group is killed next, whatever this answered.
+        let path = format!("/session/{}", self.session);
+        let _ = webdriver(self.driver.addr, "DELETE", &path, None, PATIENCE);
+    }
+}
+
+/// One WebDriver command: `method path` with the JSON `body`, on a new connection to the
+/// driver at `addr`; its `value`, or the error it answered. Every read and write is bounded
+/// by `patience`.
+fn webdriver(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    patience: Duration,
+) -> Result<Value, String> {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut stream = TcpStream::connect_timeout(&addr, patience)
+        .map_err(|error| format!("cannot reach chromedriver: {error}"))?;
+    stream
+        .set_read_timeout(Some(patience))
+        .and_then(|()| stream.set_write_timeout(Some(patience)))
+        .map_err(|error| error.to_string())?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|error| format!("cannot send to chromedriver: {error}"))?;
+
+    // chromedriver says `Connection: close` but may keep the connection open: the reply ends
+    // where its `Content-Length` says.
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    let mut length = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader
+            .read_line(&mut line)
+            .map_err(|error| format!("no answer from chromedriver: {error}"))?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if status_line.is_empty() {
+            status_line = header.to_owned();
+        } else if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
+        }
+    }
+    let length = length.ok_or_else(|| format!("no Content-Length after {status_line:?}"))?;
+    let mut reply = vec![0; length];
+    reader
+        .read_exact(&mut reply)
+        .map_err(|error| format!("a short reply from chromedriver: {error}"))?;
+    let reply: Value = serde_json::from_slice(&reply)
+        .map_err(|error| format!("not JSON from chromedriver: {error}"))?;
+    let ok = status_line.split(' ').nth(1) == Some("200");
+    match reply.get("value") {
+        Some(value) if ok => Ok(value.clone()),
+        _ => Err(format!("{status_line}: {reply}")),
+    }
+}
+
+// ---- the tests ----
+
+/// The session cookie in `cookies`, the example's default name.
+fn session_cookie(cookies: &[Value]) -> Option<&Value> {
+    cookies.iter().find(|cookie| cookie["name"] == "sid")
+}
+
+#[test]
+fn a_browser_logs_in_sees_its_flash_once_and_logs_out() {
+    let app = Example::start();
+    let browser = Browser::start();
+
+    let home = browser.open(&app.url("/"));
+    assert_eq!((home.status, home.text.as_str()), (200, "home"));
+    assert!(browser.cookies().is_empty(), "no session before a login");
+
+    let welcome = browser.submit(
+        "/login",
+        &[
+            ("username", "ada"),
+            ("password", "correct horse battery staple"),
+        ],
+    );
+    assert_eq!(
+        (welcome.status, welcome.text.as_str()),
+        (200, "welcome ada")
+    );
+
+    // The default cookie is `Secure`: Chromium keeps it for http://127.0.0.1, a secure
+    // context, and never shows it to scripts.
+    let cookies = browser.cookies();
+    let cookie = session_cookie(&cookies)
+        .unwrap_or_else(|| panic!("the browser keeps the session cookie: {cookies:?}"));
+    assert_eq!(cookie["secure"], true, "{cookie}");
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(browser.script("return document.cookie;", json!([])), "");
+
+    let protected = browser.open(&app.url("/protected"));
+    assert_eq!(
+        (protected.status, protected.text.as_str()),
+        (200, "hello ada")
+    );
+
+    // The flash, shown once.
+    assert_eq!(browser.open(&app.url("/")).text, "home\nlogged in as ada");
+    assert_eq!(browser.open(&app.url("/")).text, "home");
+
+    let bye = browser.submit("/logout", &[]);
+    assert_eq!((bye.status, bye.text.as_str()), (200, "bye"));
+    let cookies = browser.cookies();
+    assert_eq!(session_cookie(&cookies), None, "the cookie is removed");
+
+    let protected = browser.open(&app.url("/protected"));
+    assert_eq!(protected.status, 401, "{protected:?}");
+    assert_ne!(protected.text, "hello ada");
+}
+
+#[test]
+fn a_wrong_password_is_a_401_and_leaves_no_cookie() {
+    let app = Example::start();
+    let browser = Browser::start();
+    browser.open(&app.url("/"));
+
+    let wrong = browser.submit(
+        "/login",
+        &[("username", "ada"), ("password", "hunter2hunter2")],
+    );
+    assert_eq!(
+        (wrong.status, wrong.text.as_str()),
+        (401, "wrong username or password")
+    );
+    assert!(browser.cookies().is_empty(), "{:?}", browser.cookies());
+
+    let protected = browser.open(&app.url("/protected"));
+    assert_eq!(protected.status, 401, "{protected:?}");
+    assert!(browser.cookies().is_empty(), "{:?}", browser.cookies());
+}
