@@ -257,15 +257,15 @@ struct Config {
     max_lifetime: Option<Duration>,
     touch_interval: Option<Duration>,
     secure: bool,
+    /// The session header, when clients may carry the id in it.
+    header: Option<String>,
+    cookie: bool,
 }
 
 impl Config {
     fn from_env() -> Result<Self, Fatal> {
         let port = match var("PORT")? {
             None => 3000,
-    /// The session header, when clients may carry the id in it.
-    header: Option<String>,
-    cookie: bool,
             Some(value) => value.trim().parse().map_err(|_| {
                 Fatal(format!(
                     "PORT must be a port number (0 to 65535); got {value:?}"
@@ -298,12 +298,6 @@ impl Config {
                 ))
             })?,
         };
-        Ok(Self {
-            port,
-            secrets,
-            store,
-            duration,
-            max_lifetime,
         let header = var("SESSION_HEADER")?;
         let cookie = match var("SESSION_COOKIE")? {
             None => true,
@@ -313,16 +307,22 @@ impl Config {
                 ))
             })?,
         };
+        Ok(Self {
+            port,
+            secrets,
+            store,
+            duration,
+            max_lifetime,
             touch_interval,
             secure,
+            header,
+            cookie,
         })
     }
 }
 
 /// An environment variable; unset or empty is `None`.
 fn var(name: &str) -> Result<Option<String>, Fatal> {
-            header,
-            cookie,
     match std::env::var(name) {
         Ok(value) if value.is_empty() => Ok(None),
         Ok(value) => Ok(Some(value)),
