@@ -59,6 +59,10 @@ pub enum Error {
         #[source]
         source: DataError,
     },
+    /// A user's sessions were asked for, or a session tied to a user, on an engine built
+    /// without [`track_users`](crate::SessionEngineBuilder::track_users).
+    #[error("users are not tracked: build the engine with `track_users(true)`")]
+    UsersNotTracked,
     /// A store hook failed (or took longer than `store_timeout`).
     #[error("session store error")]
     Store(#[from] StoreError),
@@ -187,6 +191,10 @@ pub enum ConfigError {
     /// `cookie(false)` without `header(…)`: the session id would travel nowhere.
     #[error("with the cookie turned off, a session header is required")]
     NoTransport,
+    /// `track_users(true)` on a store that does not index users
+    /// ([`SessionStore::indexes_users`](crate::SessionStore::indexes_users)).
+    #[error("track_users needs a store that indexes users, and this one does not")]
+    UsersNotIndexed,
 }
 
 #[cfg(test)]

@@ -31,10 +31,10 @@ pub use crate::error::{ConfigError, DataError, Error};
 pub use crate::extract::MissingSessionLayer;
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::lifetime::MAX_DURATION;
-pub use crate::session::Session;
+pub use crate::session::{Session, UserSession};
 #[cfg(feature = "memory-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory-store")))]
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::{
-    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode,
+    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, USER_KEY, WriteMode,
 };

@@ -78,6 +78,23 @@ impl Lifetime {
         to_millisecond(capped)
     }
 
+    /// When a record with these times was last written or touched: its expiry less its idle
+    /// lifetime; `None` when the absolute lifetime set the expiry, which hides that moment.
+    pub(crate) fn last_active(
+        &self,
+        created_at: SystemTime,
+        expires_at: SystemTime,
+        duration: Duration,
+    ) -> Option<SystemTime> {
+        let capped = self
+            .max_lifetime
+            .is_some_and(|max| to_millisecond(later(created_at, max)) <= expires_at);
+        if capped {
+            return None;
+        }
+        expires_at.checked_sub(duration)
+    }
+
     /// Whether a record with these times is past its expiry or its absolute lifetime.
     pub(crate) fn is_expired(
         &self,

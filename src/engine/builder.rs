@@ -55,6 +55,7 @@ pub struct SessionEngineBuilder {
     send_cookie: bool,
     /// The header name as given; checked by `build`.
     header: Option<String>,
+    track_users: bool,
 }
 
 impl Default for SessionEngineBuilder {
@@ -73,6 +74,7 @@ impl Default for SessionEngineBuilder {
             clock: None,
             send_cookie: true,
             header: None,
+            track_users: false,
         }
     }
 }
@@ -230,8 +232,10 @@ impl SessionEngineBuilder {
         self
     }
 
-    /// The store. Default a new [`MemoryStore`](crate::MemoryStore) (feature
-    /// `memory-store`); without that feature a store is required.
+    /// The store. Default a new
+    #[cfg_attr(feature = "memory-store", doc = "[`MemoryStore`](crate::MemoryStore)")]
+    #[cfg_attr(not(feature = "memory-store"), doc = "`MemoryStore`")]
+    /// (feature `memory-store`); without that feature a store is required.
     pub fn store(self, store: impl SessionStore) -> Self {
         self.shared_store(Arc::new(store))
     }
@@ -273,6 +277,15 @@ impl SessionEngineBuilder {
         self
     }
 
+    /// Whether sessions can be tied to users ([`Session::set_user`](crate::Session::set_user)),
+    /// and a user's sessions listed and ended in one call ("log out everywhere"). Default
+    /// false. Needs a store that indexes users (every store in this crate does); `build` fails
+    /// with [`ConfigError::UsersNotIndexed`] on one that does not.
+    pub fn track_users(mut self, on: bool) -> Self {
+        self.track_users = on;
+        self
+    }
+
     /// Validates the options and makes the engine.
     ///
     /// # Errors
@@ -301,6 +314,9 @@ impl SessionEngineBuilder {
             #[cfg(not(feature = "memory-store"))]
             None => return Err(ConfigError::MissingStore),
         };
+        if self.track_users && !store.indexes_users() {
+            return Err(ConfigError::UsersNotIndexed);
+        }
         Ok(SessionEngine {
             inner: Arc::new(Inner {
                 keys,
@@ -308,6 +324,7 @@ impl SessionEngineBuilder {
                 cookie_name: self.cookie.name,
                 send_cookie: self.send_cookie,
                 header,
+                track_users: self.track_users,
                 lifetime: Lifetime::new(
                     self.duration,
                     self.max_lifetime,

@@ -33,6 +33,7 @@ struct Inner {
     cookie_name: String,
     send_cookie: bool,
     header: Option<HeaderName>,
+    track_users: bool,
     cookie: CookieFormat,
     lifetime: Lifetime,
     automatic_touch: bool,
@@ -113,6 +114,11 @@ impl SessionEngine {
         self.inner.send_cookie
     }
 
+    /// Whether sessions may be tied to users (`track_users`).
+    pub(crate) fn tracks_users(&self) -> bool {
+        self.inner.track_users
+    }
+
     /// The header that carries the signed id too, if any.
     pub(crate) fn header(&self) -> Option<&HeaderName> {
         self.inner.header.as_ref()
@@ -148,6 +154,7 @@ impl fmt::Debug for SessionEngine {
             .field("cookie", &inner.cookie)
             .field("send_cookie", &inner.send_cookie)
             .field("header", &inner.header)
+            .field("track_users", &inner.track_users)
             .field("lifetime", &inner.lifetime)
             .field("automatic_touch", &inner.automatic_touch)
             .field("hash_ids", &inner.hash_ids)

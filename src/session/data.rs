@@ -10,10 +10,17 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{DataError, Error};
-use crate::store::Changes;
+use crate::store::{Changes, USER_KEY, user_of};
 
 /// The data key that keeps a custom duration, in milliseconds, as the seed does.
 pub(crate) const CUSTOM_DURATION_KEY: &str = "__cust_dur";
+
+/// The custom duration a session's data holds, if any.
+pub(crate) fn custom_duration_of(data: &Map<String, Value>) -> Option<Duration> {
+    data.get(CUSTOM_DURATION_KEY)
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis)
+}
 
 /// A session's data and what the request changed in it.
 #[derive(Default)]
@@ -72,10 +79,22 @@ impl Data {
 
     /// The custom duration set with `set_duration`, if any.
     pub(super) fn custom_duration(&self) -> Option<Duration> {
-        self.map
-            .get(CUSTOM_DURATION_KEY)
-            .and_then(Value::as_u64)
-            .map(Duration::from_millis)
+        custom_duration_of(&self.map)
+    }
+
+    /// The user the session is tied to, if any.
+    pub(super) fn user(&self) -> Option<&str> {
+        user_of(&self.map)
+    }
+
+    /// Ties the session to `user`.
+    pub(super) fn set_user(&mut self, user: String, limit: usize) -> Result<(), Error> {
+        self.put(USER_KEY.to_owned(), Value::String(user), limit)
+    }
+
+    /// Unties the session from its user.
+    pub(super) fn clear_user(&mut self) {
+        self.remove(USER_KEY);
     }
 
     pub(super) fn set_custom_duration(

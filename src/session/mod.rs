@@ -7,6 +7,7 @@ mod data;
 mod finish;
 mod lifecycle;
 mod state;
+mod users;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 
 pub(crate) use finish::{Finish, Finishing, Outcome};
 use state::{Phase, State};
+pub use users::UserSession;
 
 use crate::cookie::{self, Credentials, Presented};
 use crate::engine::SessionEngine;

@@ -59,6 +59,10 @@ impl Gateway {
         self.deadline(self.store.cleanup())
     }
 
+    pub(crate) fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+        self.deadline(self.store.user_sessions(user))
+    }
+
     /// `future` as it is when it is ready; else under the deadline, past which it counts as
     /// the store being unavailable.
     fn deadline<T: Send + 'static>(&self, future: StoreFuture<T>) -> StoreFuture<T> {

@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: sessions in this process's memory, the default store.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{
     Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode,
-    decode_data, encode_data, from_ms, to_ms,
+    decode_data, encode_data, from_ms, to_ms, user_of,
 };
 
 /// Sessions kept in this process's memory: fast, and gone when the process ends.
@@ -38,6 +39,7 @@ use crate::store::{
 #[derive(Clone)]
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>]>,
+    users: Arc<Users>,
     /// Salts the hash of keys that are not digests, so that no key can be chosen to land on
     /// another key's 32 bytes.
     salt: [u8; 16],
@@ -91,13 +93,65 @@ struct Entry {
     /// Where the record's bytes start: its creation time (milliseconds, little-endian), then
     /// its data as JSON text.
     at: usize,
-    /// How many bytes, creation time included.
-    len: usize,
+    /// How many bytes, creation time included; the top bit says the record is tied to a user
+    /// (in [`Users`]), so that no entry grows for a flag that few records carry.
+    size: usize,
 }
+
+/// The bit of [`Entry::size`] that marks a record tied to a user.
+const TIED: usize = 1 << (usize::BITS - 1);
 
 impl Entry {
     fn is_live(&self, now_ms: u64) -> bool {
         self.expires_ms > now_ms
+    }
+
+    fn len(&self) -> usize {
+        self.size & !TIED
+    }
+
+    fn tied(&self) -> bool {
+        self.size & TIED != 0
+    }
+}
+
+/// The records tied to each user, by user: their keys as the engine gave them, which is what
+/// [`SessionStore::user_sessions`] answers with. Kept in step with the shards: a record is
+/// added before it is written and forgotten as it is removed, under its shard's lock (shard
+/// first, then this one).
+#[derive(Default)]
+struct Users(Mutex<HashMap<String, HashMap<Key, StoreKey>>>);
+
+impl Users {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<Key, StoreKey>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add(&self, user: &str, key: Key, store_key: &StoreKey) {
+        self.lock()
+            .entry(user.to_owned())
+            .or_default()
+            .insert(key, store_key.clone());
+    }
+
+    fn forget(&self, user: &str, key: &Key) {
+        let mut users = self.lock();
+        if let Some(keys) = users.get_mut(user) {
+            keys.remove(key);
+            if keys.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    fn keys_of(&self, user: &str) -> Vec<(Key, StoreKey)> {
+        self.lock().get(user).map_or_else(Vec::new, |keys| {
+            keys.iter()
+                .map(|(key, text)| (*key, text.clone()))
+                .collect()
+        })
     }
 }
 
@@ -119,19 +173,32 @@ const COMPACT_MIN: usize = 4096;
 
 impl Shard {
     /// The index of the live entry under `key`; an expired one is removed on the way.
-    fn live(&mut self, key: &Key, now: u64) -> Option<usize> {
+    fn live(&mut self, key: &Key, now: u64, users: &Users) -> Option<usize> {
         let index = self.map.get_index_of(key)?;
         if self.map[index].is_live(now) {
             return Some(index);
         }
-        self.remove_index(index);
+        self.remove_index(index, users);
         None
     }
 
-    fn remove_index(&mut self, index: usize) -> Option<Entry> {
-        let (_, entry) = self.map.swap_remove_index(index)?;
-        self.dead += entry.len;
+    /// Removes the entry at `index`, and its user's mention of it.
+    fn remove_index(&mut self, index: usize, users: &Users) -> Option<Entry> {
+        let (key, entry) = self.map.swap_remove_index(index)?;
+        self.dead += entry.len();
+        if entry.tied() {
+            // Its bytes stay where they are until the next compaction.
+            if let Some(user) = self.user(&entry) {
+                users.forget(&user, &key);
+            }
+        }
         Some(entry)
+    }
+
+    /// The user the record of `entry` is tied to, read from its data.
+    fn user(&self, entry: &Entry) -> Option<String> {
+        let data = decode_data(self.data(entry)).ok()?;
+        user_of(&data).map(str::to_owned)
     }
 
     fn created_ms(&self, entry: &Entry) -> u64 {
@@ -141,7 +208,7 @@ impl Shard {
     }
 
     fn data(&self, entry: &Entry) -> &[u8] {
-        &self.bytes[entry.at + 8..entry.at + entry.len]
+        &self.bytes[entry.at + 8..entry.at + entry.len()]
     }
 
     fn record(&self, index: usize) -> Result<Record, StoreError> {
@@ -155,21 +222,29 @@ impl Shard {
 
     /// An entry for a record's bytes: written over `old`'s when they fit there, else added
     /// at the end.
-    fn place(&mut self, old: Option<Entry>, created_ms: u64, data: &str, expires_ms: u64) -> Entry {
+    fn place(
+        &mut self,
+        old: Option<Entry>,
+        created_ms: u64,
+        data: &str,
+        expires_ms: u64,
+        tied: bool,
+    ) -> Entry {
         let len = 8 + data.len();
+        let size = if tied { len | TIED } else { len };
         let at = match old {
-            Some(old) if old.len >= len => {
-                self.dead += old.len - len;
+            Some(old) if old.len() >= len => {
+                self.dead += old.len() - len;
                 old.at
             }
             _ => {
-                self.dead += old.map_or(0, |old| old.len);
+                self.dead += old.map_or(0, |old| old.len());
                 self.bytes.extend_from_slice(&created_ms.to_le_bytes());
                 self.bytes.extend_from_slice(data.as_bytes());
                 return Entry {
                     expires_ms,
                     at: self.bytes.len() - len,
-                    len,
+                    size,
                 };
             }
         };
@@ -178,14 +253,14 @@ impl Shard {
         Entry {
             expires_ms,
             at,
-            len,
+            size,
         }
     }
 
     /// Looks at the next few records and removes the expired ones: more while most of those
     /// looked at had expired, up to [`SWEEP_MAX`]. Then gives memory back if much of it is
     /// unused.
-    fn sweep(&mut self, now: u64) {
+    fn sweep(&mut self, now: u64, users: &Users) {
         let mut looked = 0;
         loop {
             let mut expired = 0;
@@ -200,7 +275,7 @@ impl Shard {
                     self.cursor += 1;
                 } else {
                     // The last record moves into the cursor's place: look there again.
-                    self.remove_index(self.cursor);
+                    self.remove_index(self.cursor, users);
                     expired += 1;
                 }
             }
@@ -229,9 +304,10 @@ impl Shard {
             self.map.sort_unstable_by(|_, a, _, b| a.at.cmp(&b.at));
             let mut end = 0;
             for entry in self.map.values_mut() {
-                self.bytes.copy_within(entry.at..entry.at + entry.len, end);
+                self.bytes
+                    .copy_within(entry.at..entry.at + entry.len(), end);
                 entry.at = end;
-                end += entry.len;
+                end += entry.len();
             }
             self.bytes.truncate(end);
             self.bytes.shrink_to(end + end / 4);
@@ -253,6 +329,7 @@ impl MemoryStore {
         let _ = getrandom::fill(&mut salt);
         Self {
             shards: (0..count).map(|_| Mutex::new(Shard::default())).collect(),
+            users: Arc::default(),
             salt,
         }
     }
@@ -312,11 +389,11 @@ impl MemoryStore {
                 Err(TryLockError::WouldBlock) => None,
             };
             if let Some(mut other) = other {
-                other.sweep(now);
+                other.sweep(now, &self.users);
             }
         }
         let mut shard = lock(&self.shards[index]);
-        shard.sweep(now);
+        shard.sweep(now, &self.users);
         shard
     }
 
@@ -325,42 +402,63 @@ impl MemoryStore {
         let now = to_ms(SystemTime::now());
         let mut shard = self.shard(&key, now);
         shard
-            .live(&key, now)
+            .live(&key, now, &self.users)
             .map(|index| shard.record(index))
             .transpose()
     }
 
     fn write_now(
         &self,
-        key: &StoreKey,
+        store_key: &StoreKey,
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
     ) -> Result<(), StoreError> {
-        let key = self.compact(key);
+        let key = self.compact(store_key);
         let now = to_ms(SystemTime::now());
         let expires_ms = to_ms(record.expires_at);
         let mut shard = self.shard(&key, now);
-        match (mode, shard.live(&key, now)) {
+        match (mode, shard.live(&key, now, &self.users)) {
             (WriteMode::Insert, Some(_)) => Err(StoreError::IdTaken),
             (WriteMode::Insert, None) => {
+                let user = user_of(&record.data);
+                if let Some(user) = user {
+                    self.users.add(user, key, store_key);
+                }
                 let data = encode_data(&record.data);
-                let entry = shard.place(None, to_ms(record.created_at), &data, expires_ms);
+                let created_ms = to_ms(record.created_at);
+                let entry = shard.place(None, created_ms, &data, expires_ms, user.is_some());
                 shard.map.insert(key, entry);
                 Ok(())
             }
             (WriteMode::Update, None) => Err(StoreError::Gone),
             (WriteMode::Update, Some(index)) => {
                 let old = shard.map[index];
-                let data = if changes.is_replace() {
-                    encode_data(&record.data)
+                let old_user = if old.tied() { shard.user(&old) } else { None };
+                let (data, user) = if changes.is_replace() {
+                    (
+                        encode_data(&record.data),
+                        user_of(&record.data).map(str::to_owned),
+                    )
                 } else {
                     let mut data = decode_data(shard.data(&old))?;
                     changes.apply(&mut data, &record.data);
-                    encode_data(&data)
+                    let user = user_of(&data).map(str::to_owned);
+                    (encode_data(&data), user)
                 };
+                if user != old_user {
+                    // Found under the new user before the record says so; then no longer
+                    // under the old one.
+                    if let Some(user) = &user {
+                        self.users.add(user, key, store_key);
+                    }
+                    if let Some(old_user) = &old_user {
+                        self.users.forget(old_user, &key);
+                    }
+                }
                 let created_ms = shard.created_ms(&old);
-                shard.map[index] = shard.place(Some(old), created_ms, &data, expires_ms);
+                let tied = user.is_some();
+                shard.map[index] = shard.place(Some(old), created_ms, &data, expires_ms, tied);
                 Ok(())
             }
         }
@@ -375,7 +473,7 @@ impl MemoryStore {
         let key = self.compact(key);
         let now = to_ms(SystemTime::now());
         let mut shard = self.shard(&key, now);
-        let index = shard.live(&key, now).ok_or(StoreError::Gone)?;
+        let index = shard.live(&key, now, &self.users).ok_or(StoreError::Gone)?;
         let entry = &mut shard.map[index];
         if entry.expires_ms != to_ms(from) {
             return Ok(Touched::Superseded);
@@ -392,7 +490,7 @@ impl MemoryStore {
             return false;
         };
         shard
-            .remove_index(index)
+            .remove_index(index, &self.users)
             .is_some_and(|entry| entry.is_live(now))
     }
 
@@ -401,19 +499,32 @@ impl MemoryStore {
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
-            let Shard { map, dead, .. } = &mut *shard;
-            let before = map.len();
-            map.retain(|_, entry| {
-                let live = entry.is_live(now);
-                if !live {
-                    *dead += entry.len;
+            // From the end, so that each removal moves only an entry already looked at.
+            for index in (0..shard.map.len()).rev() {
+                if !shard.map[index].is_live(now) {
+                    shard.remove_index(index, &self.users);
+                    removed += 1;
                 }
-                live
-            });
-            removed += (before - map.len()) as u64;
+            }
             shard.tidy();
         }
         removed
+    }
+
+    fn user_sessions_now(&self, user: &str) -> Result<Vec<(StoreKey, Record)>, StoreError> {
+        let now = to_ms(SystemTime::now());
+        let mut found = Vec::new();
+        for (key, store_key) in self.users.keys_of(user) {
+            let mut shard = self.shard(&key, now);
+            let Some(index) = shard.live(&key, now, &self.users) else {
+                continue;
+            };
+            let record = shard.record(index)?;
+            if user_of(&record.data) == Some(user) {
+                found.push((store_key, record));
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -467,6 +578,14 @@ impl SessionStore for MemoryStore {
 
     fn cleanup(&self) -> StoreFuture<u64> {
         StoreFuture::ready(Ok(self.cleanup_now()))
+    }
+
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+        StoreFuture::ready(self.user_sessions_now(user))
+    }
+
+    fn indexes_users(&self) -> bool {
+        true
     }
 }
 
@@ -627,6 +746,7 @@ mod tests {
         // One shard, so that every record shares its buffer.
         let store = MemoryStore {
             shards: vec![Mutex::new(Shard::default())].into(),
+            users: Arc::default(),
             salt: [0; 16],
         };
         for i in 0..100 {
@@ -651,7 +771,7 @@ mod tests {
             store.read_now(&StoreKey::from("none")).unwrap();
             let shard = lock(&store.shards[0]);
             let live = shard.bytes.len() - shard.dead;
-            assert_eq!(live, shard.map.values().map(|e| e.len).sum::<usize>());
+            assert_eq!(live, shard.map.values().map(Entry::len).sum::<usize>());
             assert!(shard.dead <= live.max(COMPACT_MIN), "round {round}");
         }
         for i in 0..100 {

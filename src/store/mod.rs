@@ -35,10 +35,16 @@ pub use sql::postgres;
 #[doc(inline)]
 pub use sql::sqlite;
 
+/// The reserved data key that ties a session to a user (`Session::set_user`): its value is the
+/// user's name, a JSON string. A store that indexes users looks for it (see
+/// [`SessionStore::user_sessions`]).
+pub const USER_KEY: &str = "__user";
+
 /// A stored session: its data, when it expires and when it was created.
 ///
 /// `data` holds the user's keys and the engine's reserved ones (those beginning with `__`, such
-/// as `__cust_dur`); a store keeps it as one JSON object and need not look inside.
+/// as `__cust_dur` and [`USER_KEY`]); a store keeps it as one JSON object and need not look
+/// inside, but for `USER_KEY` when it indexes users.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Record {
@@ -225,6 +231,18 @@ impl StoreError {
     pub fn undecodable(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Undecodable(error.into())
     }
+
+    /// The error of a hook the store does not implement, such as
+    /// [`user_sessions`](SessionStore::user_sessions).
+    pub fn unsupported(hook: &'static str) -> Self {
+        Self::Backend(format!("this store does not implement `{hook}`").into())
+    }
+}
+
+/// The user a record is tied to: its [`USER_KEY`], when that is a string.
+#[must_use]
+pub fn user_of(data: &Map<String, Value>) -> Option<&str> {
+    data.get(USER_KEY).and_then(Value::as_str)
 }
 
 /// Parses session data kept as JSON text; a failure is [`StoreError::Undecodable`], and its
@@ -255,6 +273,7 @@ pub fn encode_data(data: &Map<String, Value>) -> String {
 /// | [`touch`](Self::touch) | a compare-and-set of the expiry: from `from` (the one the request read or wrote) to `to`, only if the record still has `from`; [`Touched::Superseded`] if it has another; [`StoreError::Gone`] if there is no live record. Never recreates, never rewrites data |
 /// | [`destroy`](Self::destroy) | removes the record; returns whether a live one was removed (absent is not an error) |
 /// | [`cleanup`](Self::cleanup) | removes expired records, returns how many |
+/// | [`user_sessions`](Self::user_sessions) | optional ([`indexes_users`](Self::indexes_users)): every live record tied to a user, none missing, none other |
 ///
 /// Each hook returns a [`StoreFuture`]: [`StoreFuture::ready`] when the answer is at hand (a
 /// store in this process's memory), [`StoreFuture::boxed`] when it must be waited for. A
@@ -291,6 +310,29 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes expired records and returns how many.
     fn cleanup(&self) -> StoreFuture<u64>;
+
+    /// Every live record tied to `user` (whose data's [`USER_KEY`] is `user`), with its key:
+    /// what lists a user's sessions and ends them all ("log out everywhere").
+    ///
+    /// None may be missing: a write that ties a record to a user makes it found here no
+    /// later than the record itself can be read, and a roll's new record is found as soon as
+    /// it is written. None other may be returned: no record tied to another user (or to none),
+    /// expired or destroyed. An index kept beside the records may lag behind them (a stale
+    /// entry left by a crash between two steps, a record that expired): this hook skips such
+    /// entries and may remove them, and the engine checks each record's user again.
+    ///
+    /// Optional: the default answers an error, and [`indexes_users`](Self::indexes_users)
+    /// says whether a store implements it, so that an engine asking for the feature
+    /// (`track_users`) fails at `build()` on a store without it.
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+        let _ = user;
+        StoreFuture::ready(Err(StoreError::unsupported("user_sessions")))
+    }
+
+    /// Whether this store implements [`user_sessions`](Self::user_sessions). Default false.
+    fn indexes_users(&self) -> bool {
+        false
+    }
 }
 
 /// 24 bytes from the operating system's CSPRNG, as 32 characters of base64url: the default of

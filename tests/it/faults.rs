@@ -24,16 +24,19 @@ pub(crate) enum Hook {
     Touch,
     Destroy,
     Cleanup,
+    /// `user_sessions`.
+    Users,
 }
 
 impl Hook {
-    pub(crate) const ALL: [Hook; 6] = [
+    pub(crate) const ALL: [Hook; 7] = [
         Hook::Id,
         Hook::Read,
         Hook::Write,
         Hook::Touch,
         Hook::Destroy,
         Hook::Cleanup,
+        Hook::Users,
     ];
 }
 
@@ -335,5 +338,15 @@ impl SessionStore for FaultyStore {
         self.log(Hook::Cleanup, None, None);
         let inner = self.inner.clone();
         self.run(Hook::Cleanup, move || inner.cleanup())
+    }
+
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+        self.log(Hook::Users, None, None);
+        let (inner, user) = (self.inner.clone(), user.to_owned());
+        self.run(Hook::Users, move || inner.user_sessions(&user))
+    }
+
+    fn indexes_users(&self) -> bool {
+        true
     }
 }

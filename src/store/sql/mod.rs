@@ -84,6 +84,10 @@ pub(crate) struct Statements {
     pub(crate) destroy: Arc<str>,
     /// (now, limit): removes at most `limit` expired rows.
     pub(crate) cleanup: Arc<str>,
+    /// (user, now) → (key, data as text, created ms, expires ms) of each live row tied to
+    /// `user`: an expression index on the data's user makes it one index lookup, always in
+    /// step with the rows themselves.
+    pub(crate) user_sessions: Arc<str>,
 }
 
 /// A write turned into what the database is sent: owned, so that the hook's future borrows
@@ -352,6 +356,31 @@ macro_rules! sql_store {
                 Ok(live.unwrap_or(false))
             }
 
+            async fn user_rows(&self, user: &str) -> Result<Vec<(StoreKey, Record)>, StoreError> {
+                let statements = &self.queries.statements;
+                let rows = sqlx::query(AssertSqlSafe(Arc::clone(&statements.user_sessions)))
+                    .bind(user)
+                    .bind(sql::millis(SystemTime::now()))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($error)?;
+                let mut found = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let key: String = row.try_get(0).map_err(StoreError::undecodable)?;
+                    let data: &str = row.try_get(1).map_err(StoreError::undecodable)?;
+                    let created: i64 = row.try_get(2).map_err(StoreError::undecodable)?;
+                    let expires: i64 = row.try_get(3).map_err(StoreError::undecodable)?;
+                    // A row that cannot be decoded is left out, as `read` counts it absent.
+                    let Ok(data) = crate::store::decode_data(data.as_bytes()) else {
+                        continue;
+                    };
+                    let record =
+                        Record::new(data, sql::from_millis(created)?, sql::from_millis(expires)?);
+                    found.push((StoreKey::from(key), record));
+                }
+                Ok(found)
+            }
+
             async fn cleanup_all(&self) -> Result<u64, StoreError> {
                 let mut removed = 0;
                 loop {
@@ -413,6 +442,15 @@ macro_rules! sql_store {
             fn cleanup(&self) -> StoreFuture<u64> {
                 let this = self.clone();
                 StoreFuture::boxed(async move { this.cleanup_all().await })
+            }
+
+            fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+                let (this, user) = (self.clone(), user.to_owned());
+                StoreFuture::boxed(async move { this.user_rows(&user).await })
+            }
+
+            fn indexes_users(&self) -> bool {
+                true
             }
         }
     };

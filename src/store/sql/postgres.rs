@@ -79,6 +79,7 @@ impl Queries {
         let t = sql::quote_table(table, true)?;
         let bare = table.rsplit('.').next().unwrap_or(table);
         let index = sql::quote_table(&format!("{bare}_expires_at"), false)?;
+        let user_index = sql::quote_table(&format!("{bare}_user"), false)?;
         let live = format!("key = $1 AND expires_at > {}", at(2));
         Ok(Self {
             statements: Statements {
@@ -96,6 +97,11 @@ impl Queries {
                     )
                     .into(),
                     format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)").into(),
+                    format!(
+                        "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ((data->>'__user')) \
+                         WHERE data ? '__user'"
+                    )
+                    .into(),
                 ]
                 .into(),
                 read: format!(
@@ -131,6 +137,14 @@ impl Queries {
                     "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= {} \
                      LIMIT $2 FOR UPDATE SKIP LOCKED)",
                     at(1)
+                )
+                .into(),
+                user_sessions: format!(
+                    "SELECT key, data::text, {}, {} FROM {t} \
+                     WHERE data ? '__user' AND data->>'__user' = $1 AND expires_at > {}",
+                    millis_of("created_at"),
+                    millis_of("expires_at"),
+                    at(2)
                 )
                 .into(),
             },

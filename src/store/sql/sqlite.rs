@@ -71,6 +71,10 @@ impl Queries {
     fn new(table: &str) -> Result<Self, StoreError> {
         let t = sql::quote_table(table, false)?;
         let index = sql::quote_table(&format!("{table}_expires_ms"), false)?;
+        let user_index = sql::quote_table(&format!("{table}_user"), false)?;
+        // Guarded, so that a row whose data is not JSON (another program's, or damaged) is
+        // left out of the index instead of failing its writes and the migration.
+        let user = "(CASE WHEN json_valid(data) THEN json_extract(data, '$.__user') END)";
         let live = "key = ?1 AND expires_ms > ?2";
         Ok(Self {
             statements: Statements {
@@ -84,6 +88,11 @@ impl Queries {
                     )
                     .into(),
                     format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_ms)").into(),
+                    format!(
+                        "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ({user}) \
+                         WHERE {user} IS NOT NULL"
+                    )
+                    .into(),
                 ]
                 .into(),
                 read: format!("SELECT data, created_ms, expires_ms FROM {t} WHERE {live}").into(),
@@ -101,6 +110,11 @@ impl Queries {
                 cleanup: format!(
                     "DELETE FROM {t} WHERE key IN \
                      (SELECT key FROM {t} WHERE expires_ms <= ?1 LIMIT ?2)"
+                )
+                .into(),
+                user_sessions: format!(
+                    "SELECT key, data, created_ms, expires_ms FROM {t} \
+                     WHERE {user} = ?1 AND expires_ms > ?2"
                 )
                 .into(),
             },

@@ -1,10 +1,12 @@
-//! The checks of the conformance suite, one function per rule (in `writes` and `expiry`), and
-//! their helpers.
+//! The checks of the conformance suite, one function per rule (in `writes`, `expiry` and
+//! `users`), and their helpers.
 
 mod expiry;
+mod users;
 mod writes;
 
 use expiry::*;
+use users::*;
 use writes::*;
 
 use std::future::Future;
@@ -55,6 +57,9 @@ pub(super) async fn run(store: &dyn SessionStore, options: Options) -> Vec<Failu
         expired_record_is_gone_for_update_and_touch,
         insert_over_expired_record_succeeds,
         cleanup_removes_only_expired,
+        users_every_tied_record_is_listed_and_no_other,
+        users_updates_tie_move_and_untie,
+        users_destroyed_expired_and_rolled_records_leave_the_list,
     );
     failures
 }
