@@ -28,8 +28,11 @@
 //! | `GET /health` | `ok`; never touches the session |
 //! | `GET /visits` | start, add 1 to `visits`, body = the new count |
 //! | `GET /peek` | start, body = `visits` (0 if none); no write |
-//! | `POST /login?user=NAME` | start, roll, set `user`; body `ok` |
+//! | `POST /login?user=NAME` | start, roll, set `user` and tie the session to NAME; body `ok` |
 //! | `GET /me` | start; body = user, or 401 |
+//! | `GET /sessions` | the user's sessions as JSON, `[{"current":true,"created_ms":…,"expires_ms":…,"last_active_ms":…}]`; 401 when not logged in |
+//! | `POST /logout-others` | ends the user's other sessions; body `ok`; 401 when not logged in |
+//! | `POST /logout-everywhere` | ends all of the user's sessions, this one included (the cookie is removed); body `ok`; 401 when not logged in |
 //! | `POST /logout` | destroy; body `ok` |
 //! | `POST /duration?ms=N` | start, `set_duration`; body `ok` |
 //!
@@ -38,14 +41,16 @@
 //! curl, run `SESSION_COOKIE_SECURE=false cargo run --example demo`.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::Query;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use session_engine::{Error, Session, SessionEngine, SessionLayer};
 
 #[path = "support/server.rs"]
@@ -69,6 +74,9 @@ fn app(engine: SessionEngine) -> Router {
         .route("/peek", get(peek))
         .route("/login", post(login))
         .route("/me", get(me))
+        .route("/sessions", get(sessions))
+        .route("/logout-others", post(logout_others))
+        .route("/logout-everywhere", post(logout_everywhere))
         .route("/logout", post(logout))
         .route("/duration", post(set_duration))
         .layer(SessionLayer::new(engine))
@@ -106,6 +114,8 @@ async fn login(session: Session, Query(login): Query<Login>) -> Result<Response,
     // A new id at a change of privilege, so an id planted before the login is worthless.
     session.roll().await?;
     session.set("user", &login.user)?;
+    // Listed with the user's other sessions, and ended with them.
+    session.set_user(login.user)?;
     Ok("ok".into_response())
 }
 
@@ -115,6 +125,56 @@ async fn me(session: Session) -> Result<Response, Error> {
         Some(user) => user.into_response(),
         None => (StatusCode::UNAUTHORIZED, "not logged in").into_response(),
     })
+}
+
+/// The 401 of the account routes, when the session is tied to no user.
+fn not_logged_in() -> Response {
+    (StatusCode::UNAUTHORIZED, "not logged in").into_response()
+}
+
+async fn sessions(session: Session) -> Result<Response, Error> {
+    session.start().await?;
+    if session.user()?.is_none() {
+        return Ok(not_logged_in());
+    }
+    let ms = |time: SystemTime| {
+        time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+    };
+    let list: Vec<Value> = session
+        .user_sessions()
+        .await?
+        .iter()
+        .map(|listed| {
+            json!({
+                "current": listed.current,
+                "created_ms": ms(listed.created_at),
+                "expires_ms": ms(listed.expires_at),
+                "last_active_ms": listed.last_active.map(ms),
+            })
+        })
+        .collect();
+    let body = Value::Array(list).to_string();
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn logout_others(session: Session) -> Result<Response, Error> {
+    session.start().await?;
+    if session.user()?.is_none() {
+        return Ok(not_logged_in());
+    }
+    session.end_other_sessions().await?;
+    Ok("ok".into_response())
+}
+
+async fn logout_everywhere(session: Session) -> Result<Response, Error> {
+    session.start().await?;
+    if session.user()?.is_none() {
+        return Ok(not_logged_in());
+    }
+    session.end_all_sessions().await?;
+    Ok("ok".into_response())
 }
 
 async fn logout(session: Session) -> Result<&'static str, Error> {

@@ -53,9 +53,11 @@ async fn run(name: &str, app: impl FnOnce(SessionEngine) -> Router) -> Result<()
     let config = Config::from_env()?;
     let store = open_store(&config.store).await?;
 
+    // Every bundled store indexes users: the demo lists a user's sessions.
     let mut builder = SessionEngine::builder()
         .secrets(&config.secrets)
         .secure(config.secure)
+        .track_users(true)
         .shared_store(store);
     if let Some(duration) = config.duration {
         builder = builder.duration(duration);

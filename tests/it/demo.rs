@@ -209,6 +209,60 @@ async fn session_header_and_session_cookie_choose_the_transport() {
 }
 
 #[tokio::test]
+async fn the_account_routes_list_and_end_a_users_sessions() {
+    let demo = Demo::start(&[]).await;
+    let login = |demo: &Demo| {
+        let addr = ([127, 0, 0, 1], demo.port).into();
+        async move {
+            http(addr, Method::POST, "/login?user=ada", None)
+                .await
+                .cookie()
+        }
+    };
+    let here = login(&demo).await;
+    let there = login(&demo).await;
+    let sessions = demo.get("/sessions", Some(&here)).await;
+    assert_eq!(sessions.header_values("content-type"), ["application/json"]);
+    let list: serde_json::Value = serde_json::from_str(&sessions.body).expect("JSON");
+    let list = list.as_array().expect("a list");
+    assert_eq!(list.len(), 2, "{list:?}");
+    let current: Vec<bool> = list.iter().map(|s| s["current"] == true).collect();
+    assert_eq!(current.iter().filter(|c| **c).count(), 1, "{list:?}");
+    for listed in list {
+        assert!(listed["created_ms"].as_u64().is_some() && listed["expires_ms"].as_u64().is_some());
+    }
+
+    let others = demo.post("/logout-others", Some(&here)).await;
+    assert_eq!(
+        (others.status, others.body.as_str()),
+        (StatusCode::OK, "ok")
+    );
+    assert_eq!(
+        demo.get("/me", Some(&there)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(demo.get("/me", Some(&here)).await.body, "ada");
+
+    let everywhere = demo.post("/logout-everywhere", Some(&here)).await;
+    assert_eq!(everywhere.status, StatusCode::OK);
+    assert_eq!(max_age(everywhere.set_cookie()), 0, "the cookie is removed");
+    assert_eq!(
+        demo.get("/me", Some(&here)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    for route in ["/logout-others", "/logout-everywhere"] {
+        assert_eq!(
+            demo.post(route, None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        demo.get("/sessions", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
 async fn bad_settings_stop_the_demo_with_a_message() {
     for (name, value) in [
         ("SESSION_TOUCH_INTERVAL_MS", "soon"),
