@@ -1,6 +1,8 @@
-//! Test helpers: [`Visitor`], which calls a handler with a real `Session` and no server, and
-//! the store conformance suite, which checks every rule of the storage contract (see
-//! [`SessionStore`]) against any store.
+//! Test helpers:
+#![cfg_attr(feature = "axum", doc = "[`Visitor`],")]
+#![cfg_attr(not(feature = "axum"), doc = "`Visitor` (feature `axum`),")]
+//! which calls a handler with a real `Session` and no server, and the store conformance suite,
+//! which checks every rule of the storage contract (see [`SessionStore`]) against any store.
 //!
 //! Every store in this crate runs it, and a custom store can too:
 //!
