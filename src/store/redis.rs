@@ -1,12 +1,15 @@
-//! [`RedisStore`]: sessions in Redis, standalone or Cluster, shared by every instance of an app
-//! (feature `redis`, on the [`fred`] client).
+//! [`RedisStore`]: sessions in Redis, standalone, Cluster or behind Sentinel, shared by every
+//! instance of an app (feature `redis`, on the [`fred`] client; TLS with the feature
+//! `redis-tls`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), session_engine::StoreError> {
 //! use session_engine::SessionEngine;
 //! use session_engine::store::redis::RedisStore;
 //!
-//! // Or "redis-cluster://127.0.0.1:7001?node=127.0.0.1:7002&node=127.0.0.1:7003".
+//! // Or "redis-cluster://127.0.0.1:7001?node=127.0.0.1:7002&node=127.0.0.1:7003", or
+//! // "redis-sentinel://127.0.0.1:26379?sentinelServiceName=sessions", or with the feature
+//! // `redis-tls`, "rediss://redis.example.com:6380" (see `RedisStore::connect`).
 //! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
 //! let engine = SessionEngine::builder()
 //!     .secret("a secret of at least thirty-two bytes!")
@@ -38,7 +41,9 @@
 //! restart, or on a new Cluster node).
 
 use std::collections::HashMap;
+use std::error::Error as StdError;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
@@ -58,8 +63,15 @@ use crate::store::{
 
 pub use fred;
 
+#[cfg(feature = "redis-tls")]
+mod tls;
+
 /// The key prefix used unless [`RedisStore::with_key_prefix`] sets another.
 pub const DEFAULT_KEY_PREFIX: &str = "session:";
+
+/// The query parameter of a `rediss` URL that names a CA file (PEM) to trust instead of the
+/// platform's roots.
+const TLS_CA_FILE: &str = "tls_ca_file";
 
 /// The hash field of the creation time.
 const CREATED: &str = "c";
@@ -134,20 +146,46 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects to `url` and waits for the first connection.
     ///
-    /// `redis://[user:password@]host:port[/db]` is one server;
-    /// `redis-cluster://host:port?node=host:port&node=…` is a Cluster, found from any of the
-    /// nodes named. The client reconnects by itself after a lost connection (100 ms, doubling
-    /// up to 2 s, for ever), gives up on a connection attempt after 2 s and on a command after
-    /// 3 s; meanwhile hooks fail with [`StoreError::Unavailable`] (answered 503), and they
-    /// work again once the server is back. For other settings, build a [`fred`] client and
-    /// use [`RedisStore::new`].
+    /// | URL | connects to |
+    /// | --- | --- |
+    /// | `redis://[user:password@]host:port[/db]` | one server |
+    /// | `redis-cluster://host:port?node=host:port&node=…` | a Cluster, found from any of the nodes named |
+    /// | `redis-sentinel://host:port[/db]?sentinelServiceName=NAME&node=host:port…` | the primary that the Sentinels named (`host:port` and each `node`) call `NAME`, followed when they fail over to another |
+    /// | `rediss://…`, `rediss-cluster://…`, `rediss-sentinel://…` | the same over TLS (feature `redis-tls`) |
+    ///
+    /// Over TLS the server's certificate must be valid for the host in the URL (or, behind
+    /// Sentinel, the address the Sentinels give) and signed by one of the platform's root
+    /// certificates (read where OpenSSL keeps them; `SSL_CERT_FILE` or `SSL_CERT_DIR` point
+    /// elsewhere), or, with `?tls_ca_file=/path/ca.pem` in the URL, by a certificate in that
+    /// PEM file, which then replaces the platform's roots: for a private CA, as self-hosted
+    /// Redis servers and some managed ones use. TLS is rustls's, on ring; TLS 1.2 and 1.3.
+    ///
+    /// The client reconnects by itself after a lost connection (100 ms, doubling up to 2 s,
+    /// for ever), gives up on a connection attempt (TLS handshake included) after 2 s and on
+    /// a command after 3 s; meanwhile hooks fail with [`StoreError::Unavailable`] (answered
+    /// 503), and they work again once the server is back. For other settings (client
+    /// certificates, replicas, another TLS setup), build a [`fred`] client and use
+    /// [`RedisStore::new`].
     ///
     /// # Errors
     ///
-    /// [`StoreError::Backend`] for a malformed URL or option; [`StoreError::Unavailable`] when
-    /// the server cannot be reached.
+    /// [`StoreError::Backend`] for a malformed URL or option, a TLS URL in a build without
+    /// the feature `redis-tls`, a CA file that cannot be read, or a server whose certificate
+    /// does not verify (the source is then a [`ConnectError`] that says which and why);
+    /// [`StoreError::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let config = Config::from_url(url).map_err(error)?;
+        let url = ConnectUrl::parse(url).map_err(StoreError::backend)?;
+        #[cfg_attr(not(feature = "redis-tls"), allow(unused_mut))]
+        let mut config = Config::from_url(&url.fred).map_err(error)?;
+        #[cfg(feature = "redis-tls")]
+        let tls = match url.tls {
+            Some(roots) => {
+                let tls = tls::Tls::new(roots).map_err(StoreError::backend)?;
+                config.tls = Some(tls.config());
+                Some(tls)
+            }
+            None => None,
+        };
         let client = Builder::from_config(config)
             .with_connection_config(|connection| {
                 connection.connection_timeout = Duration::from_secs(2);
@@ -158,7 +196,13 @@ impl RedisStore {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2))
             .build()
             .map_err(error)?;
-        client.init().await.map_err(error)?;
+        if let Err(failure) = client.init().await {
+            #[cfg(feature = "redis-tls")]
+            if let Some(tls) = &tls {
+                return Err(tls.connect_error(failure));
+            }
+            return Err(error(failure));
+        }
         Ok(Self::new(client))
     }
 
@@ -202,6 +246,123 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why [`RedisStore::connect`] refused a URL or could not verify a server: the source of the
+/// [`StoreError::Backend`] it returns then.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// A TLS URL (`rediss://`, the scheme given) in a build without the feature `redis-tls`.
+    #[error("a `{0}://` URL uses TLS, which needs the cargo feature `redis-tls`")]
+    TlsNotEnabled(String),
+    /// `tls_ca_file` in a URL without TLS.
+    #[error(
+        "`tls_ca_file` is for TLS URLs only (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`)"
+    )]
+    CaFileWithoutTls,
+    /// `tls_ca_file` more than once in a URL.
+    #[error("`tls_ca_file` is given more than once")]
+    CaFileRepeated,
+    /// The CA file cannot be read.
+    #[error("cannot read the CA file {}", .path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds a PEM section that is not a valid certificate.
+    #[error("the CA file {} holds an invalid certificate", .path.display())]
+    CaFileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The CA file holds no certificate (`-----BEGIN CERTIFICATE-----`).
+    #[error("the CA file {} holds no PEM certificate", .path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The platform has no root certificates, and the URL names no CA file.
+    #[error(
+        "found no root certificates on this system: install them (Debian's ca-certificates), \
+         point SSL_CERT_FILE at a bundle, or name a CA with `tls_ca_file`"
+    )]
+    NoPlatformRoots,
+    /// The TLS handshake failed because the server's certificate did not verify: signed by a
+    /// CA not trusted, issued for another host, expired.
+    #[error(
+        "the TLS handshake failed: certificate verification failed against {}",
+        trusted(.ca_file.as_ref())
+    )]
+    CertificateRejected {
+        /// The CA file trusted, or `None` for the platform's roots.
+        ca_file: Option<PathBuf>,
+        /// Why the certificate was refused.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// TLS could not be set up.
+    #[error("cannot set up TLS")]
+    Tls(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+/// What a connection trusts, for [`ConnectError::CertificateRejected`].
+fn trusted(ca_file: Option<&PathBuf>) -> String {
+    match ca_file {
+        Some(path) => format!("the CA file {}", path.display()),
+        None => "the platform's root certificates".to_owned(),
+    }
+}
+
+/// A URL for [`RedisStore::connect`], split into what fred parses and what is added here.
+#[derive(Debug)]
+struct ConnectUrl {
+    /// The URL without the parameters fred does not know.
+    fred: String,
+    /// For a TLS URL, what it trusts.
+    #[cfg(feature = "redis-tls")]
+    tls: Option<tls::Roots>,
+}
+
+impl ConnectUrl {
+    fn parse(url: &str) -> Result<Self, ConnectError> {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        let lower = scheme.to_ascii_lowercase();
+        let tls = lower.starts_with("rediss") || lower.starts_with("valkeys");
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut kept = Vec::new();
+        let mut ca_file = None;
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            match form_urlencoded::parse(pair.as_bytes()).next() {
+                Some((name, value)) if name == TLS_CA_FILE => {
+                    if ca_file.replace(PathBuf::from(&*value)).is_some() {
+                        return Err(ConnectError::CaFileRepeated);
+                    }
+                }
+                _ => kept.push(pair),
+            }
+        }
+        if ca_file.is_some() && !tls {
+            return Err(ConnectError::CaFileWithoutTls);
+        }
+        #[cfg(not(feature = "redis-tls"))]
+        if tls {
+            return Err(ConnectError::TlsNotEnabled(scheme.to_owned()));
+        }
+        let fred = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok(Self {
+            fred,
+            #[cfg(feature = "redis-tls")]
+            tls: tls.then(|| ca_file.map_or(tls::Roots::Platform, tls::Roots::CaFile)),
+        })
     }
 }
 
@@ -435,6 +596,59 @@ mod tests {
             strings(&args),
             ["patch", "2000", "1000", "2", ".z", ".missing", ".a", "1"]
         );
+    }
+
+    #[test]
+    fn a_url_without_tls_ca_file_goes_to_fred_unchanged() {
+        for url in [
+            "redis://u:p@127.0.0.1:6379/2",
+            "redis-sentinel://127.0.0.1:26379/1?sentinelServiceName=s&node=127.0.0.1:26380",
+            "redis-cluster://127.0.0.1:7001?node=127.0.0.1:7002&node=127.0.0.1:7003",
+        ] {
+            assert_eq!(ConnectUrl::parse(url).unwrap().fred, url);
+        }
+    }
+
+    #[cfg(feature = "redis-tls")]
+    #[test]
+    fn tls_ca_file_is_taken_out_of_the_url_fred_parses() {
+        let url = "rediss-sentinel://h:26379/1?sentinelServiceName=s\
+                   &tls_ca_file=%2Ftmp%2Fmy+ca%25.pem&node=h:26380";
+        let parsed = ConnectUrl::parse(url).unwrap();
+        assert_eq!(
+            parsed.fred,
+            "rediss-sentinel://h:26379/1?sentinelServiceName=s&node=h:26380"
+        );
+        let ca_file = |path: &str| Some(tls::Roots::CaFile(PathBuf::from(path)));
+        assert_eq!(parsed.tls, ca_file("/tmp/my ca%.pem"));
+        let parsed = ConnectUrl::parse("REDISS://h:6380?tls_ca_file=/ca.pem").unwrap();
+        assert_eq!(parsed.fred, "REDISS://h:6380");
+        assert_eq!(parsed.tls, ca_file("/ca.pem"));
+        let parsed = ConnectUrl::parse("rediss://h:6380").unwrap();
+        assert_eq!(parsed.tls, Some(tls::Roots::Platform));
+        assert_eq!(ConnectUrl::parse("redis://h").unwrap().tls, None);
+    }
+
+    #[test]
+    fn tls_ca_file_needs_a_tls_url_and_comes_once() {
+        let error = ConnectUrl::parse("redis://h?tls_ca_file=/ca.pem").unwrap_err();
+        assert!(matches!(error, ConnectError::CaFileWithoutTls), "{error:?}");
+        let twice = "rediss://h?tls_ca_file=/a.pem&tls_ca_file=/b.pem";
+        let error = ConnectUrl::parse(twice).unwrap_err();
+        assert!(matches!(error, ConnectError::CaFileRepeated), "{error:?}");
+    }
+
+    #[cfg(not(feature = "redis-tls"))]
+    #[test]
+    fn a_tls_url_without_the_feature_names_it() {
+        for (url, scheme) in [
+            ("rediss://h:6380", "rediss"),
+            ("Rediss-Cluster://h:6380", "Rediss-Cluster"),
+        ] {
+            let error = ConnectUrl::parse(url).unwrap_err();
+            assert!(matches!(&error, ConnectError::TlsNotEnabled(s) if s == scheme));
+            assert!(error.to_string().contains("`redis-tls`"), "{error}");
+        }
     }
 
     /// A hash's fields, as HGETALL gives them.
