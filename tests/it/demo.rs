@@ -28,6 +28,7 @@ fn binary() -> &'static PathBuf {
                 ("sqlite", cfg!(feature = "sqlite")),
                 ("postgres", cfg!(feature = "postgres")),
                 ("redis", cfg!(feature = "redis")),
+                ("redis-tls", cfg!(feature = "redis-tls")),
             ]
             .into_iter()
             .filter_map(|(feature, on)| on.then_some(feature))
@@ -206,6 +207,20 @@ async fn session_header_and_session_cookie_choose_the_transport() {
     let header = [("x-session", signed[0].as_str())];
     let second = http_with(addr(&demo), Method::GET, "/visits", &header).await;
     assert_eq!(second.body, "2");
+}
+
+/// `SESSION_STORE` alone puts the sessions in Redis over TLS (trusting the CA the URL names)
+/// or on the primary a Sentinel names.
+#[cfg(all(feature = "testing", feature = "redis-tls"))]
+#[tokio::test]
+async fn session_store_takes_tls_and_sentinel_urls() {
+    for url in [crate::stores::tls::url(), crate::stores::sentinel::url()] {
+        let demo = Demo::start(&[("SESSION_STORE", url)]).await;
+        let first = demo.get("/visits", None).await;
+        assert_eq!(first.body, "1", "{url}: {first:?}");
+        let second = demo.get("/visits", Some(&first.cookie())).await;
+        assert_eq!(second.body, "2", "{url}: {second:?}");
+    }
 }
 
 #[tokio::test]
