@@ -12,7 +12,7 @@
 //! | --- | --- | --- |
 //! | `PORT` | the port to listen on (`0`: one the system chooses, logged at start) | `3000` |
 //! | `SESSION_SECRETS` | comma-separated secrets, each at least 32 bytes; the first signs, all verify | a random one, with a warning |
-//! | `SESSION_STORE` | `memory`; `sqlite://PATH` (feature `sqlite`); `redis://HOST:PORT` or `redis-cluster://HOST:PORT?node=HOST:PORT&…` (feature `redis`); `postgres://USER@HOST/DB` (feature `postgres`) | `memory` |
+//! | `SESSION_STORE` | `memory`; `sqlite://PATH` (feature `sqlite`); `redis://HOST:PORT`, `redis-cluster://HOST:PORT?node=HOST:PORT&…` or `redis-sentinel://SENTINEL:PORT?sentinelServiceName=NAME&node=SENTINEL:PORT&…` (feature `redis`); the same over TLS, `rediss://HOST:PORT`, `rediss-cluster://…` or `rediss-sentinel://…`, with `&tls_ca_file=/path/ca.pem` (or `?tls_ca_file=…`) to trust a CA of your own instead of the system's (feature `redis-tls`); `postgres://USER@HOST/DB` (feature `postgres`) | `memory` |
 //! | `SESSION_DURATION_MS` | idle lifetime in milliseconds | 30 minutes |
 //! | `SESSION_MAX_LIFETIME_MS` | absolute lifetime in milliseconds | none |
 //! | `SESSION_TOUCH_INTERVAL_MS` | how long after a write or touch a read touches again; `0` touches on every request | `min(60 s, duration / 10)` |

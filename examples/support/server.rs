@@ -183,7 +183,8 @@ async fn open_store(url: &StoreUrl) -> Result<Arc<dyn SessionStore>, Fatal> {
     let feature = feature_for(scheme).ok_or_else(|| {
         Fatal(format!(
             "SESSION_STORE: unknown store `{scheme}://`; use `memory`, `sqlite://PATH`, \
-             `redis://…`, `redis-cluster://…` or `postgres://…`"
+             `redis://…`, `redis-cluster://…`, `redis-sentinel://…` (or `rediss…` for TLS) \
+             or `postgres://…`"
         ))
     })?;
     let opened = open_feature_store(feature, text).await.ok_or_else(|| {
@@ -216,11 +217,9 @@ async fn open_feature_store(
         #[cfg(feature = "postgres")]
         ("postgres", url) => Some(open_postgres(url).await),
         #[cfg(feature = "redis")]
-        ("redis", url) => Some(
-            session_engine::store::redis::RedisStore::connect(url)
-                .await
-                .map(|store| Arc::new(store) as Arc<dyn SessionStore>),
-        ),
+        ("redis", url) => Some(open_redis(url).await),
+        #[cfg(feature = "redis-tls")]
+        ("redis-tls", url) => Some(open_redis(url).await),
         _ => None,
     }
 }
@@ -229,6 +228,12 @@ async fn open_feature_store(
 async fn open_sqlite(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
     let store = session_engine::store::sqlite::SqliteStore::open(url).await?;
     store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let store = session_engine::store::redis::RedisStore::connect(url).await?;
     Ok(Arc::new(store))
 }
 
@@ -243,7 +248,8 @@ async fn open_postgres(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
 fn feature_for(scheme: &str) -> Option<&'static str> {
     match scheme.to_ascii_lowercase().as_str() {
         "sqlite" => Some("sqlite"),
-        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => Some("redis"),
+        "redis" | "redis-cluster" | "redis-sentinel" => Some("redis"),
+        "rediss" | "rediss-cluster" | "rediss-sentinel" => Some("redis-tls"),
         "postgres" | "postgresql" => Some("postgres"),
         _ => None,
     }
