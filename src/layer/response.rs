@@ -91,14 +91,15 @@ fn keep_from_shared_caches(headers: &mut HeaderMap, fields: &[Option<&str>]) {
 /// header, unless the response already varies by them.
 pub(super) fn vary(headers: &mut HeaderMap, engine: &SessionEngine) {
     if engine.sends_cookie() {
-        vary_by(headers, "cookie");
+        vary_by(headers, "cookie", || HeaderValue::from_static("cookie"));
     }
     if let Some(name) = engine.header() {
-        vary_by(headers, name.as_str());
+        vary_by(headers, name.as_str(), || HeaderValue::from(name.clone()));
     }
 }
 
-fn vary_by(headers: &mut HeaderMap, field_name: &str) {
+/// Adds `Vary: FIELD` (the value `value` makes) unless the response varies by it already.
+fn vary_by(headers: &mut HeaderMap, field_name: &str, value: impl FnOnce() -> HeaderValue) {
     let varies = headers.get_all(VARY).iter().any(|value| {
         value.as_bytes().split(|&b| b == b',').any(|field| {
             let field = field.trim_ascii();
@@ -106,8 +107,7 @@ fn vary_by(headers: &mut HeaderMap, field_name: &str) {
         })
     });
     if !varies {
-        let value = HeaderValue::try_from(field_name).expect("a header name is a valid value");
-        headers.append(VARY, value);
+        headers.append(VARY, value());
     }
 }
 
@@ -173,7 +173,7 @@ mod tests {
             for value in &own {
                 headers.append(VARY, HeaderValue::from_str(value).unwrap());
             }
-            vary_by(&mut headers, "cookie");
+            vary_by(&mut headers, "cookie", || HeaderValue::from_static("cookie"));
             let got: Vec<_> = headers
                 .get_all(VARY)
                 .iter()
