@@ -173,7 +173,9 @@ mod tests {
             for value in &own {
                 headers.append(VARY, HeaderValue::from_str(value).unwrap());
             }
-            vary_by(&mut headers, "cookie", || HeaderValue::from_static("cookie"));
+            vary_by(&mut headers, "cookie", || {
+                HeaderValue::from_static("cookie")
+            });
             let got: Vec<_> = headers
                 .get_all(VARY)
                 .iter()
