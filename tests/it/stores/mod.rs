@@ -84,8 +84,14 @@ mod cluster;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod scripts;
+#[cfg(feature = "redis")]
+pub(crate) mod sentinel;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "redis-tls")]
+pub(crate) mod tls;
 
 mod memory {
     use session_engine::MemoryStore;
@@ -285,10 +291,10 @@ where
 
 /// A directory of the test's own under the system's temporary directory, removed with all it
 /// holds when dropped.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis-tls"))]
 pub(crate) struct TempDir(std::path::PathBuf);
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis-tls"))]
 impl TempDir {
     pub(crate) fn new() -> Self {
         let name = format!(
@@ -306,7 +312,7 @@ impl TempDir {
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis-tls"))]
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
