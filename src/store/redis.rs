@@ -36,9 +36,35 @@
 //!   deleted and moves the expiry, so two requests that change different keys both keep
 //!   their change.
 //!
-//! Every hook names one key, so every hook works on a Cluster. The scripts are sent by their
+//! Every script names one key, so every hook works on a Cluster. The scripts are sent by their
 //! SHA-1 (`EVALSHA`) and loaded again when a server answers that it does not know them (after a
 //! restart, or on a new Cluster node).
+//!
+//! # The user index
+//!
+//! A session tied to a user (`Session::set_user`) is also a member of the sorted set
+//! `PREFIX + "user:" + user`, scored by when it was last indexed, which [`user_sessions`](SessionStore::user_sessions) reads. On a
+//! Cluster that set and the user's sessions live in different slots, which no script or
+//! transaction can span, so the index is self-healing instead of atomic, on every deployment
+//! alike:
+//!
+//! - a write of a tied session adds it to the set *before* the session is written, and keeps
+//!   the set alive for twice the session's remaining life; a touch that moves a tied session's
+//!   expiry stretches the set's life in the same way, after it. So a live session is never
+//!   missing from the set: a crash between the two steps leaves at worst a member whose
+//!   session was never written;
+//! - a destroy removes the member after the session is gone; a crash between the two leaves a
+//!   stale member. A session that expires, or that an update unties or ties to another user,
+//!   leaves its member behind too.
+//!
+//! [`user_sessions`](SessionStore::user_sessions) reads the set, then every member's hash in
+//! one pipeline, and keeps the live sessions still tied to that user. It removes the other
+//! members that were indexed more than a minute ago ([`STALE_AFTER`]); a younger one may
+//! belong to a write that has indexed its session and not yet written it. So the set holds the
+//! user's live sessions and what they left in the last minute, and it expires with the last
+//! of them. A returning visitor's read pays nothing for the index; a write of a tied session
+//! (a login, an update of a logged-in session), a touch of one and a logout each pay one more
+//! round trip.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -50,7 +76,7 @@ use std::time::{Duration, SystemTime};
 use fred::bytes::Bytes;
 use fred::clients::Client;
 use fred::error::{Error as RedisError, ErrorKind};
-use fred::interfaces::{ClientLike, HashesInterface, KeysInterface};
+use fred::interfaces::{ClientLike, HashesInterface, SortedSetsInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value as RedisValue};
@@ -58,7 +84,7 @@ use serde_json::{Map, Value};
 
 use crate::store::{
     Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode, from_ms,
-    to_ms,
+    to_ms, user_of,
 };
 
 pub use fred;
@@ -79,6 +105,14 @@ const CREATED: &str = "c";
 const EXPIRES: &str = "e";
 /// What precedes each data key in its field's name, so data keys never meet `c` and `e`.
 const DATA: &str = ".";
+/// What follows the key prefix in the name of a user's set of sessions. A session's key is
+/// base64url, which has no `:`, so the two never meet.
+const USER_SET: &str = "user:";
+
+/// How long a member of a user's set that names no live session of that user is kept: longer
+/// than a write takes between indexing its session and writing it.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+const STALE_AFTER_MS: u64 = STALE_AFTER.as_secs() * 1000;
 
 /// Insert, update (replace or patch) a session hash; see the argument list at its top.
 static WRITE: LazyLock<Script> = LazyLock::new(|| {
@@ -121,16 +155,48 @@ static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r"
 -- KEYS[1]: the session's hash. ARGV[1]: the expiry the request read, ARGV[2]: the new one
--- (ms). Returns 0 when the hash is gone, 2 when its expiry is another, 1 when it moved.
+-- (ms). Returns {0} when the hash is gone, {2} when its expiry is another, {1, its user field
+-- or ''} when it moved.
 local expires = redis.call('HGET', KEYS[1], 'e')
 if not expires then
-  return 0
+  return {0}
 end
 if expires ~= ARGV[1] then
-  return 2
+  return {2}
 end
 redis.call('HSET', KEYS[1], 'e', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return {1, redis.call('HGET', KEYS[1], '.__user') or ''}
+",
+    )
+});
+
+/// Remove a session hash; say whether it was there and which user it was tied to.
+static DESTROY: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r"
+-- KEYS[1]: the session's hash. Returns {1, its user field or ''} when it was removed, {0}
+-- when there was none.
+local user = redis.call('HGET', KEYS[1], '.__user') or ''
+if redis.call('DEL', KEYS[1]) == 0 then
+  return {0}
+end
+return {1, user}
+",
+    )
+});
+
+/// Add a session to its user's set and keep the set alive at least as long as it asks.
+static INDEX: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r"
+-- KEYS[1]: the user's sorted set. ARGV[1]: the session's key, ARGV[2]: how long the set must
+-- live from now (ms), at least, ARGV[3]: now (ms), the member's score. A set's life is only
+-- ever stretched here, never cut.
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 1
 ",
     )
@@ -239,6 +305,49 @@ impl RedisStore {
         redis_key.push_str(key);
         redis_key
     }
+
+    /// The name of `user`'s sorted set of sessions.
+    fn user_set(&self, user: &str) -> String {
+        let mut set = String::with_capacity(self.prefix.len() + USER_SET.len() + user.len());
+        set.push_str(&self.prefix);
+        set.push_str(USER_SET);
+        set.push_str(user);
+        set
+    }
+}
+
+/// Adds `member` to the sorted set `set` and keeps the set alive for twice the life left to a
+/// session that expires at `expires_at`: a touch whose stretch of the set is lost (a crash
+/// right after it) still leaves the set outliving the session it moved.
+async fn index(
+    client: &Client,
+    set: String,
+    member: &str,
+    expires_at: SystemTime,
+) -> Result<(), StoreError> {
+    let now = to_ms(SystemTime::now());
+    let life = to_ms(expires_at)
+        .saturating_sub(now)
+        .saturating_mul(2)
+        .max(1);
+    let args = vec![member.to_owned(), life.to_string(), now.to_string()];
+    let _: i64 = INDEX
+        .evalsha_with_reload(client, set, args)
+        .await
+        .map_err(error)?;
+    Ok(())
+}
+
+/// The user that a script found in a session's `.__user` field, when the reply has one: the
+/// second item of `{code, field}`, `''` for none. A field that is not a JSON string ties the
+/// session to no one, as [`user_of`] says.
+fn reply(reply: &[RedisValue]) -> (i64, Option<String>) {
+    let code = reply.first().and_then(RedisValue::as_i64).unwrap_or(0);
+    let user = reply
+        .get(1)
+        .and_then(RedisValue::as_bytes)
+        .and_then(|field| serde_json::from_slice::<String>(field).ok());
+    (code, user)
 }
 
 impl fmt::Debug for RedisStore {
@@ -504,8 +613,13 @@ impl SessionStore for RedisStore {
             Ok(args) => args,
             Err(error) => return StoreFuture::ready(Err(error)),
         };
+        let user = user_of(&record.data).map(|user| self.user_set(user));
+        let (expires_at, member) = (record.expires_at, key.as_str().to_owned());
         let (client, key) = (self.client.clone(), self.redis_key(key));
         StoreFuture::boxed(async move {
+            if let Some(set) = user {
+                index(&client, set, &member, expires_at).await?;
+            }
             let written: i64 = WRITE
                 .evalsha_with_reload(&client, key, args)
                 .await
@@ -519,26 +633,44 @@ impl SessionStore for RedisStore {
     }
 
     fn touch(&self, key: &StoreKey, from: SystemTime, to: SystemTime) -> StoreFuture<Touched> {
-        let (client, key) = (self.client.clone(), self.redis_key(key));
+        let (store, member) = (self.clone(), key.as_str().to_owned());
+        let key = self.redis_key(key);
         let args = vec![to_ms(from).to_string(), to_ms(to).to_string()];
         StoreFuture::boxed(async move {
-            let touched: i64 = TOUCH
-                .evalsha_with_reload(&client, key, args)
+            let touched: Vec<RedisValue> = TOUCH
+                .evalsha_with_reload(&store.client, key, args)
                 .await
                 .map_err(error)?;
-            match touched {
-                0 => Err(StoreError::Gone),
-                2 => Ok(Touched::Superseded),
-                _ => Ok(Touched::Moved),
+            match reply(&touched) {
+                (0, _) => Err(StoreError::Gone),
+                (2, _) => Ok(Touched::Superseded),
+                (_, user) => {
+                    if let Some(user) = user {
+                        index(&store.client, store.user_set(&user), &member, to).await?;
+                    }
+                    Ok(Touched::Moved)
+                }
             }
         })
     }
 
     fn destroy(&self, key: &StoreKey) -> StoreFuture<bool> {
-        let (client, key) = (self.client.clone(), self.redis_key(key));
+        let (store, member) = (self.clone(), key.as_str().to_owned());
+        let key = self.redis_key(key);
         StoreFuture::boxed(async move {
-            let removed: i64 = client.del(key).await.map_err(error)?;
-            Ok(removed > 0)
+            let destroyed: Vec<RedisValue> = DESTROY
+                .evalsha_with_reload(&store.client, key, ())
+                .await
+                .map_err(error)?;
+            let (removed, user) = reply(&destroyed);
+            if let Some(user) = user {
+                let _: i64 = store
+                    .client
+                    .zrem(store.user_set(&user), member)
+                    .await
+                    .map_err(error)?;
+            }
+            Ok(removed == 1)
         })
     }
 
@@ -546,12 +678,77 @@ impl SessionStore for RedisStore {
     fn cleanup(&self) -> StoreFuture<u64> {
         StoreFuture::ready(Ok(0))
     }
+
+    /// Reads the user's set and every member's hash (one pipeline), and removes the members
+    /// that name no live session of that user and are older than [`STALE_AFTER`].
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+        let (store, user) = (self.clone(), user.to_owned());
+        StoreFuture::boxed(async move {
+            let set = store.user_set(&user);
+            let members: Vec<(String, f64)> = store
+                .client
+                .zrange(&set, 0, -1, None, false, None, true)
+                .await
+                .map_err(error)?;
+            if members.is_empty() {
+                return Ok(Vec::new());
+            }
+            let pipeline = store.client.pipeline();
+            for (member, _) in &members {
+                let () = pipeline
+                    .hgetall(store.redis_key(&StoreKey::from(member.as_str())))
+                    .await
+                    .map_err(error)?;
+            }
+            let hashes = pipeline.try_all::<HashMap<Bytes, Bytes>>().await;
+            let now = to_ms(SystemTime::now());
+            let stale_before = now.saturating_sub(STALE_AFTER_MS) as f64;
+            let (mut live, mut stale) = (Vec::new(), Vec::new());
+            for ((member, indexed), hash) in members.into_iter().zip(hashes) {
+                // An undecodable record counts as absent (R12).
+                let record = record_from(hash.map_err(error)?, now).unwrap_or(None);
+                match record {
+                    Some(record) if user_of(&record.data) == Some(user.as_str()) => {
+                        live.push((StoreKey::from(member), record));
+                    }
+                    _ if indexed < stale_before => stale.push(member),
+                    _ => {}
+                }
+            }
+            if !stale.is_empty() {
+                let _: i64 = store.client.zrem(&set, stale).await.map_err(error)?;
+            }
+            Ok(live)
+        })
+    }
+
+    fn indexes_users(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_scripts_read_the_field_that_holds_the_user() {
+        assert_eq!(field(crate::store::USER_KEY), ".__user");
+    }
+
+    #[test]
+    fn a_reply_names_the_user_of_a_json_string_field_only() {
+        let named = [RedisValue::Integer(1), RedisValue::from("\"ann\"")];
+        assert_eq!(reply(&named), (1, Some("ann".to_owned())));
+        for field in ["", "42", "not json"] {
+            assert_eq!(
+                reply(&[RedisValue::Integer(1), RedisValue::from(field)]),
+                (1, None)
+            );
+        }
+        assert_eq!(reply(&[RedisValue::Integer(0)]), (0, None));
+    }
 
     fn record() -> Record {
         let data = json!({"a": 1, "b": {"x": [true]}})

@@ -16,8 +16,10 @@ use session_engine::{Changes, Record, SessionStore, StoreError, StoreKey, WriteM
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod outage;
 mod over_http;
+mod users;
 
 pub(crate) use over_http::*;
+pub(crate) use users::*;
 
 /// A store under test, in a place no other test uses, with whatever removes that place when
 /// the test ends.
@@ -61,6 +63,10 @@ macro_rules! store_tests {
             two_app_instances_share_sessions,
             odd_keys_survive_delta_writes,
             five_thousand_keys_set_then_deleted_over_http,
+            users_two_devices_are_listed_with_exactly_one_current,
+            users_ending_the_others_keeps_the_current_one,
+            users_ending_all_kills_every_one_and_removes_the_cookie,
+            users_a_logout_an_expiry_and_a_roll_keep_the_list_true,
         );
     };
     ($backend:ty, spoilable) => {
