@@ -16,7 +16,9 @@
 //!   that change different keys both survive;
 //! - a touch is a compare-and-set: it moves the expiry only if the record still has the one
 //!   the request read, so a slow request never undoes a newer write;
-//! - `destroy` says whether it removed a live record; `read` never returns an expired one.
+//! - `destroy` says whether it removed a live record; `read` never returns an expired one;
+//! - `user_sessions` (optional, for `track_users`: a user's sessions listed and ended) finds
+//!   every live record whose data ties it to the user (`store::user_of`), and no other.
 //!
 //! Each hook does its check and its change under one lock, never as a read followed by a
 //! separate write: that is what makes these rules hold when requests race. A store over a
@@ -36,7 +38,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
-use session_engine::store::{decode_data, encode_data};
+use session_engine::store::{decode_data, encode_data, user_of};
 use session_engine::{
     Changes, Error, Record, Session, SessionEngine, SessionLayer, SessionStore, StoreError,
     StoreFuture, StoreKey, Touched, WriteMode,
@@ -174,6 +176,30 @@ impl SessionStore for BTreeStore {
         records.retain(|_, entry| entry.expires_ms > now);
         StoreFuture::ready(Ok((before - records.len()) as u64))
     }
+
+    // A scan of every record: plain, and enough for a small store. A database keeps an index
+    // on the data's user instead (the SQL stores' expression index), and a store that keeps
+    // the index beside the records adds a record to it before writing the record, so that
+    // a live session is never missing from "log out everywhere".
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+        let now = ms(SystemTime::now());
+        let mut found = Vec::new();
+        for (key, entry) in self.lock().iter() {
+            // A record that cannot be decoded counts as absent, here as everywhere.
+            let Ok(data) = decode_data(entry.data.as_bytes()) else {
+                continue;
+            };
+            if entry.expires_ms > now && user_of(&data) == Some(user) {
+                let record = Record::new(data, time(entry.created_ms), time(entry.expires_ms));
+                found.push((StoreKey::from(key.as_str()), record));
+            }
+        }
+        StoreFuture::ready(Ok(found))
+    }
+
+    fn indexes_users(&self) -> bool {
+        true
+    }
 }
 
 async fn visits(session: Session) -> Result<String, Error> {
@@ -217,6 +243,9 @@ async fn main() {
     let engine = SessionEngine::builder()
         .secret("an example secret that is at least 32 bytes long")
         .shared_store(store.clone())
+        // Lists and ends a user's sessions (`Session::user_sessions`, `end_all_sessions`):
+        // `build()` refuses it for a store whose `indexes_users` is false.
+        .track_users(true)
         .build()
         .expect("valid settings");
     let app = Router::new()
