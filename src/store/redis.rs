@@ -613,12 +613,13 @@ impl SessionStore for RedisStore {
             Ok(args) => args,
             Err(error) => return StoreFuture::ready(Err(error)),
         };
-        let user = user_of(&record.data).map(|user| self.user_set(user));
-        let (expires_at, member) = (record.expires_at, key.as_str().to_owned());
+        // Indexed before it is written: a live session is never missing from its user's set.
+        let tie = user_of(&record.data).map(|user| (self.user_set(user), key.clone()));
+        let expires_at = record.expires_at;
         let (client, key) = (self.client.clone(), self.redis_key(key));
         StoreFuture::boxed(async move {
-            if let Some(set) = user {
-                index(&client, set, &member, expires_at).await?;
+            if let Some((set, member)) = tie {
+                index(&client, set, member.as_str(), expires_at).await?;
             }
             let written: i64 = WRITE
                 .evalsha_with_reload(&client, key, args)
@@ -633,7 +634,8 @@ impl SessionStore for RedisStore {
     }
 
     fn touch(&self, key: &StoreKey, from: SystemTime, to: SystemTime) -> StoreFuture<Touched> {
-        let (store, member) = (self.clone(), key.as_str().to_owned());
+        // A key's clone copies its digest: no allocation.
+        let (store, member) = (self.clone(), key.clone());
         let key = self.redis_key(key);
         let args = vec![to_ms(from).to_string(), to_ms(to).to_string()];
         StoreFuture::boxed(async move {
@@ -646,7 +648,8 @@ impl SessionStore for RedisStore {
                 (2, _) => Ok(Touched::Superseded),
                 (_, user) => {
                     if let Some(user) = user {
-                        index(&store.client, store.user_set(&user), &member, to).await?;
+                        let set = store.user_set(&user);
+                        index(&store.client, set, member.as_str(), to).await?;
                     }
                     Ok(Touched::Moved)
                 }
@@ -655,7 +658,7 @@ impl SessionStore for RedisStore {
     }
 
     fn destroy(&self, key: &StoreKey) -> StoreFuture<bool> {
-        let (store, member) = (self.clone(), key.as_str().to_owned());
+        let (store, member) = (self.clone(), key.clone());
         let key = self.redis_key(key);
         StoreFuture::boxed(async move {
             let destroyed: Vec<RedisValue> = DESTROY
@@ -666,7 +669,7 @@ impl SessionStore for RedisStore {
             if let Some(user) = user {
                 let _: i64 = store
                     .client
-                    .zrem(store.user_set(&user), member)
+                    .zrem(store.user_set(&user), member.as_str())
                     .await
                     .map_err(error)?;
             }
