@@ -3,7 +3,7 @@
 //! else runs against the real stores.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -107,6 +107,8 @@ pub(crate) struct FaultyStore {
     ids: Mutex<VecDeque<String>>,
     delays: Mutex<HashMap<Hook, Duration>>,
     history: Mutex<Vec<Call>>,
+    /// What `indexes_users` answers: true unless told otherwise.
+    unindexed: AtomicBool,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,7 +127,13 @@ impl FaultyStore {
             ids: Mutex::default(),
             delays: Mutex::default(),
             history: Mutex::default(),
+            unindexed: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, says that it keeps no user index, as a store without `user_sessions`.
+    pub(crate) fn without_user_index(&self) {
+        self.unindexed.store(true, Ordering::SeqCst);
     }
 
     /// The real store underneath, for inspecting and changing records behind the engine.
@@ -347,6 +355,6 @@ impl SessionStore for FaultyStore {
     }
 
     fn indexes_users(&self) -> bool {
-        true
+        !self.unindexed.load(Ordering::SeqCst)
     }
 }

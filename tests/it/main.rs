@@ -22,3 +22,4 @@ mod rules_request;
 #[cfg(feature = "testing")]
 mod stores;
 mod transport;
+mod users;

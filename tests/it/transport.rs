@@ -119,9 +119,13 @@ async fn bad_header_values_are_no_session_never_an_error() {
     let encoded = signed.replace('.', "%2E");
     let long = format!("{signed}{}", "A".repeat(5000));
     let quoted = format!("\"{signed}\"");
+    // The id changed, its signature kept.
+    let first = if signed.starts_with('A') { "B" } else { "A" };
+    let tampered = format!("{first}{}", &signed[1..]);
     for value in [
         "",
         "garbage",
+        tampered.as_str(),
         ".",
         "a.b.c",
         encoded.as_str(),
