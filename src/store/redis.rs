@@ -25,9 +25,9 @@
 //! epoch, and each data key `k` is the field `.k` holding the value as JSON. Redis expires the
 //! hash itself at `e` (`PEXPIREAT`), so [`cleanup`](SessionStore::cleanup) has nothing to do.
 //!
-//! Reads are one `HGETALL`, destroys one `DEL` (which says whether a live session was removed,
-//! since Redis never keeps an expired key). Writes and touches are each one Lua script, run
-//! atomically by the server, so the rules of the store contract hold in Redis itself:
+//! Reads are one `HGETALL`. Writes, touches and destroys are each one Lua script, run
+//! atomically by the server (a destroy's `DEL` says whether a live session was removed, since
+//! Redis never keeps an expired key), so the rules of the store contract hold in Redis itself:
 //!
 //! - an insert fails if the hash exists, so it never overwrites a live session;
 //! - an update and a touch fail if it does not, so they never recreate a destroyed one, and a
@@ -43,28 +43,31 @@
 //! # The user index
 //!
 //! A session tied to a user (`Session::set_user`) is also a member of the sorted set
-//! `PREFIX + "user:" + user`, scored by when it was last indexed, which [`user_sessions`](SessionStore::user_sessions) reads. On a
-//! Cluster that set and the user's sessions live in different slots, which no script or
+//! `PREFIX + "user:" + user`, scored by when it was last indexed (the server's clock), which
+//! [`user_sessions`](SessionStore::user_sessions) reads. On a Cluster that set and the user's sessions live in different slots, which no script or
 //! transaction can span, so the index is self-healing instead of atomic, on every deployment
 //! alike:
 //!
 //! - a write of a tied session adds it to the set *before* the session is written, and keeps
 //!   the set alive for twice the session's remaining life; a touch that moves a tied session's
-//!   expiry stretches the set's life in the same way, after it. So a live session is never
-//!   missing from the set: a crash between the two steps leaves at worst a member whose
-//!   session was never written;
+//!   expiry stretches the set's life in the same way, after it (and if that fails, moves the
+//!   expiry back and fails the touch). So a live session is never missing from the set: a
+//!   crash between the two steps leaves at worst a member whose session was never written;
 //! - a destroy removes the member after the session is gone; a crash between the two leaves a
 //!   stale member. A session that expires, or that an update unties or ties to another user,
 //!   leaves its member behind too.
 //!
 //! [`user_sessions`](SessionStore::user_sessions) reads the set, then every member's hash in
-//! one pipeline, and keeps the live sessions still tied to that user. It removes the other
-//! members that were indexed more than a minute ago ([`STALE_AFTER`]); a younger one may
-//! belong to a write that has indexed its session and not yet written it. So the set holds the
-//! user's live sessions and what they left in the last minute, and it expires with the last
-//! of them. A returning visitor's read pays nothing for the index; a write of a tied session
-//! (a login, an update of a logged-in session), a touch of one and a logout each pay one more
-//! round trip.
+//! one pipeline, and keeps the live sessions still tied to that user. Then one script on the
+//! set removes the other members, each only if it was last indexed more than a minute ago
+//! ([`STALE_AFTER`]) by the time the script runs: a younger one may belong to a write that has
+//! indexed its session and not yet written it, and a write that indexes a member while the
+//! listing runs gives it a new score, so it stays. Stale members thus pile up only between
+//! listings, and the set expires with the last of its sessions. A returning visitor's read
+//! pays nothing for the index; a write of a tied session (a login, an update of a logged-in
+//! session), a touch of one and a logout each pay one more round trip. Removing a member
+//! after a destroy, and pruning after a listing, are best effort: if Redis fails them, the
+//! destroy or the listing still stands, and the member is only stale.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -109,8 +112,10 @@ const DATA: &str = ".";
 /// base64url, which has no `:`, so the two never meet.
 const USER_SET: &str = "user:";
 
-/// How long a member of a user's set that names no live session of that user is kept: longer
-/// than a write takes between indexing its session and writing it.
+/// How long a member of a user's set that names no live session of that user is kept since
+/// it was last indexed: longer than a write takes between indexing its session and writing
+/// it (a write held up longer than this, possible only with `store_timeout(None)`, could see
+/// a listing remove its member; its next write or touch adds it again).
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 const STALE_AFTER_MS: u64 = STALE_AFTER.as_secs() * 1000;
 
@@ -191,13 +196,37 @@ static INDEX: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r"
 -- KEYS[1]: the user's sorted set. ARGV[1]: the session's key, ARGV[2]: how long the set must
--- live from now (ms), at least, ARGV[3]: now (ms), the member's score. A set's life is only
--- ever stretched here, never cut.
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+-- live from now (ms), at least. The member's score is the server's clock (ms), so that PRUNE
+-- compares times of one clock. A set's life is only ever stretched here, never cut.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 1
+",
+    )
+});
+
+/// Remove from a user's set the members that a listing found naming no live session of that
+/// user, unless they were indexed again meanwhile or recently.
+static PRUNE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r"
+-- KEYS[1]: the user's sorted set. ARGV[1]: how long ago (ms) a member must have been indexed
+-- last to go; ARGV[2..]: the members. A member indexed since the listing read the set has a
+-- new score and stays: an INDEX racing the listing always wins. Returns how many went.
+local time = redis.call('TIME')
+local before = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) - tonumber(ARGV[1])
+local removed = 0
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) < before then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
 ",
     )
 });
@@ -281,7 +310,8 @@ impl RedisStore {
     }
 
     /// Puts `prefix` (default `session:`) before every key, so that several apps can share
-    /// one Redis.
+    /// one Redis. The user index lives under `prefix + "user:"`: give no other app a prefix
+    /// that begins with that.
     #[must_use]
     pub fn with_key_prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.into();
@@ -325,12 +355,11 @@ async fn index(
     member: &str,
     expires_at: SystemTime,
 ) -> Result<(), StoreError> {
-    let now = to_ms(SystemTime::now());
     let life = to_ms(expires_at)
-        .saturating_sub(now)
+        .saturating_sub(to_ms(SystemTime::now()))
         .saturating_mul(2)
         .max(1);
-    let args = vec![member.to_owned(), life.to_string(), now.to_string()];
+    let args = vec![member.to_owned(), life.to_string()];
     let _: i64 = INDEX
         .evalsha_with_reload(client, set, args)
         .await
@@ -647,9 +676,18 @@ impl SessionStore for RedisStore {
                 (0, _) => Err(StoreError::Gone),
                 (2, _) => Ok(Touched::Superseded),
                 (_, user) => {
-                    if let Some(user) = user {
-                        let set = store.user_set(&user);
-                        index(&store.client, set, member.as_str(), to).await?;
+                    let Some(user) = user else {
+                        return Ok(Touched::Moved);
+                    };
+                    let set = store.user_set(&user);
+                    if let Err(failed) = index(&store.client, set, member.as_str(), to).await {
+                        // The set may not outlive the moved expiry: move it back (a
+                        // compare-and-set, so a newer write stands), and fail the touch.
+                        let back = vec![to_ms(to).to_string(), to_ms(from).to_string()];
+                        let key = store.redis_key(&member);
+                        let _: Result<Vec<RedisValue>, _> =
+                            TOUCH.evalsha_with_reload(&store.client, key, back).await;
+                        return Err(failed);
                     }
                     Ok(Touched::Moved)
                 }
@@ -667,11 +705,15 @@ impl SessionStore for RedisStore {
                 .map_err(error)?;
             let (removed, user) = reply(&destroyed);
             if let Some(user) = user {
-                let _: i64 = store
+                // The session is gone: a member left behind is only stale, so a failure here
+                // fails nothing.
+                let removal: Result<i64, _> = store
                     .client
                     .zrem(store.user_set(&user), member.as_str())
-                    .await
-                    .map_err(error)?;
+                    .await;
+                if let Err(failed) = removal {
+                    tracing::debug!(error = %failed, "a destroyed session stays in its user's index");
+                }
             }
             Ok(removed == 1)
         })
@@ -688,38 +730,43 @@ impl SessionStore for RedisStore {
         let (store, user) = (self.clone(), user.to_owned());
         StoreFuture::boxed(async move {
             let set = store.user_set(&user);
-            let members: Vec<(String, f64)> = store
+            let members: Vec<String> = store
                 .client
-                .zrange(&set, 0, -1, None, false, None, true)
+                .zrange(&set, 0, -1, None, false, None, false)
                 .await
                 .map_err(error)?;
             if members.is_empty() {
                 return Ok(Vec::new());
             }
             let pipeline = store.client.pipeline();
-            for (member, _) in &members {
-                let () = pipeline
-                    .hgetall(store.redis_key(&StoreKey::from(member.as_str())))
-                    .await
-                    .map_err(error)?;
+            for member in &members {
+                let mut key = String::with_capacity(store.prefix.len() + member.len());
+                key.push_str(&store.prefix);
+                key.push_str(member);
+                let () = pipeline.hgetall(key).await.map_err(error)?;
             }
             let hashes = pipeline.try_all::<HashMap<Bytes, Bytes>>().await;
             let now = to_ms(SystemTime::now());
-            let stale_before = now.saturating_sub(STALE_AFTER_MS) as f64;
             let (mut live, mut stale) = (Vec::new(), Vec::new());
-            for ((member, indexed), hash) in members.into_iter().zip(hashes) {
+            for (member, hash) in members.into_iter().zip(hashes) {
                 // An undecodable record counts as absent (R12).
-                let record = record_from(hash.map_err(error)?, now).unwrap_or(None);
-                match record {
+                match record_from(hash.map_err(error)?, now).unwrap_or(None) {
                     Some(record) if user_of(&record.data) == Some(user.as_str()) => {
                         live.push((StoreKey::from(member), record));
                     }
-                    _ if indexed < stale_before => stale.push(member),
-                    _ => {}
+                    _ => stale.push(member),
                 }
             }
             if !stale.is_empty() {
-                let _: i64 = store.client.zrem(&set, stale).await.map_err(error)?;
+                let mut args = Vec::with_capacity(1 + stale.len());
+                args.push(STALE_AFTER_MS.to_string());
+                args.extend(stale);
+                // The listing stands without it: stale members are only skipped again.
+                let pruned: Result<i64, _> =
+                    PRUNE.evalsha_with_reload(&store.client, set, args).await;
+                if let Err(failed) = pruned {
+                    tracing::debug!(error = %failed, "stale members stay in a user's index");
+                }
             }
             Ok(live)
         })

@@ -7,12 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::interfaces::{HashesInterface as _, KeysInterface as _};
+use fred::interfaces::{HashesInterface as _, KeysInterface as _, SortedSetsInterface as _};
 use serde_json::{Map, json};
 use session_engine::store::redis::{RedisStore, fred};
 use session_engine::store::to_ms;
 use session_engine::testing::Options;
-use session_engine::{Record, SessionStore, StoreError, StoreKey, Touched};
+use session_engine::{Changes, Record, SessionStore, StoreError, StoreKey, Touched, WriteMode};
 
 use super::outage::{free_port, outage_and_recovery, wait_until};
 use super::{Backend, Spoil, fresh_key, insert, now_ms};
@@ -162,6 +162,55 @@ async fn a_session_is_a_hash_that_redis_expires() {
         0,
         "Redis expires keys itself"
     );
+}
+
+/// A listing that finds a member stale (its session untied, its score old) must not remove it
+/// once a write has tied that session to the user again meanwhile: the write indexed it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_racing_a_tie_never_drops_the_tied_session() {
+    let redis = Redis::open().await;
+    let store = redis.store();
+    let hour = Duration::from_secs(3600);
+    for round in 0..100 {
+        let (user, key, now) = (format!("ann-{round}"), fresh_key(), now_ms());
+        let mut tied = Map::new();
+        tied.insert("__user".to_owned(), json!(user));
+        tied.insert("n".to_owned(), json!(1));
+        insert(&store, &key, &Record::new(tied.clone(), now, now + hour)).await;
+        // Indexed two minutes ago, then untied (`clear_user`, no roll).
+        let old = (to_ms(now) - 120_000) as f64;
+        let set = format!("{}user:{user}", store.key_prefix());
+        let _: i64 = store
+            .client()
+            .zadd(&set, None, None, false, false, (old, key.as_str()))
+            .await
+            .expect("ZADD");
+        let mut untied = tied.clone();
+        untied.remove("__user");
+        let untie = Changes::new().with_deleted("__user");
+        let record = Record::new(untied, now, now + hour);
+        store
+            .write(&key, &record, &untie, WriteMode::Update)
+            .await
+            .expect("untie");
+        // `set_user` again, while a listing runs.
+        let (writer, tie_key) = (store.clone(), key.clone());
+        let record = Record::new(tied, now, now + hour);
+        let tie = tokio::spawn(async move {
+            let tie = Changes::new().with_set("__user");
+            writer
+                .write(&tie_key, &record, &tie, WriteMode::Update)
+                .await
+        });
+        store.user_sessions(&user).await.expect("a listing");
+        tie.await.expect("the tie ran").expect("the tie");
+        let listed = store.user_sessions(&user).await.expect("a listing");
+        assert_eq!(
+            listed.len(),
+            1,
+            "round {round}: the tied session is missing"
+        );
+    }
 }
 
 #[tokio::test]
