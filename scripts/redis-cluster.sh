@@ -16,31 +16,9 @@ first=${2:-${REDIS_CLUSTER_FIRST_PORT:-7301}}
 ports=("$first" "$((first + 1))" "$((first + 2))")
 dir="${TMPDIR:-/tmp}/session-engine-redis-cluster-$first"
 
-stop() { # stops only the nodes this script started: those with a pidfile in $dir
-    local pidfile pid
-    for pidfile in "$dir"/*.pid; do
-        [ -e "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    rm -rf "$dir"
-}
-
-wait_for() { # DESCRIPTION COMMAND...: retries COMMAND for up to 10 s
-    local what=$1
-    shift
-    for _ in $(seq 100); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "redis-cluster: $what did not happen within 10 s; logs in $dir" >&2
-    return 1
-}
+script=redis-cluster
+# shellcheck source=scripts/redis-servers.sh
+source "$(dirname "$0")/redis-servers.sh"
 
 cluster_ok() { # PORT
     redis-cli -h 127.0.0.1 -p "$1" cluster info | grep -q '^cluster_state:ok'
@@ -48,15 +26,7 @@ cluster_ok() { # PORT
 
 case $command in
 start)
-    stop
-    for port in "${ports[@]}"; do
-        if redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
-            echo "redis-cluster: port $port is taken by a server this script did not start" >&2
-            exit 1
-        fi
-    done
-    trap 'status=$?; [ "$status" = 0 ] || stop; exit "$status"' EXIT
-    mkdir -p "$dir"
+    begin "${ports[@]}"
     for port in "${ports[@]}"; do
         redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
             --cluster-config-file "$dir/nodes-$port.conf" --cluster-node-timeout 2000 \

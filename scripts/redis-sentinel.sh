@@ -23,33 +23,9 @@ sentinel=$((first + 2))
 name=session-engine
 dir="${TMPDIR:-/tmp}/session-engine-redis-sentinel-$first"
 
-stop() { # stops only the servers this script started: those with a pidfile in $dir
-    local pidfile pid
-    for pidfile in "$dir"/*.pid; do
-        [ -e "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    rm -rf "$dir"
-}
-
-wait_for() { # DESCRIPTION COMMAND...: retries COMMAND for up to 10 s
-    local what=$1
-    shift
-    for _ in $(seq 100); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "redis-sentinel: $what did not happen within 10 s; logs in $dir" >&2
-    return 1
-}
-
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+script=redis-sentinel
+# shellcheck source=scripts/redis-servers.sh
+source "$(dirname "$0")/redis-servers.sh"
 
 replica_in_sync() {
     redis-cli -h 127.0.0.1 -p "$replica" info replication | grep -q '^master_link_status:up'
@@ -67,15 +43,7 @@ sentinel_ready() { # the Sentinel names the primary, and could promote its repli
 
 case $command in
 start)
-    stop
-    for port in "$primary" "$replica" "$sentinel"; do
-        if listening "$port"; then
-            echo "redis-sentinel: port $port is taken by a server this script did not start" >&2
-            exit 1
-        fi
-    done
-    trap 'status=$?; [ "$status" = 0 ] || stop; exit "$status"' EXIT
-    mkdir -p "$dir"
+    begin "$primary" "$replica" "$sentinel"
     server() { # PORT ARGS...
         local port=$1
         shift

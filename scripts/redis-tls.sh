@@ -18,32 +18,9 @@ command=${1:?usage: $0 start|stop [PORT]}
 port=${2:-${REDIS_TLS_PORT:-7320}}
 dir="${TMPDIR:-/tmp}/session-engine-redis-tls-$port"
 
-stop() { # stops only the server this script started: the one whose pidfile is in $dir
-    local pid
-    if [ -e "$dir/$port.pid" ]; then
-        pid=$(cat "$dir/$port.pid")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$dir"
-}
-
-wait_for() { # DESCRIPTION COMMAND...: retries COMMAND for up to 10 s
-    local what=$1
-    shift
-    for _ in $(seq 100); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "redis-tls: $what did not happen within 10 s; logs in $dir" >&2
-    return 1
-}
-
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+script=redis-tls
+# shellcheck source=scripts/redis-servers.sh
+source "$(dirname "$0")/redis-servers.sh"
 
 certificates() { # a CA, and a certificate it signs for 127.0.0.1 and localhost
     local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
@@ -63,13 +40,7 @@ certificates() { # a CA, and a certificate it signs for 127.0.0.1 and localhost
 
 case $command in
 start)
-    stop
-    if listening "$port"; then
-        echo "redis-tls: port $port is taken by a server this script did not start" >&2
-        exit 1
-    fi
-    trap 'status=$?; [ "$status" = 0 ] || stop; exit "$status"' EXIT
-    mkdir -p "$dir"
+    begin "$port"
     certificates >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; exit 1; }
     redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 \
         --tls-cert-file "$dir/server.pem" --tls-key-file "$dir/server.key" \
