@@ -3,6 +3,7 @@
 //! a Redis server of its own, which it stops and starts.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,6 +106,46 @@ impl Spoil for Redis {
 }
 
 store_tests!(Redis, spoilable);
+
+/// A Redis deployment the tests reach another way than the server at `REDIS_URL`: a Cluster,
+/// a server over TLS, a primary behind a Sentinel.
+pub(crate) trait Deployment {
+    /// Its URL, from its variable or of one started for this test binary.
+    fn url() -> &'static str;
+}
+
+/// [`Redis`] on the deployment `D`: the same store and the same scenarios, another way in.
+pub(crate) struct On<D>(Redis, PhantomData<D>);
+
+impl<D: Deployment> Backend for On<D> {
+    type Store = RedisStore;
+
+    async fn open() -> Self {
+        Self(Redis::at(D::url()).await, PhantomData)
+    }
+
+    fn store(&self) -> RedisStore {
+        self.0.store()
+    }
+
+    async fn second(&self) -> RedisStore {
+        self.0.second().await
+    }
+
+    fn options() -> Options {
+        Redis::options()
+    }
+}
+
+impl<D: Deployment> Spoil for On<D> {
+    async fn spoil(&self, key: &str) {
+        self.0.spoil(key).await;
+    }
+
+    async fn still_spoiled(&self, key: &str) -> bool {
+        self.0.still_spoiled(key).await
+    }
+}
 
 /// A session is one hash: `c` and `e` in milliseconds, each data key as a `.`-prefixed field
 /// holding JSON, and Redis's own expiry at `e`, which a touch moves (and a stale touch

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use serde_json::{Map, json};
 use session_engine::store::redis::RedisStore;
-use session_engine::testing::Options;
 use session_engine::{Changes, Record, SessionStore, StoreError, WriteMode};
 
 use super::outage::wait_until;
-use super::redis::Redis;
+use super::redis::{Deployment, On};
 use super::scripts::{Own, Script};
-use super::{Backend, Spoil, fresh_key, insert, now_ms};
+use super::{fresh_key, insert, now_ms};
 
 const SCRIPT: Script = Script("redis-sentinel");
 /// The name the script's Sentinel knows its primary by.
@@ -31,40 +30,16 @@ pub(crate) fn url() -> &'static str {
     URL.get_or_init(|| SCRIPT.url_or_start("REDIS_SENTINEL_URL", 7335))
 }
 
-/// [`Redis`], on the primary a Sentinel names.
-pub(crate) struct Sentinel(Redis);
+/// The primary a Sentinel names, for [`On`].
+pub(crate) struct Sentinel;
 
-impl Backend for Sentinel {
-    type Store = RedisStore;
-
-    async fn open() -> Self {
-        Self(Redis::at(url()).await)
-    }
-
-    fn store(&self) -> RedisStore {
-        self.0.store()
-    }
-
-    async fn second(&self) -> RedisStore {
-        self.0.second().await
-    }
-
-    fn options() -> Options {
-        Redis::options()
+impl Deployment for Sentinel {
+    fn url() -> &'static str {
+        url()
     }
 }
 
-impl Spoil for Sentinel {
-    async fn spoil(&self, key: &str) {
-        self.0.spoil(key).await;
-    }
-
-    async fn still_spoiled(&self, key: &str) -> bool {
-        self.0.still_spoiled(key).await
-    }
-}
-
-store_tests!(Sentinel, spoilable);
+store_tests!(On<Sentinel>, spoilable);
 
 /// `redis-cli -p PORT ARGS…`, its output trimmed.
 fn cli(port: u16, args: &[&str]) -> String {

@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use session_engine::StoreError;
 use session_engine::store::redis::{ConnectError, RedisStore};
-use session_engine::testing::Options;
 
-use super::redis::Redis;
+use super::TempDir;
+use super::redis::{Deployment, On};
 use super::scripts::Script;
-use super::{Backend, Spoil, TempDir};
 
 /// The server's URL: `REDIS_TLS_URL`, or a server started for this binary.
 pub(crate) fn url() -> &'static str {
@@ -42,40 +41,16 @@ fn trusting(url: &str, ca: Option<&str>) -> String {
     }
 }
 
-/// [`Redis`], over TLS.
-pub(crate) struct Tls(Redis);
+/// The server over TLS, for [`On`].
+pub(crate) struct Tls;
 
-impl Backend for Tls {
-    type Store = RedisStore;
-
-    async fn open() -> Self {
-        Self(Redis::at(url()).await)
-    }
-
-    fn store(&self) -> RedisStore {
-        self.0.store()
-    }
-
-    async fn second(&self) -> RedisStore {
-        self.0.second().await
-    }
-
-    fn options() -> Options {
-        Redis::options()
+impl Deployment for Tls {
+    fn url() -> &'static str {
+        url()
     }
 }
 
-impl Spoil for Tls {
-    async fn spoil(&self, key: &str) {
-        self.0.spoil(key).await;
-    }
-
-    async fn still_spoiled(&self, key: &str) -> bool {
-        self.0.still_spoiled(key).await
-    }
-}
-
-store_tests!(Tls, spoilable);
+store_tests!(On<Tls>, spoilable);
 
 /// `connect` to `url`, which must fail, and soon; its error, and the [`ConnectError`] in it.
 async fn refused(url: &str) -> (StoreError, String) {
