@@ -22,6 +22,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::Example;
+
+mod support;
 
 /// How long any one step may take: a process to start, a WebDriver command to answer, a
 /// page to show what is expected.
@@ -32,73 +35,17 @@ const START_PATIENCE: Duration = Duration::from_secs(60);
 
 // ---- the example ----
 
-/// A running login example, stopped when dropped.
-struct Example {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Example {
-    /// Starts the example with its default settings and the memory store, on a port the
-    /// system chooses (`PORT=0`), and reads which from its start-up log line.
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_login"))
-            .env_clear()
-            .env("PORT", "0")
-            .env(
-                "SESSION_SECRETS",
-                "a browser secret that is at least 32 bytes",
-            )
-            .env("SESSION_STORE", "memory")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the login example starts");
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        // Owned before anything can panic, so that it is stopped whatever happens.
-        let mut example = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let (tx, rx) = mpsc::channel();
-        let errors = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split_once("addr=")
-                    .and_then(|(_, rest)| rest.split(' ').next())
-                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
-                {
-                    let _ = tx.send(Ok(addr));
-                }
-            }
-        });
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut text);
-            let _ = errors.send(Err(text));
-        });
-        match rx.recv_timeout(PATIENCE) {
-            Ok(Ok(addr)) => example.addr = addr,
-            Ok(Err(stderr)) => panic!("the login example stopped: {stderr}"),
-            Err(_) => panic!("the login example did not say where it listens within {PATIENCE:?}"),
-        }
-        example
-    }
-
-    /// The URL of `path` on the example, as the browser is sent to it: `http://127.0.0.1:…`.
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the login example with its default settings and the memory store.
+fn example() -> Example {
+    let envs = [
+        (
+            "SESSION_SECRETS",
+            "a browser secret that is at least 32 bytes",
+        ),
+        ("SESSION_STORE", "memory"),
+        ("RUST_LOG", "info"),
+    ];
+    Example::start(env!("CARGO_BIN_EXE_login"), &envs, PATIENCE)
 }
 
 // ---- finding the programs ----
@@ -511,7 +458,7 @@ fn session_cookie(cookies: &[Value]) -> Option<&Value> {
 
 #[test]
 fn a_browser_logs_in_sees_its_flash_once_and_logs_out() {
-    let app = Example::start();
+    let app = example();
     let browser = Browser::start();
 
     let home = browser.open(&app.url("/"));
@@ -561,7 +508,7 @@ fn a_browser_logs_in_sees_its_flash_once_and_logs_out() {
 
 #[test]
 fn a_wrong_password_is_a_401_and_leaves_no_cookie() {
-    let app = Example::start();
+    let app = example();
     let browser = Browser::start();
     browser.open(&app.url("/"));
 

@@ -5,79 +5,42 @@
 //! (`DATABASE_URL` overrides), Redis on 127.0.0.1:6379 (`REDIS_URL`), and a Redis Cluster at
 //! `REDIS_CLUSTER_URL` (`scripts/test` starts one; without it that test is skipped, saying so).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
+
+use support::Example;
+
+mod support;
 
 const ADA: &str = "username=ada&password=correct+horse+battery+staple";
 const BOB: &str = "username=bob&password=hunter2hunter2";
 const WRONG: &str = "username=ada&password=hunter2hunter2";
 
 /// A running login example, stopped when dropped.
-struct Login {
-    child: Child,
-    addr: SocketAddr,
-}
+struct Login(Example);
 
 impl Login {
-    /// Starts the example with `SESSION_STORE=store` on a port the system chooses (`PORT=0`),
-    /// and reads which from its start-up log line.
+    /// Starts the example with `SESSION_STORE=store`.
     fn start(store: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_login"))
-            .env_clear()
-            .env("PORT", "0")
-            .env(
+        let envs = [
+            (
                 "SESSION_SECRETS",
                 "a login secret that is at least 32 bytes",
-            )
-            .env("SESSION_STORE", store)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the login example starts");
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        let errors = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split_once("addr=")
-                    .and_then(|(_, rest)| rest.split(' ').next())
-                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
-                {
-                    let _ = tx.send(Ok(addr));
-                }
-            }
-        });
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut text);
-            let _ = errors.send(Err(text));
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addr)) => Self { child, addr },
-            Ok(Err(stderr)) => panic!("the login example stopped: {stderr}"),
-            Err(_) => panic!("the login example did not say where it listens within 30 s"),
-        }
+            ),
+            ("SESSION_STORE", store),
+            ("RUST_LOG", "info"),
+        ];
+        let exe = env!("CARGO_BIN_EXE_login");
+        Self(Example::start(exe, &envs, Duration::from_secs(30)))
     }
 
     fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
-        http(self.addr, "GET", path, cookie, None)
+        http(self.0.addr, "GET", path, cookie, None)
     }
 
     fn post(&self, path: &str, cookie: Option<&str>, form: Option<&str>) -> Reply {
-        http(self.addr, "POST", path, cookie, form)
-    }
-}
-
-impl Drop for Login {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        http(self.0.addr, "POST", path, cookie, form)
     }
 }
 
@@ -103,7 +66,7 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 request on a new connection, read to the end.
+/// One request, with its cookie and its form, if any.
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -111,42 +74,18 @@ fn http(
     cookie: Option<&str>,
     form: Option<&str>,
 ) -> Reply {
-    let mut stream = TcpStream::connect(addr).expect("the server accepts");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("a timeout");
-    let body = form.unwrap_or("");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut headers = Vec::new();
     if form.is_some() {
-        request.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        headers.push(("Content-Type", "application/x-www-form-urlencoded"));
     }
     if let Some(cookie) = cookie {
-        request.push_str(&format!("Cookie: {cookie}\r\n"));
+        headers.push(("Cookie", cookie));
     }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("sent");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("a UTF-8 reply");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let set_cookies = lines
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
-        .map(|(_, value)| value.trim().to_owned())
-        .collect();
+    let reply = support::http(addr, method, path, &headers, form.unwrap_or(""));
     Reply {
-        status,
-        set_cookies,
-        body: body.to_owned(),
+        status: reply.status,
+        set_cookies: reply.all("set-cookie").map(str::to_owned).collect(),
+        body: reply.body,
     }
 }
 
