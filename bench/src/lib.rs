@@ -32,3 +32,51 @@ pub async fn new(session: Session) -> Result<&'static str, Error> {
     session.set(KEY, 0_u64)?;
     Ok("ok")
 }
+
+/// Sends `METHOD PATH`, with `cookie` as its `Cookie` header if any, through `app` in process;
+/// the response if it answered 200, else what it answered.
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&http::HeaderValue>,
+) -> Result<axum::response::Response, String> {
+    use tower::ServiceExt as _;
+    let mut request = http::Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        request = request.header(http::header::COOKIE, cookie);
+    }
+    let request = request
+        .body(axum::body::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("{method} {path} answered {}", response.status()));
+    }
+    Ok(response)
+}
+
+/// The `Cookie` header a browser sends back after `response`: the `name=value` pairs of its
+/// `Set-Cookie` headers, removals left out; `None` when there is none.
+#[must_use]
+pub fn cookie_from(response: &axum::response::Response) -> Option<http::HeaderValue> {
+    let cookie = response
+        .headers()
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.split(';').next())
+        .filter(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(_, value)| !value.is_empty())
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    http::HeaderValue::from_str(&cookie)
+        .ok()
+        .filter(|_| !cookie.is_empty())
+}

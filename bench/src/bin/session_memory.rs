@@ -42,11 +42,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::header::{COOKIE, SET_COOKIE};
-use axum::http::{HeaderValue, Request, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::routing::get;
-use tower::ServiceExt;
 
 /// Sessions created before the baseline, so that one-time allocations are not counted.
 const WARM_UP: usize = 1_000;
@@ -173,57 +170,18 @@ async fn request_new(app: &Router) -> Result<(), String> {
 }
 
 /// Sends `GET /new` through `app`, checks that it answered 200 with a cookie, and returns the
-/// `Cookie` header the visitor sends back (the name=value pairs of its `Set-Cookie` headers).
+/// `Cookie` header the visitor sends back.
 async fn new_visitor(app: &Router) -> Result<HeaderValue, String> {
-    let request = Request::get("/new")
-        .body(Body::empty())
-        .map_err(|e| e.to_string())?;
-    let response = app
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let cookie = response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .filter_map(|value| value.split(';').next())
-        .filter(|pair| {
-            pair.split_once('=')
-                .is_some_and(|(_, value)| !value.is_empty())
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    if response.status() != StatusCode::OK || cookie.is_empty() {
-        return Err(format!(
-            "GET /new answered {} {}",
-            response.status(),
-            if cookie.is_empty() {
-                "without a cookie"
-            } else {
-                "with a cookie"
-            }
-        ));
-    }
-    HeaderValue::from_str(&cookie).map_err(|e| e.to_string())
+    let response = session_engine_bench::call(app, "GET", "/new", None).await?;
+    session_engine_bench::cookie_from(&response)
+        .ok_or_else(|| "GET /new answered without a cookie".to_owned())
 }
 
 /// Sends `GET PATH` with `cookie` through `app` and checks that it answered 200.
 async fn returning_visitor(app: &Router, path: &str, cookie: &HeaderValue) -> Result<(), String> {
-    let request = Request::get(path)
-        .header(COOKIE, cookie)
-        .body(Body::empty())
-        .map_err(|e| e.to_string())?;
-    let response = app
-        .clone()
-        .oneshot(request)
+    session_engine_bench::call(app, "GET", path, Some(cookie))
         .await
-        .map_err(|e| e.to_string())?;
-    if response.status() != StatusCode::OK {
-        return Err(format!("GET {path} answered {}", response.status()));
-    }
-    Ok(())
+        .map(drop)
 }
 
 /// The settings of the memory-after-expiry mode.

@@ -26,14 +26,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::header::{COOKIE, SET_COOKIE};
-use axum::http::{HeaderValue, Request, StatusCode};
+use axum::http::HeaderValue;
 use axum::routing::{get, post};
 use fred::interfaces::ClientLike;
 use session_engine::store::redis::{RedisStore, fred};
 use session_engine::{Error, Session, SessionEngine, SessionLayer, SessionStore};
-use tower::ServiceExt as _;
 
 const SECRET: &str = "users-cost-secret-users-cost-secret-users-cost-secret-0123456789";
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -93,23 +90,8 @@ async fn send(
     path: &str,
     cookie: Option<&HeaderValue>,
 ) -> Result<Option<HeaderValue>, String> {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        request = request.header(COOKIE, cookie);
-    }
-    let request = request.body(Body::empty()).map_err(|e| e.to_string())?;
-    let response = app
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status() != StatusCode::OK {
-        return Err(format!("{method} {path}: {}", response.status()));
-    }
-    Ok(response.headers().get(SET_COOKIE).map(|set| {
-        let pair = set.to_str().unwrap_or("").split(';').next().unwrap_or("");
-        HeaderValue::from_str(pair).unwrap_or_else(|_| HeaderValue::from_static(""))
-    }))
+    let response = session_engine_bench::call(app, method, path, cookie).await?;
+    Ok(session_engine_bench::cookie_from(&response))
 }
 
 /// The operations timed in each round, in order.
