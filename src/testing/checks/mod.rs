@@ -57,10 +57,15 @@ pub(super) async fn run(store: &dyn SessionStore, options: Options) -> Vec<Failu
         expired_record_is_gone_for_update_and_touch,
         insert_over_expired_record_succeeds,
         cleanup_removes_only_expired,
-        users_every_tied_record_is_listed_and_no_other,
-        users_updates_tie_move_and_untie,
-        users_destroyed_expired_and_rolled_records_leave_the_list,
     );
+    // `user_sessions` is optional: checked where the store says it has it.
+    if store.indexes_users() {
+        run!(
+            users_every_tied_record_is_listed_and_no_other,
+            users_updates_tie_move_and_untie,
+            users_destroyed_expired_and_rolled_records_leave_the_list,
+        );
+    }
     failures
 }
 

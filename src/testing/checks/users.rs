@@ -1,5 +1,5 @@
-//! Checks of `user_sessions`, for a store that indexes users: every live record tied to the
-//! user, none other, through every write that ties, moves or unties a record.
+//! Checks of `user_sessions`, run only on a store that indexes users: every live record tied to
+//! the user, none other, through every write that ties, moves or unties a record.
 
 use std::collections::BTreeSet;
 
@@ -56,9 +56,6 @@ pub(super) async fn users_every_tied_record_is_listed_and_no_other(
     store: &dyn SessionStore,
     _: Options,
 ) -> CheckResult {
-    if !store.indexes_users() {
-        return Ok(());
-    }
     let (ada, bob) = (user(), user());
     let (a1, a2, a3, b1, none) = (key(), key(), key(), key(), key());
     for (key, record) in [
@@ -89,9 +86,6 @@ pub(super) async fn users_updates_tie_move_and_untie(
     store: &dyn SessionStore,
     _: Options,
 ) -> CheckResult {
-    if !store.indexes_users() {
-        return Ok(());
-    }
     let (ada, bob) = (user(), user());
     let key = key();
     let mut written = record(json!({"n": 1}), HOUR);
@@ -140,9 +134,6 @@ pub(super) async fn users_destroyed_expired_and_rolled_records_leave_the_list(
     store: &dyn SessionStore,
     _: Options,
 ) -> CheckResult {
-    if !store.indexes_users() {
-        return Ok(());
-    }
     let ada = user();
     let (destroyed, expiring, rolled, kept) = (key(), key(), key(), key());
     let expiring_record = tied(&ada, json!({}));
