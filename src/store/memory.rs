@@ -130,10 +130,15 @@ impl Users {
     }
 
     fn add(&self, user: &str, key: Key, store_key: &StoreKey) {
-        self.lock()
-            .entry(user.to_owned())
-            .or_default()
-            .insert(key, store_key.clone());
+        let mut users = self.lock();
+        // The name is copied only for a user the map does not know yet.
+        match users.get_mut(user) {
+            Some(keys) => keys.insert(key, store_key.clone()),
+            None => users
+                .entry(user.to_owned())
+                .or_default()
+                .insert(key, store_key.clone()),
+        };
     }
 
     fn forget(&self, user: &str, key: &Key) {
@@ -434,28 +439,28 @@ impl MemoryStore {
             (WriteMode::Update, None) => Err(StoreError::Gone),
             (WriteMode::Update, Some(index)) => {
                 let old = shard.map[index];
-                let old_user = if old.tied() { shard.user(&old) } else { None };
-                let (data, user) = if changes.is_replace() {
-                    (
-                        encode_data(&record.data),
-                        user_of(&record.data).map(str::to_owned),
-                    )
+                // The old record's user, from the one parse a patch needs anyway.
+                let (patched, old_user) = if changes.is_replace() {
+                    (None, if old.tied() { shard.user(&old) } else { None })
                 } else {
                     let mut data = decode_data(shard.data(&old))?;
+                    let old_user = old.tied().then(|| user_of(&data).map(str::to_owned));
                     changes.apply(&mut data, &record.data);
-                    let user = user_of(&data).map(str::to_owned);
-                    (encode_data(&data), user)
+                    (Some(data), old_user.flatten())
                 };
-                if user != old_user {
+                let new = patched.as_ref().unwrap_or(&record.data);
+                let user = user_of(new);
+                if user != old_user.as_deref() {
                     // Found under the new user before the record says so; then no longer
                     // under the old one.
-                    if let Some(user) = &user {
+                    if let Some(user) = user {
                         self.users.add(user, key, store_key);
                     }
                     if let Some(old_user) = &old_user {
                         self.users.forget(old_user, &key);
                     }
                 }
+                let data = encode_data(new);
                 let created_ms = shard.created_ms(&old);
                 let tied = user.is_some();
                 shard.map[index] = shard.place(Some(old), created_ms, &data, expires_ms, tied);
