@@ -43,8 +43,8 @@ pub(crate) enum Finish {
     Running(Finishing),
 }
 
-/// What the end of a request does to the session cookie (and the session header).
-#[derive(Debug)]
+/// What the end of a request does to the session cookie (and the session header). No
+/// `Debug`: it holds the signed id.
 pub(crate) enum Outcome {
     /// Nothing sent.
     Keep,
@@ -55,13 +55,11 @@ pub(crate) enum Outcome {
 }
 
 /// The signed id a response sends, and the seconds it has left (the cookie's `Max-Age`).
-#[derive(Debug)]
 pub(crate) struct Issue {
     signed: Signed,
     pub(crate) max_age: u64,
 }
 
-#[derive(Debug)]
 enum Signed {
     /// The request's own value, exactly what would be sent now: no new signature.
     Presented(SessionId),
