@@ -235,24 +235,28 @@ impl Session {
 
     /// Whether the request's cookie is exactly what would be sent for the session's id now.
     fn presented_is_current(&self, state: &mut State) -> bool {
-        let Some(id) = state.id.clone() else {
-            return false;
-        };
+        self.resendable(state).is_some()
+    }
+
+    /// The session's id as the request presented it, when that value is exactly what would
+    /// be sent for it now.
+    fn resendable(&self, state: &mut State) -> Option<SessionId> {
+        let id = state.id.clone()?;
         self.presented(state)
-            .is_some_and(|presented| presented.resend(&id).is_some())
+            .filter(|presented| presented.resend(&id).is_some())
+            .map(|presented| presented.id.clone())
     }
 
     /// The signed id to send, with the seconds until `expires_at`: the request's own value
     /// when it already is exactly that, else a new signature.
     fn issue(&self, state: &mut State, expires_at: SystemTime, now: SystemTime) -> Issue {
         let max_age = Lifetime::seconds_left(now, expires_at);
-        let id = state.id.clone().expect("a started session has an id");
-        let signed = match self
-            .presented(state)
-            .filter(|presented| presented.resend(&id).is_some())
-        {
-            Some(presented) => Signed::Presented(presented.id.clone()),
-            None => Signed::Fresh(self.engine().keys().sign(&id)),
+        let signed = match self.resendable(state) {
+            Some(presented) => Signed::Presented(presented),
+            None => {
+                let id = state.id.as_ref().expect("a started session has an id");
+                Signed::Fresh(self.engine().keys().sign(id))
+            }
         };
         Issue { signed, max_age }
     }
