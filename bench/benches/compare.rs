@@ -33,7 +33,7 @@ use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::BodyExt;
-use session_engine_bench::KEY;
+use session_engine_bench::{KEY, tower_sessions_peer};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
 
@@ -184,30 +184,6 @@ fn session_engine_with(
 }
 
 // ---- tower-sessions ----
-
-mod tower_sessions_peer {
-    use super::{KEY, StatusCode};
-    use tower_sessions::Session;
-
-    fn failed(error: tower_sessions::session::Error) -> (StatusCode, String) {
-        (StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-    }
-
-    pub(super) async fn untouched(_session: Session) -> &'static str {
-        "ok"
-    }
-
-    pub(super) async fn read(session: Session) -> Result<String, (StatusCode, String)> {
-        let visits = session.get::<u64>(KEY).await.map_err(failed)?.unwrap_or(0);
-        Ok(visits.to_string())
-    }
-
-    pub(super) async fn increment(session: Session) -> Result<String, (StatusCode, String)> {
-        let visits = session.get::<u64>(KEY).await.map_err(failed)?.unwrap_or(0) + 1;
-        session.insert(KEY, visits).await.map_err(failed)?;
-        Ok(visits.to_string())
-    }
-}
 
 fn tower_sessions_subject() -> Subject {
     use tower_sessions::{MemoryStore, SessionManagerLayer};

@@ -80,3 +80,33 @@ pub fn cookie_from(response: &axum::response::Response) -> Option<http::HeaderVa
         .ok()
         .filter(|_| !cookie.is_empty())
 }
+
+/// tower-sessions 0.15's handlers for the same scenarios, for the benches that compare.
+pub mod tower_sessions_peer {
+    use axum::http::StatusCode;
+    use tower_sessions::Session;
+
+    use super::KEY;
+
+    fn failed(error: tower_sessions::session::Error) -> (StatusCode, String) {
+        (StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    }
+
+    /// b: the layer is there, the handler never touches the session.
+    pub async fn untouched(_session: Session) -> &'static str {
+        "ok"
+    }
+
+    /// d: a returning visitor reads the counter.
+    pub async fn read(session: Session) -> Result<String, (StatusCode, String)> {
+        let visits = session.get::<u64>(KEY).await.map_err(failed)?.unwrap_or(0);
+        Ok(visits.to_string())
+    }
+
+    /// c and e: the counter goes up by one.
+    pub async fn increment(session: Session) -> Result<String, (StatusCode, String)> {
+        let visits = session.get::<u64>(KEY).await.map_err(failed)?.unwrap_or(0) + 1;
+        session.insert(KEY, visits).await.map_err(failed)?;
+        Ok(visits.to_string())
+    }
+}

@@ -9,7 +9,9 @@
 //!
 //! Scenarios, as in `benches/compare.rs`: `a` (no layer: the floor), `b` (layer, session untouched), `c` (a new visitor
 //! sets a counter), `d` (a returning visitor reads it), `e` (a returning visitor increments
-//! it). Prints the mean time per request; the runtime is current-thread.
+//! it). The same letters after `t` (`tb` to `te`) run tower-sessions 0.15 on its `MemoryStore`,
+//! with its defaults, for a count to set beside ours. Prints the mean time per request; the
+//! runtime is current-thread.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,10 +23,11 @@ use axum::http::{HeaderValue, Request};
 use axum::routing::get;
 use http_body_util::BodyExt as _;
 use session_engine::{SessionEngine, SessionLayer};
-use session_engine_bench::{increment, read, untouched};
+use session_engine_bench::{increment, read, tower_sessions_peer, untouched};
 use tower::ServiceExt as _;
+use tower_sessions::{MemoryStore, SessionManagerLayer};
 
-const USAGE: &str = "usage: hot_path (a|b|c|d|e) [REQUESTS]";
+const USAGE: &str = "usage: hot_path (a|b|c|d|e|tb|tc|td|te) [REQUESTS]";
 
 async fn send(app: &Router, uri: &str, cookie: Option<&HeaderValue>) -> axum::http::Response<Body> {
     let mut request = Request::get(uri).body(Body::empty()).expect("a request");
@@ -48,23 +51,36 @@ fn main() -> ExitCode {
         .secret("hot-path-secret-hot-path-secret-0123456789")
         .build()
         .expect("valid options");
-    let handler = match scenario {
-        "a" => get(|| async { "ok" }),
-        "b" => get(untouched),
-        "c" | "e" => get(increment),
-        "d" => get(read),
+    let app = match scenario {
+        "a" => Router::new().route("/", get(|| async { "ok" })),
+        "b" | "c" | "d" | "e" => {
+            let handler = match scenario {
+                "b" => get(untouched),
+                "d" => get(read),
+                _ => get(increment),
+            };
+            Router::new()
+                .route("/", handler)
+                .route("/setup", get(increment))
+                .layer(SessionLayer::new(engine))
+        }
+        "tb" | "tc" | "td" | "te" => {
+            let handler = match scenario {
+                "tb" => get(tower_sessions_peer::untouched),
+                "td" => get(tower_sessions_peer::read),
+                _ => get(tower_sessions_peer::increment),
+            };
+            Router::new()
+                .route("/", handler)
+                .route("/setup", get(tower_sessions_peer::increment))
+                .layer(SessionManagerLayer::new(MemoryStore::default()))
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
-    };
-    let app = Router::new()
-        .route("/", handler)
-        .route("/setup", get(increment));
-    let app = match scenario {
-        "a" => app.with_state(()),
-        _ => app.layer(SessionLayer::new(engine)).with_state(()),
-    };
+    }
+    .with_state(());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,7 +97,11 @@ fn main() -> ExitCode {
                 .expect("a pair");
             HeaderValue::from_str(pair).expect("a cookie")
         });
-        let cookie = if scenario == "c" { None } else { cookie };
+        let cookie = if scenario.ends_with('c') {
+            None
+        } else {
+            cookie
+        };
         let started = Instant::now();
         for _ in 0..requests {
             let response = send(&app, "/", cookie.as_ref()).await;
