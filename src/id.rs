@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 
 /// The longest session id that is accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -25,12 +24,20 @@ const DIGEST_TEXT_LEN: usize = 43;
 /// Whether `id` is acceptable as a session id: 1 to [`MAX_ID_LEN`] bytes of `[A-Za-z0-9_-]`.
 #[must_use]
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| ID_CHARS[usize::from(b)])
 }
+
+/// Which bytes an id may hold: ASCII letters and digits, `-` and `_`.
+const ID_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
 
 /// A valid session id. Its `Debug` never prints it.
 ///
@@ -158,7 +165,7 @@ impl StoreKey {
     /// The key of a hashed id: its digest.
     fn digest_of(id: &str) -> Self {
         Self(Repr::Digest {
-            bytes: Sha256::digest(id.as_bytes()).into(),
+            bytes: crate::sha::sha256(id.as_bytes()),
             text: OnceLock::new(),
         })
     }
@@ -218,6 +225,7 @@ impl fmt::Debug for StoreKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
     use std::collections::BTreeSet;
 
     #[test]
@@ -238,6 +246,14 @@ mod tests {
             assert!(SessionId::parse(bad).is_none());
         }
         assert!(!is_valid_id(&"a".repeat(MAX_ID_LEN + 1)));
+        let allowed: String = (0..=127_u8)
+            .map(char::from)
+            .filter(|c| is_valid_id(&c.to_string()))
+            .collect();
+        assert_eq!(
+            allowed,
+            "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+        );
     }
 
     #[test]

@@ -9,14 +9,11 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::error::ConfigError;
 use crate::id::SessionId;
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::sha::HmacKey;
 
 /// The shortest secret the engine accepts, in bytes.
 pub(crate) const MIN_SECRET_LEN: usize = 32;
@@ -26,31 +23,28 @@ const TAG_B64_LEN: usize = 43;
 
 /// A signing secret.
 ///
-/// The HMAC key schedule is computed once, when the key is made; signing and verifying clone
-/// that prepared state instead of rehashing the secret on every request. `Debug` never prints
+/// The HMAC key's padded blocks are hashed once, when the key is made: signing or verifying an
+/// id then costs two compressions of SHA-256. `Debug` never prints
 /// the secret and `==` compares in constant time.
 #[derive(Clone)]
 pub(crate) struct Key {
     secret: Box<[u8]>,
-    mac: HmacSha256,
+    mac: HmacKey,
 }
 
 impl Key {
     /// A key from a secret of any length: for verifying values signed by other systems (see
     /// `Session::set_signed_id`). The engine's own keys come from [`Keys::new`].
     pub(crate) fn new(secret: &[u8]) -> Self {
-        let mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
         Self {
             secret: secret.into(),
-            mac,
+            mac: HmacKey::new(secret),
         }
     }
 
     /// `id.base64(tag)`.
     fn sign(&self, id: &str) -> String {
-        let mut mac = self.mac.clone();
-        mac.update(id.as_bytes());
-        let tag = mac.finalize().into_bytes();
+        let tag = self.mac.tag(id.as_bytes());
         let mut out = String::with_capacity(id.len() + 1 + TAG_B64_LEN);
         out.push_str(id);
         out.push('.');
@@ -60,9 +54,7 @@ impl Key {
 
     /// Whether `tag` is this key's MAC of `id`, compared in constant time.
     fn verifies(&self, id: &str, tag: &[u8]) -> bool {
-        let mut mac = self.mac.clone();
-        mac.update(id.as_bytes());
-        mac.verify_slice(tag).is_ok()
+        self.mac.tag(id.as_bytes()).ct_eq(tag).into()
     }
 
     /// The id of `value` if this key signed it.
@@ -146,7 +138,10 @@ impl Keys {
 /// Splits a signed value into its id and decoded tag, or `None` if it is not exactly
 /// `id.base64(tag)` with a 32-byte tag in canonical base64.
 fn split(value: &str) -> Option<(&str, [u8; 32])> {
-    let (id, tag) = value.rsplit_once('.')?;
+    // The tag has no `.`, so the last one is where a well-formed value has it: just before
+    // its last 43 bytes. A value with a `.` inside those bytes fails to decode.
+    let dot = value.len().checked_sub(TAG_B64_LEN + 1)?;
+    let (id, tag) = (value.get(..dot)?, value.get(dot..)?.strip_prefix('.')?);
     Some((id, decode_tag(tag.as_bytes().try_into().ok()?)?))
 }
 

@@ -121,7 +121,7 @@ pub(crate) fn decode_signed(
     value: &str,
     verify: impl FnOnce(&str) -> Option<Verified>,
 ) -> Option<Presented> {
-    let encoded = value.contains('%');
+    let encoded = memchr::memchr(b'%', value.as_bytes()).is_some();
     let decoded = if encoded {
         Cow::Owned(percent_decode(value)?)
     } else {
@@ -146,8 +146,15 @@ fn find<'a>(
 ) -> bool {
     let mut checked = 0;
     for header in headers {
-        for pair in header.as_bytes().split(|&b| b == b';') {
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+        let mut rest = header.as_bytes();
+        while !rest.is_empty() {
+            // memchr: a header is scanned a word at a time, not byte by byte.
+            let (pair, next) = match memchr::memchr(b';', rest) {
+                Some(end) => (&rest[..end], &rest[end + 1..]),
+                None => (rest, &[][..]),
+            };
+            rest = next;
+            let Some(eq) = memchr::memchr(b'=', pair) else {
                 continue;
             };
             if trim(&pair[..eq]) != name.as_bytes() {
