@@ -32,10 +32,19 @@ impl Session {
     /// ```
     pub async fn start(&self) -> Result<&Self, Error> {
         if self.state().phase == Phase::Idle {
-            let _gate = self.inner.gate.lock().await;
+            let _gate = self.gate().await;
             self.start_locked().await?;
         }
         Ok(self)
+    }
+
+    /// The gate (see `Inner::gate`): taken at once when free, as it nearly always is, without
+    /// the waiting future that `lock` sets up.
+    async fn gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        match self.inner.gate.try_lock() {
+            Ok(gate) => gate,
+            Err(_) => self.inner.gate.lock().await,
+        }
     }
 
     /// `start`, for a caller that holds the gate.
@@ -158,7 +167,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn touch(&self) -> Result<&Self, Error> {
-        let _gate = self.inner.gate.lock().await;
+        let _gate = self.gate().await;
         self.start_locked().await?;
         let lifetime = self.engine().lifetime();
         let (key, from, to) = {
@@ -205,7 +214,7 @@ impl Session {
     /// # }
     /// ```
     pub async fn destroy(&self) -> Result<&Self, Error> {
-        let _gate = self.inner.gate.lock().await;
+        let _gate = self.gate().await;
         let key = {
             let mut state = self.state();
             let key = match state.phase {
