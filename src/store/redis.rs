@@ -143,12 +143,15 @@ local function chunked(command, first, last)
 end
 local deleted = tonumber(ARGV[4])
 chunked('HDEL', 5, 4 + deleted)
+-- The times go in one HSET with the first 499 fields set (each call costs), the rest after.
+local first = 5 + deleted
+local last = math.min(first + 997, #ARGV)
 if mode == 'patch' then
-  redis.call('HSET', key, 'e', ARGV[2])
+  redis.call('HSET', key, 'e', ARGV[2], unpack(ARGV, first, last))
 else
-  redis.call('HSET', key, 'e', ARGV[2], 'c', ARGV[3])
+  redis.call('HSET', key, 'e', ARGV[2], 'c', ARGV[3], unpack(ARGV, first, last))
 end
-chunked('HSET', 5 + deleted, #ARGV)
+chunked('HSET', last + 1, #ARGV)
 redis.call('PEXPIREAT', key, ARGV[2])
 return 1
 ",
