@@ -84,6 +84,18 @@ def number(text):
         return None
 
 
+def read_instructions(path):
+    """The instructions part: scenario -> (instructions per request, of which SHA-256's
+    compression function)."""
+    counts = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) == 3:
+                counts[fields[0]] = (int(fields[1]), int(fields[2]))
+    return counts
+
+
 class Rows:
     """The rounds of the load parts, summarized per row."""
 
@@ -179,6 +191,7 @@ class Report:
             data / "seeds.psv", ["store", "lib", "level", "created", "seconds", "live"])
         self.memory = read_results(data / "memory.txt")
         self.expiry = read_results(data / "expiry.txt")
+        self.instructions = read_instructions(data / "instructions.txt")
         self.setting = lambda name: self.meta.get(f"setting_{name}", "?")
         self.criterion = self.load_criterion()
 
@@ -540,6 +553,43 @@ class Report:
                           "time", "store holds"], ["l", "l", "r", "r", "r", "r", "r"], rows))
         return "\n".join(out)
 
+    def instructions_section(self):
+        out = ["## Instructions per request (callgrind)", ""]
+        counts = self.instructions
+        if "a" not in counts:
+            out.append(self.not_run("instructions"))
+            return "\n".join(out)
+        requests = fmt_int(number(self.setting("INSTRUCTION_REQUESTS")))
+        out.append(
+            "bench/src/bin/hot_path.rs under `valgrind --tool=callgrind`: the same axum `Router` "
+            "and scenarios as the criterion benches, driven in process on a current-thread "
+            f"runtime; each count is the program's instructions at twice {requests} requests "
+            f"less those at {requests}, divided by {requests}, so start-up cancels out. Counts "
+            "do not depend on the machine's load: run again, they come out the same. valgrind "
+            "runs SHA-256 in software, without the CPU's SHA extensions, so the column beside "
+            "session-engine's gives what its SHA-256 compressions (two for the cookie's HMAC, "
+            "one for the id's hash) account for here; natively, with the SHA extensions, "
+            "`perf record` of hot_path d puts the three at about 5 % of the request's time.")
+        out.append("")
+        floor = counts["a"][0]
+        out.append(f"Floor (a, no layer): {fmt_int(floor)} instructions per request.")
+        out.append("")
+        rows = []
+        for letter, name in (("b", "b: layer, session untouched"), ("c", "c: new visitor sets"),
+                             ("d", "d: returning visitor reads"),
+                             ("e", "e: returning visitor increments")):
+            ours, theirs = counts.get(letter), counts.get("t" + letter)
+            if ours is None or theirs is None:
+                continue
+            over, sha, peer = ours[0] - floor, ours[1], theirs[0] - floor
+            rows.append([name, fmt_int(over), fmt_int(sha), fmt_int(over - sha), fmt_int(peer),
+                         fmt_ratio(ratio(over, peer)), fmt_ratio(ratio(over - sha, peer))])
+        out.append(table(["scenario", "session-engine over the floor", "of which SHA-256",
+                          "session-engine without SHA-256", "tower-sessions over the floor",
+                          "ratio", "ratio without SHA-256"],
+                         ["l", "r", "r", "r", "r", "r", "r"], rows))
+        return "\n".join(out)
+
     def expiry_section(self):
         out = ["## Memory after expiry", ""]
         if not self.expiry:
@@ -723,7 +773,7 @@ class Report:
     def tables(self):
         return "\n\n".join([self.criterion_section(), self.http_section(), self.redis_section(),
                             self.sql_section(), self.growth_section(), self.memory_section(),
-                            self.expiry_section()])
+                            self.expiry_section(), self.instructions_section()])
 
     def results(self):
         return "\n\n".join([
