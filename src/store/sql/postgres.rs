@@ -78,8 +78,10 @@ impl Queries {
     fn new(table: &str) -> Result<Self, StoreError> {
         let t = sql::quote_table(table, true)?;
         let bare = table.rsplit('.').next().unwrap_or(table);
-        let index = sql::quote_table(&format!("{bare}_expires_at"), false)?;
-        let user_index = sql::quote_table(&format!("{bare}_user"), false)?;
+        // The name is checked above; an index takes it with a suffix, within the 63 bytes a
+        // PostgreSQL name may have, and lives in the table's schema.
+        let index = format!("\"{bare}_expires_at\"");
+        let user_index = format!("\"{bare}_user\"");
         let live = format!("key = $1 AND expires_at > {}", at(2));
         Ok(Self {
             statements: Statements {
@@ -298,6 +300,17 @@ mod tests {
         assert!(
             migration[2]
                 .starts_with("CREATE INDEX IF NOT EXISTS \"sessions_expires_at\" ON \"auth\".")
+        );
+    }
+
+    #[test]
+    fn the_longest_table_name_gets_its_indexes() {
+        let name = "t".repeat(52);
+        let migration = Queries::new(&name).unwrap().statements.migration;
+        assert!(
+            migration
+                .iter()
+                .any(|m| m.contains(&format!("\"{name}_user\"")))
         );
     }
 

@@ -70,8 +70,9 @@ struct Queries {
 impl Queries {
     fn new(table: &str) -> Result<Self, StoreError> {
         let t = sql::quote_table(table, false)?;
-        let index = sql::quote_table(&format!("{table}_expires_ms"), false)?;
-        let user_index = sql::quote_table(&format!("{table}_user"), false)?;
+        // The name is checked above; an index takes it with a suffix.
+        let index = format!("\"{table}_expires_ms\"");
+        let user_index = format!("\"{table}_user\"");
         // Guarded, so that a row whose data is not JSON (another program's, or damaged) is
         // left out of the index instead of failing its writes and the migration.
         let user = "(CASE WHEN json_valid(data) THEN json_extract(data, '$.__user') END)";
@@ -360,6 +361,17 @@ mod tests {
     fn paths_escape_the_key_as_a_json_string() {
         assert_eq!(path("a"), "$.\"a\"");
         assert_eq!(path("a.\"b\\"), "$.\"a.\\\"b\\\\\"");
+    }
+
+    #[test]
+    fn the_longest_table_name_gets_its_indexes() {
+        let name = "t".repeat(52);
+        let migration = Queries::new(&name).unwrap().statements.migration;
+        assert!(
+            migration
+                .iter()
+                .any(|m| m.contains(&format!("\"{name}_user\"")))
+        );
     }
 
     #[test]
