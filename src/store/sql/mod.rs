@@ -17,7 +17,7 @@ use crate::store::{Changes, Record, StoreError, WriteMode, encode_data, to_ms};
 /// The default table name of both SQL stores.
 pub(crate) const DEFAULT_TABLE: &str = "sessions";
 
-/// How many expired rows one `DELETE` of `cleanup()` removes at most.
+/// How many rows one batch of `cleanup()` looks at.
 pub(crate) const DEFAULT_CLEANUP_BATCH: u32 = 1000;
 
 /// Checks a table name and returns it quoted for SQL.
@@ -70,7 +70,9 @@ pub(crate) fn from_millis(ms: i64) -> Result<SystemTime, StoreError> {
 /// The statements both stores run, their parameters in the same order for both databases.
 pub(crate) struct Statements {
     /// What `migrate` runs, in one transaction: the table and its index, and whatever keeps
-    /// two migrations from racing.
+    /// two migrations from racing. There is no index on the expiry: every write and touch
+    /// moves it, and would pay for such an index, where the clean-up walks the table in key
+    /// order instead.
     pub(crate) migration: Box<[Arc<str>]>,
     /// (key, now) → (data as text, created ms, expires ms) of the live row.
     pub(crate) read: Arc<str>,
@@ -82,7 +84,10 @@ pub(crate) struct Statements {
     pub(crate) live: Arc<str>,
     /// (key, now) → whether the removed row was live.
     pub(crate) destroy: Arc<str>,
-    /// (now, limit): removes at most `limit` expired rows.
+    /// (after, limit) → the last key of the next `limit` rows after `after`, in key order
+    /// (NULL when there are none): the end of a clean-up batch.
+    pub(crate) cleanup_end: Arc<str>,
+    /// (after, through, now): removes the expired rows with keys in `(after, through]`.
     pub(crate) cleanup: Arc<str>,
     /// (user, now) → (key, data as text, created ms, expires ms) of each live row tied to
     /// `user`: an expression index on the data's user makes it one index lookup, always in
@@ -180,9 +185,9 @@ pub(crate) fn error(error: sqlx::Error, unavailable_code: fn(&str) -> bool) -> S
 /// What both SQL stores have in common, compiled for each driver: the constructors and
 /// getters, `Debug`, `cleanup_one_batch`, and the [`SessionStore`](crate::SessionStore) hooks.
 ///
-/// The store is a `Clone` struct with the fields `pool`, `table`, `cleanup_batch` and
-/// `queries` (an `Arc` of a type with `new(table) -> Result<Self, StoreError>` and a field
-/// `statements`), and an async method `update(&self, key, Update) -> Result<u64, StoreError>` (rows changed)
+/// The store is a `Clone` struct with the fields `pool`, `table`, `cleanup_batch`,
+/// `cleanup_after` (an `Arc<Mutex<String>>`) and `queries` (an `Arc` of a type with
+/// `new(table) -> Result<Self, StoreError>` and a field `statements`), and an async method `update(&self, key, Update) -> Result<u64, StoreError>` (rows changed)
 /// for the statements that differ; `$error` maps the driver's errors.
 macro_rules! sql_store {
     ($store:ident, $pool:ty, $error:path, $name_rule:literal) => {
@@ -193,6 +198,7 @@ macro_rules! sql_store {
                     pool,
                     table: $crate::store::sql::DEFAULT_TABLE.into(),
                     cleanup_batch: $crate::store::sql::DEFAULT_CLEANUP_BATCH,
+                    cleanup_after: ::std::sync::Arc::default(),
                     queries: ::std::sync::Arc::new(
                         Queries::new($crate::store::sql::DEFAULT_TABLE)
                             .expect("the default table name is valid"),
@@ -211,9 +217,9 @@ macro_rules! sql_store {
                 Ok(self)
             }
 
-            /// How many expired rows each `DELETE` of
-            /// [`cleanup`](crate::SessionStore::cleanup) removes at most (default 1000), so
-            /// that a large clean-up never holds locks for long. `0` counts as 1.
+            /// How many rows each `DELETE` of [`cleanup`](crate::SessionStore::cleanup) looks
+            /// at (default 1000), so that a large clean-up never holds locks for long. `0`
+            /// counts as 1.
             #[must_use]
             pub fn with_cleanup_batch(mut self, rows: u32) -> Self {
                 self.cleanup_batch = rows.max(1);
@@ -230,24 +236,55 @@ macro_rules! sql_store {
                 &self.table
             }
 
-            /// Removes at most one batch (see
-            /// [`with_cleanup_batch`](Self::with_cleanup_batch)) of expired rows, in one
-            /// statement, and returns how many: for an app that paces its own clean-up.
-            /// [`cleanup`](crate::SessionStore::cleanup) repeats it until a batch comes back
-            /// short.
+            /// Cleans up one batch (see [`with_cleanup_batch`](Self::with_cleanup_batch)) and
+            /// returns how many rows it removed: for an app that paces its own clean-up. A
+            /// batch is the next rows in key order after those the previous call looked at
+            /// (clones share the place); the expired ones among them are removed in one
+            /// statement. After the last row, the next call starts again from the first.
+            /// [`cleanup`](crate::SessionStore::cleanup) goes through the whole table.
             ///
             /// # Errors
             ///
             /// The database's error, as [`StoreError::Unavailable`] when it cannot be reached.
             pub async fn cleanup_one_batch(&self) -> Result<u64, StoreError> {
+                let after = self
+                    .cleanup_after
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone();
+                let (removed, end) = self.cleanup_batch_after(&after).await?;
+                *self
+                    .cleanup_after
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = end.unwrap_or_default();
+                Ok(removed)
+            }
+
+            /// Removes the expired rows among the next batch of rows after the key `after`;
+            /// returns how many, and the batch's last key (`None` when no row follows).
+            async fn cleanup_batch_after(
+                &self,
+                after: &str,
+            ) -> Result<(u64, Option<String>), StoreError> {
                 let statements = &self.queries.statements;
+                let end: Option<String> =
+                    sqlx::query_scalar(AssertSqlSafe(Arc::clone(&statements.cleanup_end)))
+                        .bind(after)
+                        .bind(i64::from(self.cleanup_batch))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err($error)?;
+                let Some(end) = end else {
+                    return Ok((0, None));
+                };
                 let removed = sqlx::query(AssertSqlSafe(Arc::clone(&statements.cleanup)))
+                    .bind(after)
+                    .bind(&end)
                     .bind(sql::millis(SystemTime::now()))
-                    .bind(i64::from(self.cleanup_batch))
                     .execute(&self.pool)
                     .await
                     .map_err($error)?;
-                Ok(removed.rows_affected())
+                Ok((removed.rows_affected(), Some(end)))
             }
 
             /// Runs the migration's statements in one transaction.
@@ -382,12 +419,13 @@ macro_rules! sql_store {
             }
 
             async fn cleanup_all(&self) -> Result<u64, StoreError> {
-                let mut removed = 0;
+                let (mut removed, mut after) = (0, String::new());
                 loop {
-                    let batch = self.cleanup_one_batch().await?;
+                    let (batch, end) = self.cleanup_batch_after(&after).await?;
                     removed += batch;
-                    if batch < u64::from(self.cleanup_batch) {
-                        return Ok(removed);
+                    match end {
+                        Some(end) => after = end,
+                        None => return Ok(removed),
                     }
                 }
             }

@@ -30,7 +30,7 @@
 //!   two requests that change different keys both keep their change.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -51,6 +51,8 @@ pub struct PostgresStore {
     pool: PgPool,
     table: Arc<str>,
     cleanup_batch: u32,
+    /// The last key `cleanup_one_batch` looked at; empty before the first.
+    cleanup_after: Arc<Mutex<String>>,
     queries: Arc<Queries>,
 }
 
@@ -80,7 +82,10 @@ impl Queries {
         let bare = table.rsplit('.').next().unwrap_or(table);
         // The name is checked above; an index takes it with a suffix, within the 63 bytes a
         // PostgreSQL name may have, and lives in the table's schema.
-        let index = format!("\"{bare}_expires_at\"");
+        let schema = table
+            .rsplit_once('.')
+            .map(|(schema, _)| format!("\"{schema}\"."));
+        let index = format!("{}\"{bare}_expires_at\"", schema.unwrap_or_default());
         let user_index = format!("\"{bare}_user\"");
         let live = format!("key = $1 AND expires_at > {}", at(2));
         Ok(Self {
@@ -98,7 +103,8 @@ impl Queries {
                          expires_at TIMESTAMPTZ NOT NULL)"
                     )
                     .into(),
-                    format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)").into(),
+                    // Made by earlier versions; the clean-up no longer needs it.
+                    format!("DROP INDEX IF EXISTS {index}").into(),
                     format!(
                         "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ((data->>'__user')) \
                          WHERE data ? '__user'"
@@ -135,10 +141,14 @@ impl Queries {
                     at(2)
                 )
                 .into(),
+                cleanup_end: format!(
+                    "SELECT max(key) FROM \
+                     (SELECT key FROM {t} WHERE key > $1 ORDER BY key LIMIT $2) AS batch"
+                )
+                .into(),
                 cleanup: format!(
-                    "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= {} \
-                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    at(1)
+                    "DELETE FROM {t} WHERE key > $1 AND key <= $2 AND expires_at <= {}",
+                    at(3)
                 )
                 .into(),
                 user_sessions: format!(
@@ -293,13 +303,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schema_qualified_tables_name_their_index_without_the_schema() {
+    fn schema_qualified_tables_keep_their_indexes_in_their_schema() {
         let queries = Queries::new("auth.sessions").unwrap();
         let migration = &queries.statements.migration;
         assert!(migration[1].contains("\"auth\".\"sessions\""));
+        // Dropped where earlier versions made it: in the table's schema, never another's.
+        assert_eq!(
+            &*migration[2],
+            "DROP INDEX IF EXISTS \"auth\".\"sessions_expires_at\""
+        );
         assert!(
-            migration[2]
-                .starts_with("CREATE INDEX IF NOT EXISTS \"sessions_expires_at\" ON \"auth\".")
+            migration[3].starts_with("CREATE INDEX IF NOT EXISTS \"sessions_user\" ON \"auth\".")
         );
     }
 

@@ -31,7 +31,7 @@
 //!   chunks, in one transaction: any number of keys is written.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sqlx::sqlite::{
@@ -55,6 +55,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     table: Arc<str>,
     cleanup_batch: u32,
+    /// The last key `cleanup_one_batch` looked at; empty before the first.
+    cleanup_after: Arc<Mutex<String>>,
     queries: Arc<Queries>,
 }
 
@@ -88,7 +90,8 @@ impl Queries {
                          expires_ms INTEGER NOT NULL) WITHOUT ROWID"
                     )
                     .into(),
-                    format!("CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_ms)").into(),
+                    // Made by earlier versions; the clean-up no longer needs it.
+                    format!("DROP INDEX IF EXISTS {index}").into(),
                     format!(
                         "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ({user}) \
                          WHERE {user} IS NOT NULL"
@@ -108,9 +111,13 @@ impl Queries {
                     .into(),
                 live: format!("SELECT 1 FROM {t} WHERE {live}").into(),
                 destroy: format!("DELETE FROM {t} WHERE key = ?1 RETURNING expires_ms > ?2").into(),
+                cleanup_end: format!(
+                    "SELECT max(key) FROM \
+                     (SELECT key FROM {t} WHERE key > ?1 ORDER BY key LIMIT ?2)"
+                )
+                .into(),
                 cleanup: format!(
-                    "DELETE FROM {t} WHERE key IN \
-                     (SELECT key FROM {t} WHERE expires_ms <= ?1 LIMIT ?2)"
+                    "DELETE FROM {t} WHERE key > ?1 AND key <= ?2 AND expires_ms <= ?3"
                 )
                 .into(),
                 user_sessions: format!(

@@ -268,8 +268,9 @@ pub(crate) async fn odd_keys_survive_delta_writes<B: Backend>(backend: &B) {
     assert!(store.destroy(&key).await.expect("destroy"));
 }
 
-/// 25 expired records and 5 live ones; `one_batch` (a store's `cleanup_one_batch` with a
-/// batch of 10) removes 10 in one statement, and `cleanup` the 15 left, never a live one.
+/// 25 expired records and 5 live ones in a table of their own; `one_batch` (a store's
+/// `cleanup_one_batch` with a batch of 10) looks at the first 10 rows in key order and removes
+/// the expired ones among them; `cleanup` removes the rest, never a live one.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) async fn cleanup_works_in_batches<F>(store: &dyn SessionStore, one_batch: F)
 where
@@ -278,20 +279,31 @@ where
     let now = now_ms();
     let past = now - Duration::from_secs(5);
     let prefix = session_engine::store::random_id().expect("an id");
-    let live = |i| StoreKey::from(format!("{prefix}live{i}"));
-    for i in 0..25 {
-        let key = StoreKey::from(format!("{prefix}old{i}"));
-        insert(store, &key, &Record::new(Map::new(), past, past)).await;
+    let mut keys = Vec::new();
+    for i in 0..30 {
+        // Every sixth record is live; its key (`live…`) sorts before the expired ones (`old…`).
+        let (name, live) = if i % 6 == 5 {
+            (format!("{prefix}live{i:02}"), true)
+        } else {
+            (format!("{prefix}old{i:02}"), false)
+        };
+        let key = StoreKey::from(name);
+        let record = if live {
+            Record::new(Map::new(), now, now + Duration::from_secs(60))
+        } else {
+            Record::new(Map::new(), past, past)
+        };
+        insert(store, &key, &record).await;
+        keys.push((key, live));
     }
-    for i in 0..5 {
-        let record = Record::new(Map::new(), now, now + Duration::from_secs(60));
-        insert(store, &live(i), &record).await;
-    }
-    assert_eq!(one_batch.await.expect("one batch"), 10);
-    assert_eq!(store.cleanup().await.expect("cleanup"), 15);
+    keys.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let expired_in_first_batch = keys[..10].iter().filter(|(_, live)| !live).count();
+    assert_eq!(expired_in_first_batch, 5, "the 5 live keys sort first");
+    assert_eq!(one_batch.await.expect("one batch"), 5);
+    assert_eq!(store.cleanup().await.expect("cleanup"), 20);
     assert_eq!(store.cleanup().await.expect("cleanup"), 0);
-    for i in 0..5 {
-        assert!(store.read(&live(i)).await.expect("read").is_some());
+    for (key, live) in &keys {
+        assert_eq!(store.read(key).await.expect("read").is_some(), *live);
     }
 }
 

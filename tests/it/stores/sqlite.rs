@@ -147,3 +147,27 @@ async fn an_in_memory_database_is_one_database_for_the_whole_pool() {
         assert_conforms_with(&store, Options::default()).await;
     }
 }
+
+/// The expiry index of earlier versions costs every write and touch and serves no query now:
+/// `migrate` removes it from a table made by them.
+#[tokio::test]
+async fn migrate_drops_the_expiry_index_of_earlier_versions() {
+    let sqlite = Sqlite::open().await;
+    let store = sqlite.store();
+    let indexes = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions' \
+             AND sql IS NOT NULL ORDER BY name",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("the indexes")
+    };
+    sqlx::query("CREATE INDEX sessions_expires_ms ON sessions (expires_ms)")
+        .execute(store.pool())
+        .await
+        .expect("the old index");
+    assert_eq!(indexes().await, ["sessions_expires_ms", "sessions_user"]);
+    store.migrate().await.expect("migrate");
+    assert_eq!(indexes().await, ["sessions_user"]);
+}
