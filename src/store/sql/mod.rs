@@ -214,6 +214,9 @@ macro_rules! sql_store {
             pub fn with_table_name(mut self, name: &str) -> Result<Self, StoreError> {
                 self.queries = ::std::sync::Arc::new(Queries::new(name)?);
                 self.table = name.into();
+                // Another table: `cleanup_one_batch` starts its walk afresh, apart from the
+                // store this one was made from.
+                self.cleanup_after = ::std::sync::Arc::default();
                 Ok(self)
             }
 
@@ -241,7 +244,10 @@ macro_rules! sql_store {
             /// batch is the next rows in key order after those the previous call looked at
             /// (clones share the place); the expired ones among them are removed in one
             /// statement. After the last row, the next call starts again from the first.
-            /// [`cleanup`](crate::SessionStore::cleanup) goes through the whole table.
+            /// So a call that removes nothing says nothing about the rest of the table: pace
+            /// the calls by time (one batch every few seconds goes through a table of a
+            /// million rows in an hour or two), or call
+            /// [`cleanup`](crate::SessionStore::cleanup), which goes through the whole table.
             ///
             /// # Errors
             ///

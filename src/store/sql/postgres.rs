@@ -82,10 +82,6 @@ impl Queries {
         let bare = table.rsplit('.').next().unwrap_or(table);
         // The name is checked above; an index takes it with a suffix, within the 63 bytes a
         // PostgreSQL name may have, and lives in the table's schema.
-        let schema = table
-            .rsplit_once('.')
-            .map(|(schema, _)| format!("\"{schema}\"."));
-        let index = format!("{}\"{bare}_expires_at\"", schema.unwrap_or_default());
         let user_index = format!("\"{bare}_user\"");
         let live = format!("key = $1 AND expires_at > {}", at(2));
         Ok(Self {
@@ -103,8 +99,18 @@ impl Queries {
                          expires_at TIMESTAMPTZ NOT NULL)"
                     )
                     .into(),
-                    // Made by earlier versions; the clean-up no longer needs it.
-                    format!("DROP INDEX IF EXISTS {index}").into(),
+                    // Made by earlier versions, in the table's schema, which the search path
+                    // may not name first; the clean-up no longer needs it.
+                    format!(
+                        "DO $$ DECLARE s text; BEGIN \
+                         SELECT n.nspname INTO s FROM pg_class c \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE c.oid = to_regclass('{t}'); \
+                         IF s IS NOT NULL THEN \
+                         EXECUTE format('DROP INDEX IF EXISTS %I.%I', s, '{bare}_expires_at'); \
+                         END IF; END $$"
+                    )
+                    .into(),
                     format!(
                         "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ((data->>'__user')) \
                          WHERE data ? '__user'"
@@ -250,9 +256,10 @@ impl PostgresStore {
         Ok(Self::new(pool))
     }
 
-    /// Creates the table and its expiry index if they do not exist. Safe to run at every
-    /// start, from several instances at once: it holds a transaction-scoped advisory lock
-    /// named after the table while it works.
+    /// Creates the table and its index of users if they do not exist, and drops the expiry
+    /// index that earlier versions made (the clean-up no longer needs it; dropping it locks
+    /// the table for a moment, once). Safe to run at every start, from several instances at
+    /// once: it holds a transaction-scoped advisory lock named after the table while it works.
     ///
     /// # Errors
     ///
@@ -308,10 +315,8 @@ mod tests {
         let migration = &queries.statements.migration;
         assert!(migration[1].contains("\"auth\".\"sessions\""));
         // Dropped where earlier versions made it: in the table's schema, never another's.
-        assert_eq!(
-            &*migration[2],
-            "DROP INDEX IF EXISTS \"auth\".\"sessions_expires_at\""
-        );
+        assert!(migration[2].contains("to_regclass('\"auth\".\"sessions\"')"));
+        assert!(migration[2].contains("%I.%I', s, 'sessions_expires_at')"));
         assert!(
             migration[3].starts_with("CREATE INDEX IF NOT EXISTS \"sessions_user\" ON \"auth\".")
         );

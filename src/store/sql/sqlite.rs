@@ -249,8 +249,9 @@ impl SqliteStore {
         Ok(Self::new(pool))
     }
 
-    /// Creates the table and its expiry index if they do not exist. Safe to run at every
-    /// start, from several processes at once.
+    /// Creates the table and its index of users if they do not exist, and drops the expiry
+    /// index that earlier versions made (the clean-up no longer needs it). Safe to run at
+    /// every start, from several processes at once.
     ///
     /// # Errors
     ///

@@ -381,3 +381,43 @@ async fn r1_r12_r15_an_outage_fails_only_session_routes_and_the_app_recovers() {
     )
     .await;
 }
+
+/// The expiry index of earlier versions costs every write and touch and serves no query now:
+/// `migrate` drops it from the table's own schema, and leaves an index of the same name in
+/// another schema alone.
+#[tokio::test]
+async fn migrate_drops_the_expiry_index_of_earlier_versions_in_the_tables_schema() {
+    let (schema, decoy) = (unique("schema"), unique("decoy"));
+    let _schema = DropOnExit(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+    let _decoy = DropOnExit(format!("DROP SCHEMA IF EXISTS {decoy} CASCADE"));
+    let base = PostgresStore::connect(&url()).await.expect("a pool");
+    let store = base
+        .with_table_name(&format!("{schema}.sessions"))
+        .expect("a valid name");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE SCHEMA {schema}; CREATE SCHEMA {decoy}; \
+         CREATE TABLE {decoy}.other (expires_at timestamptz); \
+         CREATE INDEX sessions_expires_at ON {decoy}.other (expires_at)"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("the schemas");
+    store.migrate().await.expect("migrate");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE INDEX sessions_expires_at ON {schema}.sessions (expires_at)"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("the old index");
+    store.migrate().await.expect("migrate again");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT schemaname || '.' || indexname FROM pg_indexes \
+         WHERE indexname = 'sessions_expires_at' AND schemaname IN ($1, $2)",
+    )
+    .bind(&schema)
+    .bind(&decoy)
+    .fetch_all(store.pool())
+    .await
+    .expect("the indexes");
+    assert_eq!(indexes, [format!("{decoy}.sessions_expires_at")]);
+}
