@@ -35,9 +35,9 @@ use crate::store::{
 /// its memory back to the allocator. Whether the allocator gives it to the system is its own
 /// choice: glibc's malloc raises its mmap threshold each time a large block is freed, and
 /// keeps what later blocks of that size leave free in its heap, for reuse. After a million
-/// sessions expire, a process that started at 3.7 MiB stays near 6 MiB; with the threshold
-/// fixed (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072` in the environment) it falls
-/// back to within 10 % of where it started (`BENCHMARKS.md` has both runs).
+/// sessions expire, a process that started near 3.7 MiB kept 5.5 to 11 MiB in our runs; with
+/// the threshold fixed (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072` in the
+/// environment) it kept 3.9 to 4.3 MiB (`BENCHMARKS.md` has both).
 ///
 /// Clones share the same records: keep a clone to call [`len`](Self::len) while the engine
 /// owns the store.
