@@ -57,6 +57,19 @@ pub(crate) fn quote_table(name: &str, allow_schema: bool) -> Result<String, Stor
         .join("."))
 }
 
+/// The longest table name `quote_table` accepts, for the stores' tests.
+#[cfg(test)]
+pub(crate) fn longest_table_name() -> String {
+    "t".repeat(52)
+}
+
+/// Whether a migration creates the index of users of `table`, for the stores' tests.
+#[cfg(test)]
+pub(crate) fn names_user_index(migration: &[Arc<str>], table: &str) -> bool {
+    let index = format!("\"{table}_user\"");
+    migration.iter().any(|statement| statement.contains(&index))
+}
+
 /// A time as integer milliseconds since the Unix epoch, as the SQL stores bind it.
 pub(crate) fn millis(time: SystemTime) -> i64 {
     i64::try_from(to_ms(time)).unwrap_or(i64::MAX)
