@@ -266,17 +266,18 @@ macro_rules! sql_store {
             ///
             /// The database's error, as [`StoreError::Unavailable`] when it cannot be reached.
             pub async fn cleanup_one_batch(&self) -> Result<u64, StoreError> {
-                let after = self
-                    .cleanup_after
+                let after = self.cleanup_place().clone();
+                let (removed, end) = self.cleanup_batch_after(&after).await?;
+                *self.cleanup_place() = end.unwrap_or_default();
+                Ok(removed)
+            }
+
+            /// Where `cleanup_one_batch` goes on from: a lock held for a copy, never across a
+            /// query, so a panic elsewhere leaves a usable key.
+            fn cleanup_place(&self) -> ::std::sync::MutexGuard<'_, String> {
+                self.cleanup_after
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .clone();
-                let (removed, end) = self.cleanup_batch_after(&after).await?;
-                *self
-                    .cleanup_after
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = end.unwrap_or_default();
-                Ok(removed)
             }
 
             /// Removes the expired rows among the next batch of rows after the key `after`;
