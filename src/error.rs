@@ -16,8 +16,13 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A data method or `roll` was called before `start`.
-    #[error("the session has not been started")]
+    /// A data method or `roll` was called before `start`: on a handle taken from the
+    /// request's extensions, or from a `LazySession`, call `start().await` first (the axum
+    /// extractor [`Session`](crate::Session) does).
+    #[error(
+        "the session has not been started: call `session.start().await` first, or take the \
+         `Session` extractor, which starts it"
+    )]
     NotStarted,
     /// `set_id` or `set_signed_id` was called after `start`; use `roll` to change the id of a
     /// started session.
@@ -32,9 +37,10 @@ pub enum Error {
     /// A signed id whose signature did not verify.
     #[error("invalid session id signature")]
     BadSignature,
-    /// `set_duration` was given zero: a session that expires as it is written.
-    #[error("a session duration must be greater than zero")]
-    ZeroDuration,
+    /// `set_duration` was given less than a millisecond, the unit stores keep times in: a
+    /// session that would expire as it is written.
+    #[error("a session duration must be at least 1 ms")]
+    DurationTooShort,
     /// A change would make the data larger than the engine's `max_data_bytes`; it was not
     /// applied.
     #[error("session data of {size} bytes would exceed the limit of {limit} bytes")]
@@ -172,12 +178,13 @@ pub enum ConfigError {
     /// A `__Secure-` name without `Secure`.
     #[error("a `__Secure-` cookie requires Secure")]
     SecurePrefix,
-    /// A session duration of zero.
-    #[error("the session duration must be greater than zero")]
-    ZeroDuration,
-    /// A `max_lifetime` of zero.
-    #[error("max_lifetime must be greater than zero")]
-    ZeroMaxLifetime,
+    /// A session duration under 1 ms, the unit stores keep times in: every session would
+    /// expire as it is written.
+    #[error("the session duration must be at least 1 ms")]
+    DurationTooShort,
+    /// A `max_lifetime` under 1 ms.
+    #[error("max_lifetime must be at least 1 ms")]
+    MaxLifetimeTooShort,
     /// A `store_timeout` of zero: every store call would fail.
     #[error("store_timeout must be greater than zero (use `None` to turn it off)")]
     ZeroStoreTimeout,

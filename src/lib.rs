@@ -29,7 +29,7 @@ pub use crate::engine::{
 pub use crate::error::{ConfigError, DataError, Error};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use crate::extract::MissingSessionLayer;
+pub use crate::extract::{LazySession, MissingSessionLayer, SessionRejection};
 pub use crate::layer::{ResponseFuture, SessionLayer, SessionService};
 pub use crate::lifetime::MAX_DURATION;
 pub use crate::session::{Session, UserSession};

@@ -9,6 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The longest duration or lifetime that counts: 100 years. Longer ones are treated as this.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// The shortest duration or lifetime that counts: a millisecond, the unit stores keep times
+/// in. A shorter one would round to nothing, and every session would expire as it is written.
+pub(crate) const MIN_DURATION: Duration = Duration::from_millis(1);
+
 /// The longest default touch interval.
 const MAX_DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 

@@ -44,22 +44,24 @@ impl CookieFormat {
         }
     }
 
-    /// `name=value; Max-Age=N; …attributes` (no `Max-Age` for a browser-session cookie).
-    pub(crate) fn set(&self, value: &str, max_age_secs: u64) -> HeaderValue {
+    /// Whether the engine's cookies carry `Max-Age` (a session may choose otherwise).
+    pub(crate) fn persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// `name=value; Max-Age=N; …attributes`; no `Max-Age` when `max_age_secs` is `None` (a
+    /// browser-session cookie).
+    pub(crate) fn set(&self, value: &str, max_age_secs: Option<u64>) -> HeaderValue {
         const MAX_AGE: &str = "; Max-Age=";
         let mut digits = [0u8; 20];
-        let digits = decimal(max_age_secs, &mut digits);
-        let max_age_len = if self.persistent {
-            MAX_AGE.len() + digits.len()
-        } else {
-            0
-        };
+        let digits = max_age_secs.map(|secs| decimal(secs, &mut digits));
+        let max_age_len = digits.map_or(0, |digits| MAX_AGE.len() + digits.len());
         // Exactly the length needed, so the header takes the string's buffer as it is.
         let len = self.prefix.len() + value.len() + max_age_len + self.attributes.len();
         let mut out = String::with_capacity(len);
         out.push_str(&self.prefix);
         out.push_str(value);
-        if self.persistent {
+        if let Some(digits) = digits {
             out.push_str(MAX_AGE);
             out.push_str(digits);
         }
@@ -107,11 +109,11 @@ mod tests {
     fn set_cookie_and_removal_mirror_attributes() {
         let format = format(|_| {});
         assert_eq!(
-            format.set("v", 60),
+            format.set("v", Some(60)),
             "sid=v; Max-Age=60; Path=/app; Domain=example.com; Secure; HttpOnly; SameSite=Lax"
         );
         assert_eq!(
-            format.set("v", u64::MAX).to_str().unwrap(),
+            format.set("v", Some(u64::MAX)).to_str().unwrap(),
             format!(
                 "sid=v; Max-Age={}; Path=/app; Domain=example.com; Secure; HttpOnly; \
                  SameSite=Lax",
@@ -128,8 +130,9 @@ mod tests {
     #[test]
     fn a_browser_session_cookie_has_no_max_age_but_its_removal_does() {
         let format = format(|c| c.persistent = false);
+        assert!(!format.persistent());
         assert_eq!(
-            format.set("v", 60),
+            format.set("v", None),
             "sid=v; Path=/app; Domain=example.com; Secure; HttpOnly; SameSite=Lax"
         );
         assert!(

@@ -10,7 +10,7 @@ use http::header::{COOKIE, SET_COOKIE};
 use super::{Inner, SessionEngine};
 use crate::cookie::{CookieConfig, CookieFormat, SameSite};
 use crate::error::ConfigError;
-use crate::lifetime::{Lifetime, TouchInterval};
+use crate::lifetime::{Lifetime, MIN_DURATION, TouchInterval};
 use crate::signing::Keys;
 use crate::store::SessionStore;
 use crate::store::gateway::Gateway;
@@ -122,7 +122,8 @@ impl SessionEngineBuilder {
     }
 
     /// The idle lifetime: each write or touch sets the expiry to now + this. Default 30
-    /// minutes; at most [`MAX_DURATION`](crate::MAX_DURATION).
+    /// minutes; at least 1 ms (the unit stores keep times in: `build` refuses less, with
+    /// [`ConfigError::DurationTooShort`]) and at most [`MAX_DURATION`](crate::MAX_DURATION).
     pub fn duration(mut self, duration: Duration) -> Self {
         self.duration = duration;
         self
@@ -294,11 +295,11 @@ impl SessionEngineBuilder {
     pub fn build(self) -> Result<SessionEngine, ConfigError> {
         let keys = Keys::new(&self.secrets)?;
         self.cookie.validate()?;
-        if self.duration.is_zero() {
-            return Err(ConfigError::ZeroDuration);
+        if self.duration < MIN_DURATION {
+            return Err(ConfigError::DurationTooShort);
         }
-        if self.max_lifetime.is_some_and(|max| max.is_zero()) {
-            return Err(ConfigError::ZeroMaxLifetime);
+        if self.max_lifetime.is_some_and(|max| max < MIN_DURATION) {
+            return Err(ConfigError::MaxLifetimeTooShort);
         }
         if self.store_timeout.is_some_and(|limit| limit.is_zero()) {
             return Err(ConfigError::ZeroStoreTimeout);
@@ -373,11 +374,15 @@ mod tests {
             Err(E::SecretTooShort { index: 0, len: 5 })
         );
         assert_eq!(build(|b| b.cookie_name("a b")), Err(E::InvalidCookieName));
-        assert_eq!(build(|b| b.duration(Duration::ZERO)), Err(E::ZeroDuration));
-        assert_eq!(
-            build(|b| b.max_lifetime(Duration::ZERO)),
-            Err(E::ZeroMaxLifetime)
-        );
+        for short in [Duration::ZERO, Duration::from_micros(999)] {
+            assert_eq!(build(|b| b.duration(short)), Err(E::DurationTooShort));
+            assert_eq!(
+                build(|b| b.max_lifetime(short)),
+                Err(E::MaxLifetimeTooShort)
+            );
+        }
+        assert_eq!(build(|b| b.duration(Duration::from_millis(1))), Ok(()));
+        assert_eq!(build(|b| b.max_lifetime(Duration::from_millis(1))), Ok(()));
         assert_eq!(
             build(|b| b.store_timeout(Duration::ZERO)),
             Err(E::ZeroStoreTimeout)

@@ -18,7 +18,7 @@ pub(super) fn apply(headers: &mut HeaderMap, session: &Session, outcome: Outcome
             if engine.sends_cookie() {
                 headers.append(
                     SET_COOKIE,
-                    engine.cookie().set(issue.value(), issue.max_age),
+                    engine.cookie().set(issue.value(), issue.max_age()),
                 );
             }
             if let Some(name) = engine.header() {

@@ -15,6 +15,10 @@ use crate::store::{Changes, USER_KEY, user_of};
 /// The data key that keeps a custom duration, in milliseconds, as the seed does.
 pub(crate) const CUSTOM_DURATION_KEY: &str = "__cust_dur";
 
+/// The data key that keeps a session's own choice of a persistent cookie (a boolean), when it
+/// differs from the engine's.
+pub(crate) const PERSISTENT_KEY: &str = "__persist";
+
 /// The custom duration a session's data holds, if any.
 pub(crate) fn custom_duration_of(data: &Map<String, Value>) -> Option<Duration> {
     data.get(CUSTOM_DURATION_KEY)
@@ -80,6 +84,31 @@ impl Data {
     /// The custom duration set with `set_duration`, if any.
     pub(super) fn custom_duration(&self) -> Option<Duration> {
         custom_duration_of(&self.map)
+    }
+
+    /// Whether the session's cookie carries `Max-Age`, when the session chose.
+    pub(super) fn persistent(&self) -> Option<bool> {
+        self.map.get(PERSISTENT_KEY).and_then(Value::as_bool)
+    }
+
+    /// Chooses whether the session's cookie carries `Max-Age`; `None` leaves it to the engine.
+    pub(super) fn set_persistent(
+        &mut self,
+        persistent: Option<bool>,
+        limit: usize,
+    ) -> Result<(), Error> {
+        match persistent {
+            Some(persistent) => self.put(PERSISTENT_KEY.to_owned(), Value::Bool(persistent), limit),
+            None => {
+                self.remove(PERSISTENT_KEY);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores the session at the end of the request even if nothing changed.
+    pub(super) fn mark_dirty(&mut self) {
+        self.dirty = true;
     }
 
     /// The user the session is tied to, if any.

@@ -57,7 +57,9 @@ pub(crate) enum Outcome {
 /// The signed id a response sends, and the seconds it has left (the cookie's `Max-Age`).
 pub(crate) struct Issue {
     signed: Signed,
-    pub(crate) max_age: u64,
+    max_age: u64,
+    /// Whether the cookie carries `Max-Age`: the session's choice, else the engine's.
+    persistent: bool,
 }
 
 enum Signed {
@@ -68,6 +70,12 @@ enum Signed {
 }
 
 impl Issue {
+    /// The cookie's `Max-Age`: the seconds the session has left; `None` for a browser-session
+    /// cookie.
+    pub(crate) fn max_age(&self) -> Option<u64> {
+        self.persistent.then_some(self.max_age)
+    }
+
     /// The signed id: `id.tag`.
     pub(crate) fn value(&self) -> &str {
         match &self.signed {
@@ -258,7 +266,13 @@ impl Session {
                 Signed::Fresh(self.engine().keys().sign(id))
             }
         };
-        Issue { signed, max_age }
+        let persistent =
+            (state.data.persistent()).unwrap_or_else(|| self.engine().cookie().persistent());
+        Issue {
+            signed,
+            max_age,
+            persistent,
+        }
     }
 }
 

@@ -201,6 +201,11 @@ impl Session {
     /// (the record just written is removed again). Needs no `start`: without one, the
     /// cookie's record is removed unread.
     ///
+    /// Returns whether a live record was removed: `false` for a session that was never
+    /// stored, already destroyed, or ended meanwhile by another request (a logout in another
+    /// tab, say, or a login that rolled it to a new id: that session lives on under its new
+    /// id, and the handler may want to say so).
+    ///
     /// # Errors
     ///
     /// The store's `destroy` hook failed; the session is then unchanged.
@@ -209,16 +214,19 @@ impl Session {
     ///
     /// ```
     /// # async fn logout(session: session_engine::Session) -> Result<&'static str, session_engine::Error> {
-    /// session.destroy().await?;
-    /// Ok("bye")
+    /// if session.destroy().await? {
+    ///     Ok("bye")
+    /// } else {
+    ///     Ok("you were not logged in here")
+    /// }
     /// # }
     /// ```
-    pub async fn destroy(&self) -> Result<&Self, Error> {
+    pub async fn destroy(&self) -> Result<bool, Error> {
         let _gate = self.gate().await;
         let key = {
             let mut state = self.state();
             let key = match state.phase {
-                Phase::Destroyed => return Ok(self),
+                Phase::Destroyed => return Ok(false),
                 Phase::Vanished => None,
                 // At most one of the two is set: a roll moves the stored key aside.
                 Phase::Started => state.key.clone().or_else(|| state.rolled_from.clone()),
@@ -234,11 +242,12 @@ impl Session {
         // The end of the request waits for this destroy; however it ends (done, failed, or
         // dropped half-way by a caller's time-out), the guard tells it so.
         let _destroying = Destroying(self);
-        if let Some(key) = key {
-            self.engine().gateway().destroy(&key).await?;
-        }
+        let removed = match key {
+            Some(key) => self.engine().gateway().destroy(&key).await?,
+            None => false,
+        };
         self.state().end(Phase::Destroyed);
-        Ok(self)
+        Ok(removed)
     }
 }
 

@@ -301,7 +301,8 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`Error::NotStarted`] before `start`; [`Error::ZeroDuration`] for a zero duration.
+    /// [`Error::NotStarted`] before `start`; [`Error::DurationTooShort`] for a duration under
+    /// a millisecond (the unit stores keep times in).
     /// Durations past [`MAX_DURATION`](crate::MAX_DURATION) are kept as that.
     ///
     /// # Examples
@@ -314,8 +315,8 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn set_duration(&self, duration: Duration) -> Result<&Self, Error> {
-        if duration.is_zero() {
-            return Err(Error::ZeroDuration);
+        if duration < crate::lifetime::MIN_DURATION {
+            return Err(Error::DurationTooShort);
         }
         let lifetime = self.engine().lifetime();
         let duration = lifetime.duration(Some(duration));
@@ -324,6 +325,50 @@ impl Session {
             .data
             .set_custom_duration(duration, self.engine().max_data_bytes())?;
         state.expires_at = lifetime.expiry(lifetime.now(), state.created_at, duration);
+        Ok(self)
+    }
+
+    /// Chooses whether this session's cookie is persistent (carries `Max-Age`, so it outlives
+    /// the browser) or a browser-session cookie (none, so the browser drops it when it
+    /// closes), whatever the engine's [`persistent`](crate::SessionEngineBuilder::persistent)
+    /// option says; `None` goes back to the engine's choice. Kept in the session's data, so
+    /// later responses follow it too. The expiry in the store is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] before `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn login(session: session_engine::Session, remember_me: bool) -> Result<(), session_engine::Error> {
+    /// // Without "remember me", the cookie ends with the browser.
+    /// session.set_persistent(Some(remember_me))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_persistent(&self, persistent: Option<bool>) -> Result<&Self, Error> {
+        let limit = self.engine().max_data_bytes();
+        self.started()?.data.set_persistent(persistent, limit)?;
+        Ok(self)
+    }
+
+    /// Stores the session at the end of the request even if nothing changed: a new session
+    /// with no data then gets a record and a cookie (a visitor who accepted the cookie banner,
+    /// say), and a stored one is written again, which moves its expiry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] before `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn hello(session: session_engine::Session) -> Result<(), session_engine::Error> {
+    /// session.save()?; // the visitor gets a session cookie, though the data is empty
+    /// # Ok(()) }
+    /// ```
+    pub fn save(&self) -> Result<&Self, Error> {
+        self.started()?.data.mark_dirty();
         Ok(self)
     }
 

@@ -124,9 +124,8 @@ impl Session {
     /// As [`end_other_sessions`](Self::end_other_sessions), and [`destroy`](Self::destroy)'s.
     pub async fn end_all_sessions(&self) -> Result<u64, Error> {
         let others = self.end_other_sessions().await?;
-        let stored = self.stored();
-        self.destroy().await?;
-        Ok(others + u64::from(stored))
+        let this = self.destroy().await?;
+        Ok(others + u64::from(this))
     }
 
     /// The user, and the store keys that are this session's: its record, and the one it

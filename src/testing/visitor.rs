@@ -15,7 +15,7 @@ use crate::layer::ResponseFuture;
 use crate::session::Session;
 
 /// A visitor who calls handlers directly: each [`call`](Self::call) gives the handler a
-/// [`Session`] exactly as [`SessionLayer`](crate::SessionLayer) would, ends the request as the
+/// started [`Session`] exactly as [`SessionLayer`](crate::SessionLayer) and the extractor would, ends the request as the
 /// layer does (the store's write, touch or destroy, the cookie, the cache headers), and keeps
 /// the cookie for the next call, as a browser would (and the session header, as an API client
 /// would, when the engine has one). No server, no router; any engine, so any store.
@@ -26,7 +26,6 @@ use crate::session::Session;
 ///
 /// /// The handler under test.
 /// async fn visits(session: Session) -> Result<String, Error> {
-///     session.start().await?;
 ///     let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
 ///     session.set("visits", visits)?;
 ///     Ok(visits.to_string())
@@ -114,7 +113,13 @@ impl Visitor {
         }
         let session = Session::new(self.engine.clone(), self.engine.credentials(&headers));
         let handed = session.clone();
-        let handled = async move { Ok::<_, Infallible>(handler(handed).await.into_response()) };
+        // As the `Session` extractor does: started, or the failure `start` answers with.
+        let handled = async move {
+            Ok::<_, Infallible>(match handed.start().await {
+                Ok(_) => handler(handed).await.into_response(),
+                Err(error) => error.into_response(),
+            })
+        };
         let response = match ResponseFuture::new(handled, session).await {
             Ok(response) => response,
             Err(never) => match never {},

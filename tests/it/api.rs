@@ -11,9 +11,9 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
-use session_engine::{Error, MemoryStore, Session, WriteMode};
+use session_engine::{Error, LazySession, MemoryStore, Session, WriteMode};
 
-use crate::faults::{Call, Hook};
+use crate::faults::{Call, Fault, Hook};
 use crate::harness::{
     DEFAULT_ATTRIBUTES, Harness, MINUTE, OLD_SECRET, SECRET, builder, cookie_value, engine_on,
     get_with, max_age, outcome, percent_encode, post_with, routes, serve, session_cookie, sign,
@@ -73,7 +73,7 @@ async fn key_rotation_old_secret_cookie_is_accepted_and_reissued_under_the_curre
 async fn set_signed_id_with_a_bad_signature_errors() {
     let signed = Router::new().route(
         "/signed",
-        get(|session: Session, Query(q): Params| async move {
+        get(|session: LazySession, Query(q): Params| async move {
             outcome(session.set_signed_id(&q["v"], q.get("secret").map(String::as_str)))
         }),
     );
@@ -110,7 +110,7 @@ async fn set_signed_id_with_a_bad_signature_errors() {
 async fn set_signed_id_chooses_the_session_and_the_cookie_follows() {
     let adopt = Router::new().route(
         "/adopt-signed",
-        get(|session: Session, Query(q): Params| async move {
+        get(|session: LazySession, Query(q): Params| async move {
             session.set_signed_id(&q["v"], None)?;
             session.start().await?;
             Ok::<_, Error>(session.get::<u64>("visits")?.unwrap_or(0).to_string())
@@ -141,7 +141,7 @@ async fn set_signed_id_chooses_the_session_and_the_cookie_follows() {
 async fn set_id_before_start_chooses_the_read_id_and_the_cookie_follows() {
     let adopt = Router::new().route(
         "/adopt",
-        get(|session: Session, Query(q): Params| async move {
+        get(|session: LazySession, Query(q): Params| async move {
             session.set_id(q["id"].clone())?;
             session.start().await?;
             let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
@@ -192,6 +192,224 @@ async fn extractor_without_the_layer_is_a_500_naming_session_layer() {
     assert_eq!(
         reply.body,
         "the Session extractor needs a SessionLayer around this route"
+    );
+}
+
+#[tokio::test]
+async fn r5_the_session_extractor_starts_the_session() {
+    // The handler never calls `start`: the extractor did.
+    let data =
+        Router::new()
+            .route(
+                "/count",
+                get(|session: Session| async move {
+                    let ready = session.ready();
+                    let n = session.get::<u64>("n")?.unwrap_or(0) + 1;
+                    session.set("n", n)?;
+                    Ok::<_, Error>(format!("{ready} {n}"))
+                }),
+            )
+            .route(
+                "/optional",
+                get(|session: Option<Session>| async move {
+                    format!("{:?}", session.map(|s| s.ready()))
+                }),
+            );
+    let h = Harness::serving(|b| b, data);
+    let first = h.get("/count", None).await;
+    assert_eq!(first.body, "true 1");
+    let cookie = first.cookie();
+    assert_eq!(h.get("/count", Some(&cookie)).await.body, "true 2");
+    assert_eq!(h.get("/optional", Some(&cookie)).await.body, "Some(true)");
+    // A store that fails at the extractor's read answers as `start()` would: 503 or 500,
+    // opaque, with no cookie.
+    h.store.fail(Hook::Read, Fault::Unavailable);
+    for uri in ["/count", "/optional"] {
+        let reply = h.get(uri, Some(&cookie)).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(reply.body, "", "{uri}");
+        assert!(reply.set_cookies.is_empty(), "{uri}");
+    }
+    h.store.fail(Hook::Read, Fault::Backend);
+    assert_eq!(
+        h.get("/count", Some(&cookie)).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+#[tokio::test]
+async fn r5_not_started_is_logged_at_error_with_the_fix() {
+    let lazy = Router::new().route(
+        "/lazy",
+        get(|session: LazySession| async move {
+            session.set("a", 1)?;
+            Ok::<_, Error>("unreachable")
+        }),
+    );
+    let h = Harness::serving(|b| b, lazy);
+    let (logs, _guard) = crate::logs::capture();
+    let reply = h.get("/lazy", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let logs = logs.text();
+    assert!(logs.contains("ERROR"), "{logs}");
+    assert!(
+        logs.contains("call `session.start().await` first"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn the_lazy_extractors_without_the_layer() {
+    let app: Router = Router::new()
+        .route(
+            "/lazy",
+            get(|_session: LazySession| async { "unreachable" }),
+        )
+        .route(
+            "/optional",
+            get(|session: Option<LazySession>| async move { format!("{}", session.is_none()) }),
+        )
+        .route(
+            "/optional-started",
+            get(|session: Option<Session>| async move { format!("{}", session.is_none()) }),
+        )
+        .with_state(());
+    let reply = get_with(&app, "/lazy", None).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        reply.body,
+        "the Session extractor needs a SessionLayer around this route"
+    );
+    assert_eq!(get_with(&app, "/optional", None).await.body, "true");
+    assert_eq!(get_with(&app, "/optional-started", None).await.body, "true");
+}
+
+// ---- destroy, save and the cookie's persistence ----
+
+#[tokio::test]
+async fn destroy_says_whether_a_live_record_was_removed() {
+    let twice = Router::new().route(
+        "/destroy-twice",
+        get(|session: LazySession| async move {
+            let first = session.destroy().await?;
+            let second = session.destroy().await?;
+            Ok::<_, Error>(format!("{first} {second}"))
+        }),
+    );
+    let h = Harness::serving(|b| b, twice);
+    // No cookie, or a cookie whose record is gone: nothing was removed.
+    assert_eq!(h.get("/destroy-twice", None).await.body, "false false");
+    let (cookie, id) = h.new_session().await;
+    let reply = h.get("/destroy-twice", Some(&cookie)).await;
+    assert_eq!(reply.body, "true false");
+    assert!(reply.removes_cookie());
+    assert!(h.record(&id).await.is_none());
+    assert_eq!(
+        h.get("/destroy-twice", Some(&cookie)).await.body,
+        "false false"
+    );
+    // Rolled away by a login meanwhile: the old cookie's record is no longer live.
+    let (cookie, _) = h.new_session().await;
+    h.post("/login?user=ada", Some(&cookie)).await;
+    assert_eq!(
+        h.get("/destroy-twice", Some(&cookie)).await.body,
+        "false false"
+    );
+}
+
+#[tokio::test]
+async fn save_stores_a_session_without_data_and_writes_a_stored_one_again() {
+    let save = Router::new().route(
+        "/save",
+        get(|session: Session| async move {
+            session.save()?;
+            Ok::<_, Error>("ok")
+        }),
+    );
+    let h = Harness::serving(|b| b, save);
+    // Without `save`, a new session without data is not stored.
+    assert!(h.get("/id", None).await.set_cookies.is_empty());
+    let reply = h.get("/save", None).await;
+    assert_eq!(reply.set_cookies.len(), 1, "{reply:?}");
+    let id = reply.cookie_id();
+    let record = h.record(&id).await.expect("stored");
+    assert!(record.data.is_empty());
+    let cookie = reply.cookie();
+    assert_eq!(h.get("/id", Some(&cookie)).await.body, id);
+    // A stored one is written again, though nothing changed, within the touch interval.
+    h.advance(Duration::from_secs(10));
+    h.store.clear_history();
+    let reply = h.get("/save", Some(&cookie)).await;
+    assert_eq!(h.store.hooks(), [Hook::Read, Hook::Write]);
+    assert_eq!(max_age(reply.set_cookie()), 1800);
+    assert_eq!(
+        h.record(&id).await.unwrap().expires_at,
+        h.clock.now() + 30 * MINUTE
+    );
+}
+
+#[tokio::test]
+async fn set_persistent_chooses_the_cookie_kind_for_this_session_and_later_responses() {
+    let kind = Router::new().route(
+        "/persistent",
+        get(|session: Session, Query(q): Params| async move {
+            let choice = match q.get("v").map(String::as_str) {
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                _ => None,
+            };
+            session.set_persistent(choice)?;
+            Ok::<_, Error>("ok")
+        }),
+    );
+    for engine_persistent in [true, false] {
+        let h = Harness::serving(|b| b.persistent(engine_persistent), kind.clone());
+        let has_max_age = |reply: &crate::harness::Reply| reply.set_cookie().contains("Max-Age=");
+        let reply = h.get("/persistent?v=false", None).await;
+        assert!(!has_max_age(&reply), "{reply:?}");
+        let cookie = reply.cookie();
+        // Later responses (a write, a refresh) follow the session's choice.
+        assert!(!has_max_age(&h.get("/visits", Some(&cookie)).await));
+        h.advance(2 * MINUTE);
+        assert!(!has_max_age(&h.get("/peek", Some(&cookie)).await));
+        assert!(has_max_age(
+            &h.get("/persistent?v=true", Some(&cookie)).await
+        ));
+        assert!(has_max_age(&h.get("/visits", Some(&cookie)).await));
+        // `None` goes back to the engine's choice.
+        let reply = h.get("/persistent", Some(&cookie)).await;
+        assert_eq!(has_max_age(&reply), engine_persistent, "{reply:?}");
+        // A removal always carries `Max-Age=0`.
+        h.get("/persistent?v=false", Some(&cookie)).await;
+        assert!(
+            h.post("/logout", Some(&cookie))
+                .await
+                .set_cookie()
+                .contains("Max-Age=0")
+        );
+    }
+}
+
+#[tokio::test]
+async fn durations_under_a_millisecond_are_refused() {
+    let short = Router::new().route(
+        "/short",
+        get(|session: Session, Query(q): Params| async move {
+            let micros: u64 = q["us"].parse().unwrap();
+            Ok::<_, Error>(outcome(session.set_duration(Duration::from_micros(micros))))
+        }),
+    );
+    let h = Harness::serving(|b| b, short);
+    for micros in [0, 1, 999] {
+        let reply = h.get(&format!("/short?us={micros}"), None).await;
+        assert_eq!(reply.body, "Err(DurationTooShort)");
+        assert!(reply.set_cookies.is_empty());
+    }
+    let reply = h.get("/short?us=1000", None).await;
+    assert_eq!(reply.body, "Ok(())");
+    assert_eq!(
+        h.record(&reply.cookie_id()).await.unwrap().data["__cust_dur"],
+        json!(1)
     );
 }
 

@@ -19,8 +19,8 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt as _;
 use session_engine::{
-    Error, Record, Session, SessionEngine, SessionEngineBuilder, SessionLayer, SessionStore,
-    StoreKey,
+    Error, LazySession, Record, Session, SessionEngine, SessionEngineBuilder, SessionLayer,
+    SessionStore, StoreKey,
 };
 use sha2::{Digest, Sha256};
 use tower::ServiceExt as _;
@@ -144,12 +144,14 @@ pub(crate) fn serve(engine: SessionEngine, routes: Router) -> Router {
     routes.layer(SessionLayer::new(engine)).with_state(())
 }
 
-/// The demo's routes (SPEC section 6) and a few more, without the layer.
+/// The demo's routes (SPEC section 6) and a few more, without the layer. A handler that takes
+/// `Session` has it started by the extractor; `/untouched`, `/logout` and `/touch` take
+/// `LazySession`, which does not start it.
 ///
 /// | route | does |
 /// | --- | --- |
 /// | `GET /health` | `ok`, no extractor |
-/// | `GET /untouched` | takes the `Session` but never starts it; `ok` |
+/// | `GET /untouched` | takes the `LazySession` but never starts it; `ok` |
 /// | `GET /visits` | start, add 1 to `visits`, body = the new count |
 /// | `GET /peek` | start, body = `visits` (0 if none) |
 /// | `GET /id` | start, body = the id |
@@ -162,26 +164,22 @@ pub(crate) fn serve(engine: SessionEngine, routes: Router) -> Router {
 /// | `GET /touch` | `touch`; `ok` |
 pub(crate) fn routes() -> Router {
     async fn visits(session: Session) -> Result<String, Error> {
-        session.start().await?;
         let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
         session.set("visits", visits)?;
         Ok(visits.to_string())
     }
     async fn peek(session: Session) -> Result<String, Error> {
-        session.start().await?;
         Ok(session.get::<u64>("visits")?.unwrap_or(0).to_string())
     }
     async fn login(
         session: Session,
         Query(q): Query<HashMap<String, String>>,
     ) -> Result<String, Error> {
-        session.start().await?;
         let rolled = session.roll().await?;
         session.set("user", q.get("user").cloned().unwrap_or_default())?;
         Ok(rolled.to_string())
     }
     async fn me(session: Session) -> Result<Response, Error> {
-        session.start().await?;
         Ok(match session.get::<String>("user")? {
             Some(user) => user.into_response(),
             None => StatusCode::UNAUTHORIZED.into_response(),
@@ -191,7 +189,6 @@ pub(crate) fn routes() -> Router {
         session: Session,
         Query(q): Query<HashMap<String, u64>>,
     ) -> Result<&'static str, Error> {
-        session.start().await?;
         let ms = q.get("ms").copied().unwrap_or(0);
         session.set_duration(Duration::from_millis(ms))?;
         Ok("ok")
@@ -200,27 +197,23 @@ pub(crate) fn routes() -> Router {
         session: Session,
         Query(q): Query<HashMap<String, String>>,
     ) -> Result<&'static str, Error> {
-        session.start().await?;
         session.set(q["key"].clone(), q["value"].clone())?;
         Ok("ok")
     }
     Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route("/untouched", get(|_session: Session| async { "ok" }))
+        .route("/untouched", get(|_session: LazySession| async { "ok" }))
         .route("/visits", get(visits))
         .route("/peek", get(peek))
         .route(
             "/id",
-            get(|session: Session| async move {
-                session.start().await?;
-                Ok::<_, Error>(session.id().unwrap_or_default())
-            }),
+            get(|session: Session| async move { Ok::<_, Error>(session.id().unwrap_or_default()) }),
         )
         .route("/login", post(login))
         .route("/me", get(me))
         .route(
             "/logout",
-            post(|session: Session| async move {
+            post(|session: LazySession| async move {
                 session.destroy().await?;
                 Ok::<_, Error>("ok")
             }),
@@ -230,13 +223,12 @@ pub(crate) fn routes() -> Router {
         .route(
             "/all",
             get(|session: Session| async move {
-                session.start().await?;
                 Ok::<_, Error>(serde_json::Value::Object(session.get_all()?).to_string())
             }),
         )
         .route(
             "/touch",
-            get(|session: Session| async move {
+            get(|session: LazySession| async move {
                 session.touch().await?;
                 Ok::<_, Error>("ok")
             }),

@@ -7,7 +7,8 @@ use axum::http::{Method, StatusCode};
 use axum::routing::get;
 use serde_json::Map;
 use session_engine::{
-    Changes, Error, Record, Session, SessionStore as _, StoreError, StoreKey, WriteMode,
+    Changes, Error, LazySession, Record, Session, SessionStore as _, StoreError, StoreKey,
+    WriteMode,
 };
 use tokio::time::Instant;
 
@@ -263,7 +264,7 @@ async fn r15_store_timeout_sets_the_deadline_and_none_turns_it_off() {
 async fn r15_a_hung_store_never_locks_the_handle_for_ever() {
     let clones = Router::new().route(
         "/clones-start",
-        get(|session: Session| async move {
+        get(|session: LazySession| async move {
             let starts: Vec<_> = (0..3)
                 .map(|_| {
                     let session = session.clone();

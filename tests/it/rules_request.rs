@@ -8,7 +8,7 @@ use axum::http::header::{CACHE_CONTROL, VARY};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::routing::get;
 use serde_json::json;
-use session_engine::{Error, Session, SessionStore as _, StoreKey, WriteMode};
+use session_engine::{Error, LazySession, Session, SessionStore as _, StoreKey, WriteMode};
 
 use crate::faults::{Call, Fault, Hook};
 use crate::harness::{
@@ -45,7 +45,7 @@ async fn r1_untouched_route_makes_no_store_call_and_no_cookie() {
 async fn r1_a_store_whose_every_hook_fails_does_not_break_lazy_routes() {
     let inspect = Router::new().route(
         "/inspect",
-        get(|session: Session| async move {
+        get(|session: LazySession| async move {
             // Properties and refused data methods never reach the store.
             let _ = session.set("a", 1);
             let _ = session.get::<u64>("a");
@@ -467,7 +467,7 @@ async fn r5_concurrent_start_from_clones_reads_once() {
 async fn r5_data_methods_and_roll_before_start_are_not_started() {
     let early = Router::new().route(
         "/early",
-        get(|session: Session| async move {
+        get(|session: LazySession| async move {
             [
                 outcome(session.set("a", 1)),
                 outcome(session.set_many(json!({"a": 1}))),
