@@ -38,10 +38,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
-use session_engine::store::{decode_data, encode_data, user_of};
+use session_engine::store::{decode_data, encode_data};
 use session_engine::{
-    Changes, Error, Record, Session, SessionEngine, SessionLayer, SessionStore, StoreError,
-    StoreFuture, StoreKey, Touched, WriteMode,
+    Changes, Error, Record, RecordSummary, Session, SessionEngine, SessionLayer, SessionStore,
+    StoreError, StoreFuture, StoreKey, Touched, WriteMode,
 };
 use tower::ServiceExt as _;
 
@@ -121,7 +121,7 @@ impl SessionStore for BTreeStore {
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
-    ) -> StoreFuture<()> {
+    ) -> StoreFuture<SystemTime> {
         let mut records = self.lock();
         let written = match (mode, Self::live(&mut records, key.as_str())) {
             // Insert over a live record: refuse, never overwrite.
@@ -133,16 +133,19 @@ impl SessionStore for BTreeStore {
                     expires_ms: ms(record.expires_at),
                 };
                 records.insert(key.as_str().to_owned(), entry);
-                Ok(())
+                Ok(record.expires_at)
             }
             // Update of an absent or expired record: refuse, never recreate.
             (WriteMode::Update, None) => Err(StoreError::Gone),
-            // Update: patch only the changed keys, move the expiry, keep `created_ms`.
+            // Update: patch only the changed keys, keep `created_ms`, and set the expiry that
+            // the patched data calls for (its custom duration may come from another request).
             (WriteMode::Update, Some(entry)) => {
                 decode_data(entry.data.as_bytes()).map(|mut data| {
                     changes.apply(&mut data, &record.data);
+                    let expires_at = record.expiry_after(&data);
                     entry.data = encode_data(&data);
-                    entry.expires_ms = ms(record.expires_at);
+                    entry.expires_ms = ms(expires_at);
+                    expires_at
                 })
             }
         };
@@ -177,11 +180,12 @@ impl SessionStore for BTreeStore {
         StoreFuture::ready(Ok((before - records.len()) as u64))
     }
 
-    // A scan of every record: plain, and enough for a small store. A database keeps an index
-    // on the data's user instead (the SQL stores' expression index), and a store that keeps
-    // the index beside the records adds a record to it before writing the record, so that
-    // a live session is never missing from "log out everywhere".
-    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+    // A scan of every record, which parses each one: plain, and enough for a small store. A
+    // database keeps the user (and what a listing shows) in columns or fields of its own, so
+    // that a listing reads no data, and a store that keeps an index beside the records adds a
+    // record to it before writing the record, so that a live session is never missing from
+    // "log out everywhere".
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         let now = ms(SystemTime::now());
         let mut found = Vec::new();
         for (key, entry) in self.lock().iter() {
@@ -189,9 +193,12 @@ impl SessionStore for BTreeStore {
             let Ok(data) = decode_data(entry.data.as_bytes()) else {
                 continue;
             };
-            if entry.expires_ms > now && user_of(&data) == Some(user) {
-                let record = Record::new(data, time(entry.created_ms), time(entry.expires_ms));
-                found.push((StoreKey::from(key.as_str()), record));
+            let record = Record::new(data, time(entry.created_ms), time(entry.expires_ms));
+            match RecordSummary::of(&record) {
+                Some(summary) if entry.expires_ms > now && summary.user == user => {
+                    found.push((StoreKey::from(key.as_str()), summary));
+                }
+                _ => {}
             }
         }
         StoreFuture::ready(Ok(found))

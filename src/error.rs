@@ -50,6 +50,13 @@ pub enum Error {
         /// The engine's limit.
         limit: usize,
     },
+    /// A value nests arrays and objects deeper than `limit` levels, more than every store can
+    /// read back; it was not applied.
+    #[error("session values may nest at most {limit} levels deep")]
+    TooDeep {
+        /// The deepest nesting a value may have.
+        limit: usize,
+    },
     /// `set_many` or `reset` was given something that is not a JSON object.
     #[error("session data must be a JSON object")]
     NotAnObject,
@@ -198,6 +205,9 @@ pub enum ConfigError {
     /// `cookie(false)` without `header(…)`: the session id would travel nowhere.
     #[error("with the cookie turned off, a session header is required")]
     NoTransport,
+    /// `max_sessions_per_user(0)`: no user could log in.
+    #[error("max_sessions_per_user must be at least 1")]
+    NoSessionsPerUser,
     /// `track_users(true)` on a store that does not index users
     /// ([`SessionStore::indexes_users`](crate::SessionStore::indexes_users)).
     #[error("track_users needs a store that indexes users, and this one does not")]

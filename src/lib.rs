@@ -23,8 +23,8 @@ pub mod testing;
 
 pub use crate::cookie::SameSite;
 pub use crate::engine::{
-    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, DEFAULT_STORE_TIMEOUT, SessionEngine,
-    SessionEngineBuilder,
+    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_STORE_TIMEOUT,
+    SessionEngine, SessionEngineBuilder,
 };
 pub use crate::error::{ConfigError, DataError, Error};
 #[cfg(feature = "axum")]
@@ -37,5 +37,6 @@ pub use crate::session::{Session, UserSession};
 #[cfg_attr(docsrs, doc(cfg(feature = "memory-store")))]
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::{
-    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, USER_KEY, WriteMode,
+    Changes, ExpiryRule, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey,
+    Touched, USER_KEY, WriteMode,
 };

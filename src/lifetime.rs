@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::store::ExpiryRule;
+
 /// The longest duration or lifetime that counts: 100 years. Longer ones are treated as this.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -66,50 +68,53 @@ impl Lifetime {
         custom.map_or(self.duration, |custom| custom.min(MAX_DURATION))
     }
 
-    /// The expiry of a session created at `created_at`, written or touched at `now` with idle
-    /// lifetime `duration`: `now + duration`, capped by `max_lifetime`.
+    /// The expiry of a session whose absolute lifetime runs from `anchor` (its last login,
+    /// else its creation), written or touched at `now` with idle lifetime `duration`:
+    /// `now + duration`, capped by `max_lifetime`.
     pub(crate) fn expiry(
         &self,
         now: SystemTime,
-        created_at: SystemTime,
+        anchor: SystemTime,
         duration: Duration,
     ) -> SystemTime {
-        let idle = later(now, duration);
-        let capped = match self.max_lifetime {
-            Some(max) => idle.min(later(created_at, max)),
-            None => idle,
-        };
-        to_millisecond(capped)
+        expiry(now, anchor, duration, self.max_lifetime)
+    }
+
+    /// The rule an update's expiry follows, for a write at `now`.
+    pub(crate) fn rule(&self, now: SystemTime) -> ExpiryRule {
+        ExpiryRule::new(now, self.duration, self.max_lifetime)
     }
 
     /// When a record with these times was last written or touched: its expiry less its idle
-    /// lifetime; `None` when the absolute lifetime set the expiry, which hides that moment.
+    /// lifetime; `None` when the absolute lifetime (from `anchor`, its last login or its
+    /// creation) set the expiry, which hides that moment.
     pub(crate) fn last_active(
         &self,
-        created_at: SystemTime,
+        anchor: SystemTime,
         expires_at: SystemTime,
         duration: Duration,
     ) -> Option<SystemTime> {
         let capped = self
             .max_lifetime
-            .is_some_and(|max| to_millisecond(later(created_at, max)) <= expires_at);
+            .is_some_and(|max| to_millisecond(later(anchor, max)) <= expires_at);
         if capped {
             return None;
         }
         expires_at.checked_sub(duration)
     }
 
-    /// Whether a record with these times is past its expiry or its absolute lifetime.
+    /// Whether a record with these times is past its expiry or its absolute lifetime (from
+    /// `anchor`: its last login, else its creation).
     pub(crate) fn is_expired(
         &self,
         now: SystemTime,
-        created_at: SystemTime,
+        anchor: SystemTime,
         expires_at: SystemTime,
     ) -> bool {
         expires_at <= now
             || self
                 .max_lifetime
-                .is_some_and(|max| later(created_at, max) <= now)
+                .is_some_and(|max| later(anchor, max) <= now)
     }
 
     /// The new expiry, when an automatic touch of a record that expires at `expires_at` is
@@ -118,11 +123,11 @@ impl Lifetime {
     pub(crate) fn touch_due(
         &self,
         now: SystemTime,
-        created_at: SystemTime,
+        anchor: SystemTime,
         expires_at: SystemTime,
         duration: Duration,
     ) -> Option<SystemTime> {
-        let next = self.expiry(now, created_at, duration);
+        let next = self.expiry(now, anchor, duration);
         if next <= expires_at {
             return None;
         }
@@ -154,6 +159,23 @@ impl fmt::Debug for Lifetime {
             .field("touch_interval", &self.touch_interval)
             .finish_non_exhaustive()
     }
+}
+
+/// The expiry of a session whose absolute lifetime runs from `anchor`, written or touched at
+/// `now` with idle lifetime `duration`: `now + duration`, capped by `anchor + max_lifetime`, to
+/// the millisecond. The one formula of the engine and of [`ExpiryRule`].
+pub(crate) fn expiry(
+    now: SystemTime,
+    anchor: SystemTime,
+    duration: Duration,
+    max_lifetime: Option<Duration>,
+) -> SystemTime {
+    let idle = later(now, duration);
+    let capped = match max_lifetime {
+        Some(max) => idle.min(later(anchor, max)),
+        None => idle,
+    };
+    to_millisecond(capped)
 }
 
 /// `time + duration`, with durations capped at [`MAX_DURATION`] so that no option can

@@ -115,7 +115,7 @@ mod engine {
                 record: &Record,
                 changes: &Changes,
                 mode: WriteMode,
-            ) -> StoreFuture<()> {
+            ) -> StoreFuture<SystemTime> {
                 self.0.write(key, record, changes, mode)
             }
 

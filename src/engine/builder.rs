@@ -24,6 +24,9 @@ pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
 /// The default deadline of each store call: 5 seconds.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The default bound on one user's live sessions: 100.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+
 /// Options for a [`SessionEngine`]; every setter documents its default.
 ///
 /// ```
@@ -56,6 +59,7 @@ pub struct SessionEngineBuilder {
     /// The header name as given; checked by `build`.
     header: Option<String>,
     track_users: bool,
+    max_sessions_per_user: usize,
 }
 
 impl Default for SessionEngineBuilder {
@@ -75,6 +79,7 @@ impl Default for SessionEngineBuilder {
             send_cookie: true,
             header: None,
             track_users: false,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
         }
     }
 }
@@ -93,6 +98,8 @@ impl fmt::Debug for SessionEngineBuilder {
             .field("store_timeout", &self.store_timeout)
             .field("cookie_on", &self.send_cookie)
             .field("header", &self.header)
+            .field("track_users", &self.track_users)
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +136,10 @@ impl SessionEngineBuilder {
         self
     }
 
-    /// An absolute cap from creation that no touch, write or roll extends. Default none; at
+    /// An absolute cap that no touch, write or roll extends: from the session's last login
+    /// ([`Session::set_user`](crate::Session::set_user)) when it has one, else from its
+    /// creation, so a login late in an anonymous visit gets the whole lifetime. Default none;
+    /// at least 1 ms (`build` refuses less, with [`ConfigError::MaxLifetimeTooShort`]) and at
     /// most [`MAX_DURATION`](crate::MAX_DURATION).
     pub fn max_lifetime(mut self, max_lifetime: Duration) -> Self {
         self.max_lifetime = Some(max_lifetime);
@@ -287,6 +297,16 @@ impl SessionEngineBuilder {
         self
     }
 
+    /// How many live sessions one user may have, with [`track_users`](Self::track_users): a
+    /// login that would exceed it ends that user's least recently used sessions first, so
+    /// that no user can make their list of sessions (and ending them all) costly for the
+    /// server. Default [`DEFAULT_MAX_SESSIONS_PER_USER`] (100); at least 1 (`build` refuses
+    /// 0 with [`ConfigError::NoSessionsPerUser`]).
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.max_sessions_per_user = max;
+        self
+    }
+
     /// Validates the options and makes the engine.
     ///
     /// # Errors
@@ -303,6 +323,9 @@ impl SessionEngineBuilder {
         }
         if self.store_timeout.is_some_and(|limit| limit.is_zero()) {
             return Err(ConfigError::ZeroStoreTimeout);
+        }
+        if self.max_sessions_per_user == 0 {
+            return Err(ConfigError::NoSessionsPerUser);
         }
         let header = self.header.as_deref().map(header_name).transpose()?;
         if !self.send_cookie && header.is_none() {
@@ -326,6 +349,7 @@ impl SessionEngineBuilder {
                 send_cookie: self.send_cookie,
                 header,
                 track_users: self.track_users,
+                max_sessions_per_user: self.max_sessions_per_user,
                 lifetime: Lifetime::new(
                     self.duration,
                     self.max_lifetime,
@@ -388,6 +412,10 @@ mod tests {
             Err(E::ZeroStoreTimeout)
         );
         assert_eq!(build(|b| b.store_timeout(None)), Ok(()));
+        assert_eq!(
+            build(|b| b.max_sessions_per_user(0)),
+            Err(E::NoSessionsPerUser)
+        );
         assert_eq!(build(|b| b.cookie_name("__Host-sid")), Ok(()));
         for bad in ["", "x session", "cookie", "Set-Cookie", "é"] {
             assert_eq!(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use builder::{
-    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, DEFAULT_STORE_TIMEOUT, SessionEngineBuilder,
+    DEFAULT_DURATION, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_STORE_TIMEOUT,
+    SessionEngineBuilder,
 };
 
 use http::HeaderName;
@@ -34,6 +35,7 @@ struct Inner {
     send_cookie: bool,
     header: Option<HeaderName>,
     track_users: bool,
+    max_sessions_per_user: usize,
     cookie: CookieFormat,
     lifetime: Lifetime,
     automatic_touch: bool,
@@ -140,6 +142,11 @@ impl SessionEngine {
         self.inner.max_data_bytes
     }
 
+    /// How many live sessions one user may have (`max_sessions_per_user`).
+    pub(crate) fn max_sessions_per_user(&self) -> usize {
+        self.inner.max_sessions_per_user
+    }
+
     /// The key the store sees for `id`: its hash unless `hash_ids` is off.
     pub(crate) fn store_key(&self, id: &SessionId) -> StoreKey {
         id.store_key(self.inner.hash_ids)
@@ -155,6 +162,7 @@ impl fmt::Debug for SessionEngine {
             .field("send_cookie", &inner.send_cookie)
             .field("header", &inner.header)
             .field("track_users", &inner.track_users)
+            .field("max_sessions_per_user", &inner.max_sessions_per_user)
             .field("lifetime", &inner.lifetime)
             .field("automatic_touch", &inner.automatic_touch)
             .field("hash_ids", &inner.hash_ids)

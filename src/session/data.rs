@@ -3,28 +3,20 @@
 //! `__cust_dur`), an equal value is no change, and no change may take the data past the
 //! engine's limit.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{DataError, Error};
-use crate::store::{Changes, USER_KEY, user_of};
-
-/// The data key that keeps a custom duration, in milliseconds, as the seed does.
-pub(crate) const CUSTOM_DURATION_KEY: &str = "__cust_dur";
+use crate::store::{
+    Changes, DURATION_KEY, LOGIN_KEY, USER_KEY, custom_duration_of, login_of, to_ms, user_of,
+};
 
 /// The data key that keeps a session's own choice of a persistent cookie (a boolean), when it
 /// differs from the engine's.
 pub(crate) const PERSISTENT_KEY: &str = "__persist";
-
-/// The custom duration a session's data holds, if any.
-pub(crate) fn custom_duration_of(data: &Map<String, Value>) -> Option<Duration> {
-    data.get(CUSTOM_DURATION_KEY)
-        .and_then(Value::as_u64)
-        .map(Duration::from_millis)
-}
 
 /// A session's data and what the request changed in it.
 #[derive(Default)]
@@ -86,6 +78,11 @@ impl Data {
         custom_duration_of(&self.map)
     }
 
+    /// When the session's last login was, if it had one.
+    pub(super) fn login(&self) -> Option<SystemTime> {
+        login_of(&self.map)
+    }
+
     /// Whether the session's cookie carries `Max-Age`, when the session chose.
     pub(super) fn persistent(&self) -> Option<bool> {
         self.map.get(PERSISTENT_KEY).and_then(Value::as_bool)
@@ -116,9 +113,21 @@ impl Data {
         user_of(&self.map)
     }
 
-    /// Ties the session to `user`.
-    pub(super) fn set_user(&mut self, user: String, limit: usize) -> Result<(), Error> {
-        self.put(USER_KEY.to_owned(), Value::String(user), limit)
+    /// Ties the session to `user`, logged in at `at`. All or nothing.
+    pub(super) fn set_user(
+        &mut self,
+        user: String,
+        at: SystemTime,
+        limit: usize,
+    ) -> Result<(), Error> {
+        let login = Value::from(to_ms(at));
+        self.merge(
+            Map::from_iter([
+                (USER_KEY.to_owned(), Value::String(user)),
+                (LOGIN_KEY.to_owned(), login),
+            ]),
+            limit,
+        )
     }
 
     /// Unties the session from its user.
@@ -132,7 +141,7 @@ impl Data {
         limit: usize,
     ) -> Result<(), Error> {
         let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        self.put(CUSTOM_DURATION_KEY.to_owned(), Value::from(millis), limit)
+        self.put(DURATION_KEY.to_owned(), Value::from(millis), limit)
     }
 
     pub(super) fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
@@ -168,12 +177,18 @@ impl Data {
         check_key(&key)?;
         let value =
             serde_json::to_value(value).map_err(|e| Error::Serialize(DataError::new(&e)))?;
+        check_depth(&value)?;
         self.put(key, value, limit)
     }
 
     /// Sets every key of `object`, all or nothing.
     pub(super) fn set_many(&mut self, object: impl Serialize, limit: usize) -> Result<(), Error> {
-        let changed: Vec<(String, Value)> = to_object(object)?
+        self.merge(to_object(object)?, limit)
+    }
+
+    /// Sets every key of `object`, reserved ones included, all or nothing.
+    fn merge(&mut self, object: Map<String, Value>, limit: usize) -> Result<(), Error> {
+        let changed: Vec<(String, Value)> = object
             .into_iter()
             .filter(|(key, value)| self.map.get(key) != Some(value))
             .collect();
@@ -278,8 +293,34 @@ fn check_key(key: &str) -> Result<(), Error> {
 fn to_object(object: impl Serialize) -> Result<Map<String, Value>, Error> {
     match serde_json::to_value(object).map_err(|e| Error::Serialize(DataError::new(&e)))? {
         Value::Object(map) if map.keys().any(|key| is_reserved(key)) => Err(Error::ReservedKey),
-        Value::Object(map) => Ok(map),
+        Value::Object(map) => {
+            map.values().try_for_each(check_depth)?;
+            Ok(map)
+        }
         _ => Err(Error::NotAnObject),
+    }
+}
+
+/// How deep a value may nest (arrays and objects within each other, the value itself
+/// counting as one): what every store reads back. The data is one more level, and JSON
+/// parsers stop at 128 (serde_json's limit), so a deeper value could be stored and then never
+/// read again.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// Refuses a value nested deeper than [`MAX_DEPTH`], looking no deeper than that.
+fn check_depth(value: &Value) -> Result<(), Error> {
+    fn within(value: &Value, levels: usize) -> bool {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => return true,
+        };
+        levels > 0 && children.into_iter().all(|child| within(child, levels - 1))
+    }
+    if within(value, MAX_DEPTH) {
+        Ok(())
+    } else {
+        Err(Error::TooDeep { limit: MAX_DEPTH })
     }
 }
 
@@ -387,6 +428,32 @@ mod tests {
     }
 
     #[test]
+    fn r20_values_nested_deeper_than_the_limit_are_refused_and_lose_nothing() {
+        fn nested(depth: usize) -> Value {
+            (1..depth).fold(json!([]), |inner, _| json!([inner]))
+        }
+        let mut data = Data::default();
+        data.set("deep".into(), nested(MAX_DEPTH), LIMIT).unwrap();
+        assert!(matches!(
+            data.set("deeper".into(), nested(MAX_DEPTH + 1), LIMIT),
+            Err(Error::TooDeep { limit: MAX_DEPTH })
+        ));
+        assert!(matches!(
+            data.set_many(json!({"a": 1, "b": nested(MAX_DEPTH + 1)}), LIMIT),
+            Err(Error::TooDeep { .. })
+        ));
+        assert!(matches!(
+            data.reset(json!({"c": nested(200)}), LIMIT),
+            Err(Error::TooDeep { .. })
+        ));
+        assert_eq!(data.get_all().len(), 1);
+        // What was accepted is read back: the data is one level more, within the parser's.
+        let text = serde_json::to_string(&data.map).unwrap();
+        let back: Map<String, Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, data.map);
+    }
+
+    #[test]
     fn reserved_keys_are_the_engines() {
         let mut data = Data::default();
         data.set_custom_duration(Duration::from_secs(60), LIMIT)
@@ -399,11 +466,8 @@ mod tests {
             data.set_many(json!({"__y": 1}), LIMIT),
             Err(Error::ReservedKey)
         ));
-        assert!(matches!(
-            data.delete(CUSTOM_DURATION_KEY),
-            Err(Error::ReservedKey)
-        ));
-        assert_eq!(data.get::<u64>(CUSTOM_DURATION_KEY).unwrap(), None);
+        assert!(matches!(data.delete(DURATION_KEY), Err(Error::ReservedKey)));
+        assert_eq!(data.get::<u64>(DURATION_KEY).unwrap(), None);
         data.reset(json!({"a": 1}), LIMIT).unwrap();
         data.delete_all();
         assert_eq!(data.custom_duration(), Some(Duration::from_secs(60)));

@@ -5,7 +5,9 @@
 //! - found gone: no cookie at all (the browser may hold a newer one);
 //! - modified: `write` (an insert for a new or rolled session, retried under a fresh id while
 //!   the id is taken; then, after a roll, the destroy of the old record, and if that one was no
-//!   longer live, the destroy of the new one too), then the cookie;
+//!   longer live or its destroy failed, the destroy of the new one too; then, after a login,
+//!   the check that no "log out everywhere" ended it meanwhile, and the end of the user's
+//!   sessions beyond the limit), then the cookie with the expiry the store gave the record;
 //! - stored, unmodified, touch due: `touch`, then the refreshed cookie;
 //! - otherwise nothing, but the re-issue of a cookie signed with an older secret.
 //!
@@ -13,7 +15,10 @@
 //! the removal cookie sent.
 //!
 //! [`Finishing`] is a future of its own, polled in place by the layer's response future: with
-//! a store that answers at once it completes in its first poll, with no allocation.
+//! a store that answers at once it completes in its first poll, with no allocation. Dropped
+//! half-way (the client went away), it finishes what must not be left half-done on a task of
+//! its own: a record inserted is removed again (its cookie will never reach anyone), and the
+//! record a roll left behind is destroyed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -96,6 +101,7 @@ struct Writing {
     id: SessionId,
     key: StoreKey,
     created_at: SystemTime,
+    /// The expiry as this request sees the record; once written, the one the store gave it.
     expires_at: SystemTime,
     /// When the end of the request decided: the `Max-Age` of the cookie counts from it.
     now: SystemTime,
@@ -103,10 +109,12 @@ struct Writing {
 }
 
 enum Step {
-    Insert(Writing, StoreFuture<()>),
+    Insert(Writing, StoreFuture<SystemTime>),
     NewId(Writing, StoreFuture<String>),
     DestroyRolled(Writing, StoreFuture<bool>),
-    Update(Writing, StoreFuture<()>),
+    Update(Writing, StoreFuture<SystemTime>),
+    /// Whether a login written in this request stands (`SessionEngine::after_login`).
+    Login(Writing, StoreFuture<bool>),
     Touch {
         to: SystemTime,
         cookie: Issue,
@@ -116,7 +124,7 @@ enum Step {
     AwaitDestroy(Pin<Box<OwnedNotified>>),
     /// Removes a record just written, then answers `then`.
     Undo {
-        then: Outcome,
+        then: Result<Outcome, Error>,
         call: StoreFuture<bool>,
     },
     Done,
@@ -161,7 +169,7 @@ impl Session {
                     key: stored.clone().unwrap_or_else(|| engine.store_key(&id)),
                     id,
                     created_at: state.created_at,
-                    expires_at: lifetime.expiry(now, state.created_at, duration),
+                    expires_at: lifetime.expiry(now, state.anchor(), duration),
                     now,
                     tries: 1,
                 };
@@ -196,7 +204,7 @@ impl Session {
                 let due = (engine.automatic_touch() && !state.touched)
                     .then(|| {
                         let stored = state.stored_expires_at;
-                        lifetime.touch_due(now, state.created_at, stored, duration)
+                        lifetime.touch_due(now, state.anchor(), stored, duration)
                     })
                     .flatten();
                 if let Some(to) = due {
@@ -220,15 +228,18 @@ impl Session {
         }
     }
 
-    /// Calls `write` with the session's data, lent to the record without a copy.
+    /// Calls `write` with the session's data, lent to the record without a copy, and the rule
+    /// its expiry follows.
     fn write(
         &self,
         state: &mut State,
         writing: &Writing,
         changes: &Changes,
         mode: WriteMode,
-    ) -> StoreFuture<()> {
-        let record = Record::new(state.data.lend(), writing.created_at, writing.expires_at);
+    ) -> StoreFuture<SystemTime> {
+        let rule = self.engine().lifetime().rule(writing.now);
+        let record =
+            Record::new(state.data.lend(), writing.created_at, writing.expires_at).with_rule(rule);
         let call = self
             .engine()
             .gateway()
@@ -237,7 +248,7 @@ impl Session {
         call
     }
 
-    fn insert(&self, state: &mut State, writing: &Writing) -> StoreFuture<()> {
+    fn insert(&self, state: &mut State, writing: &Writing) -> StoreFuture<SystemTime> {
         self.write(state, writing, &Changes::replace_all(), WriteMode::Insert)
     }
 
@@ -282,8 +293,9 @@ impl Finishing {
         &self.session
     }
 
-    /// The written record is in: after a roll, the old record goes next; then the session is
-    /// stored under its new key, unless a `destroy()` got there first.
+    /// The written record is in: after a roll, the old record goes next; after a login, the
+    /// check that it stands; then the session is stored under its new key, unless a
+    /// `destroy()` got there first.
     fn written(&mut self, writing: Writing, inserted: bool) -> Next {
         let mut state = self.session.state();
         if let (true, Some(old)) = (inserted, &state.rolled_from) {
@@ -292,7 +304,16 @@ impl Finishing {
         }
         if state.destroyed() {
             drop(state);
-            return self.undo(inserted, &writing.key, Outcome::Remove);
+            return self.undo(inserted, &writing.key, Ok(Outcome::Remove));
+        }
+        if std::mem::take(&mut state.login) {
+            let user = state.data.user().map(str::to_owned);
+            let login_at = state.data.login();
+            if let (Some(user), Some(login_at)) = (user, login_at) {
+                let engine = self.session.engine();
+                let call = engine.after_login(user, writing.key.clone(), login_at);
+                return Next::Step(Step::Login(writing, call));
+            }
         }
         // An insert may have moved to a fresh id (the first was taken): the cookie follows.
         state.id = Some(writing.id);
@@ -306,9 +327,9 @@ impl Finishing {
     }
 
     /// Removes the record just inserted (when `inserted`), then answers `then`.
-    fn undo(&self, inserted: bool, key: &StoreKey, then: Outcome) -> Next {
+    fn undo(&self, inserted: bool, key: &StoreKey, then: Result<Outcome, Error>) -> Next {
         if !inserted {
-            return Next::Done(Ok(then));
+            return Next::Done(then);
         }
         let call = self.session.engine().gateway().destroy(key);
         Next::Step(Step::Undo { then, call })
@@ -334,7 +355,10 @@ impl Finishing {
                     return Next::Pending(Step::Insert(writing, call));
                 };
                 match answer {
-                    Ok(()) => self.written(writing, true),
+                    Ok(expires_at) => {
+                        writing.expires_at = expires_at;
+                        self.written(writing, true)
+                    }
                     Err(StoreError::IdTaken) if writing.tries < INSERT_TRIES => {
                         writing.tries += 1;
                         let call = self.session.engine().gateway().id();
@@ -374,17 +398,24 @@ impl Finishing {
                     // record must not outlive it.
                     Ok(false) => {
                         let then = self.vanished();
-                        self.undo(true, &writing.key, then)
+                        self.undo(true, &writing.key, Ok(then))
                     }
-                    Err(error) => Next::Done(Err(error.into())),
+                    // The old record may still be live: the new one must not be live beside
+                    // it, tied to the same user, with a cookie that never reached anyone.
+                    Err(error) => self.undo(true, &writing.key, Err(error.into())),
                 }
             }
-            Step::Update(writing, mut call) => {
+            Step::Update(mut writing, mut call) => {
                 let Poll::Ready(answer) = poll(&mut call, cx) else {
                     return Next::Pending(Step::Update(writing, call));
                 };
                 match answer {
-                    Ok(()) => self.written(writing, false),
+                    // The expiry the record's own data calls for (R17), which another request
+                    // may have changed since this one read it.
+                    Ok(expires_at) => {
+                        writing.expires_at = expires_at;
+                        self.written(writing, false)
+                    }
                     Err(StoreError::Gone) => Next::Done(Ok(self.vanished())),
                     Err(error) => Next::Done(Err(error.into())),
                 }
@@ -399,11 +430,38 @@ impl Finishing {
                 };
                 Next::Done(Ok(self.touched(answer, to, cookie)))
             }
+            Step::Login(writing, mut call) => {
+                let Poll::Ready(answer) = poll(&mut call, cx) else {
+                    return Next::Pending(Step::Login(writing, call));
+                };
+                match answer {
+                    Ok(true) => self.written(writing, false),
+                    // Ended by a "log out everywhere" since the request began (R19): the
+                    // record is gone, and nothing is sent.
+                    Ok(false) => Next::Done(Ok(self.vanished())),
+                    Err(error) => self.undo(true, &writing.key, Err(error.into())),
+                }
+            }
             Step::Undo { then, mut call } => {
                 let Poll::Ready(answer) = poll(&mut call, cx) else {
                     return Next::Pending(Step::Undo { then, call });
                 };
-                Next::Done(answer.map(|_| then).map_err(Error::from))
+                match answer {
+                    Ok(_) => Next::Done(then),
+                    Err(error) => {
+                        // The error the response answers with is the first one.
+                        if then.is_err() {
+                            tracing::warn!(
+                                error = &error as &dyn std::error::Error,
+                                "a session record written in a failed request could not be \
+                                 removed; it expires as usual"
+                            );
+                            Next::Done(then)
+                        } else {
+                            Next::Done(Err(error.into()))
+                        }
+                    }
+                }
             }
             Step::AwaitDestroy(mut ended) => {
                 if ended.as_mut().poll(cx).is_pending() {
@@ -412,7 +470,9 @@ impl Finishing {
                 match self.session.finish() {
                     Finish::Untouched => Next::Done(Ok(Outcome::Keep)),
                     Finish::Done(outcome) => Next::Done(Ok(outcome)),
-                    Finish::Running(finishing) => Next::Step(finishing.step),
+                    Finish::Running(mut finishing) => {
+                        Next::Step(std::mem::replace(&mut finishing.step, Step::Done))
+                    }
                 }
             }
             Step::Done => panic!("Finishing polled after it completed"),
@@ -448,6 +508,78 @@ impl Finishing {
                 );
                 Outcome::Keep
             }
+        }
+    }
+}
+
+impl Finishing {
+    /// What the step under way leaves half-done if it is dropped here (the client went away
+    /// before the response): the store calls that complete it, to run on a task of their
+    /// own (R22).
+    ///
+    /// - A record being inserted, or just inserted (a roll's old record being destroyed, a
+    ///   login being checked): once it is in, it is removed again, since its cookie will
+    ///   never reach anyone, and the record a roll left behind is destroyed, as the roll
+    ///   would have, so no logged-in record is left orphaned and no pre-login one live.
+    /// - A record being removed again: its removal goes on.
+    fn leftover(&self, step: Step) -> Option<StoreFuture<()>> {
+        let gateway = self.session.engine().gateway().clone();
+        let rolled_from = self.session.state().rolled_from.clone();
+        let (inserted, new): (StoreFuture<bool>, StoreKey) = match step {
+            Step::Insert(writing, call) => (
+                StoreFuture::boxed(async move { Ok(call.await.is_ok()) }),
+                writing.key,
+            ),
+            Step::DestroyRolled(writing, call) => (
+                StoreFuture::boxed(async move {
+                    let _ = call.await;
+                    Ok(true)
+                }),
+                writing.key,
+            ),
+            Step::Login(writing, _) => (StoreFuture::ready(Ok(true)), writing.key),
+            Step::Undo { call, .. } => {
+                return Some(StoreFuture::boxed(async move { call.await.map(drop) }));
+            }
+            Step::NewId(..)
+            | Step::Update(..)
+            | Step::Touch { .. }
+            | Step::AwaitDestroy(_)
+            | Step::Done => return None,
+        };
+        Some(StoreFuture::boxed(async move {
+            if inserted.await? {
+                gateway.destroy(&new).await?;
+                if let Some(old) = rolled_from {
+                    gateway.destroy(&old).await?;
+                }
+            }
+            Ok(())
+        }))
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        let step = std::mem::replace(&mut self.step, Step::Done);
+        let Some(leftover) = self.leftover(step) else {
+            return;
+        };
+        let finish = async move {
+            if let Err(error) = leftover.await {
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "a session's end of request, left half-way by its client, could not be \
+                     completed; its records expire as usual"
+                );
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(finish)),
+            Err(_) => tracing::warn!(
+                "a session's end of request was left half-way outside a tokio runtime; its \
+                 records expire as usual"
+            ),
         }
     }
 }

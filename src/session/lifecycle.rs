@@ -5,7 +5,7 @@ use super::state::{Phase, State};
 use super::{Session, data};
 use crate::error::Error;
 use crate::id::SessionId;
-use crate::store::{StoreError, Touched};
+use crate::store::{StoreError, Touched, login_of};
 
 impl Session {
     /// Starts the session: reads the record of the cookie's id (or of the id chosen with
@@ -71,15 +71,17 @@ impl Session {
             let lifetime = engine.lifetime();
             // The engine checks expiry itself: a store may hold an expired record.
             let now = lifetime.now();
-            if let Some(record) =
-                record.filter(|r| !lifetime.is_expired(now, r.created_at, r.expires_at))
-            {
+            if let Some(record) = record.filter(|r| {
+                let anchor = login_of(&r.data).unwrap_or(r.created_at);
+                !lifetime.is_expired(now, anchor, r.expires_at)
+            }) {
                 let mut state = self.state();
                 state.phase = Phase::Started;
                 state.id = Some(id);
                 state.key = Some(key);
                 state.data = data::Data::stored(record.data);
                 state.created_at = record.created_at;
+                state.started_at = now;
                 state.expires_at = record.expires_at;
                 state.stored_expires_at = record.expires_at;
                 return Ok(());
@@ -93,6 +95,7 @@ impl Session {
         state.phase = Phase::Started;
         state.id = Some(id);
         state.created_at = now;
+        state.started_at = now;
         state.expires_at = lifetime.expiry(now, now, lifetime.duration(None));
         Ok(())
     }
@@ -176,7 +179,7 @@ impl Session {
                 return Ok(self);
             };
             let duration = lifetime.duration(state.data.custom_duration());
-            let to = lifetime.expiry(lifetime.now(), state.created_at, duration);
+            let to = lifetime.expiry(lifetime.now(), state.anchor(), duration);
             (key, state.stored_expires_at, to)
         };
         let touched = self.engine().gateway().touch(&key, from, to).await;

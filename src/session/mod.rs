@@ -324,7 +324,7 @@ impl Session {
         state
             .data
             .set_custom_duration(duration, self.engine().max_data_bytes())?;
-        state.expires_at = lifetime.expiry(lifetime.now(), state.created_at, duration);
+        state.expires_at = lifetime.expiry(lifetime.now(), state.anchor(), duration);
         Ok(self)
     }
 

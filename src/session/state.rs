@@ -34,6 +34,9 @@ pub(super) struct State {
     /// The record a roll left behind: destroyed once the new one is in.
     pub(super) rolled_from: Option<StoreKey>,
     pub(super) created_at: SystemTime,
+    /// When this request started the session: the moment a login in this request counts from
+    /// (`set_user`).
+    pub(super) started_at: SystemTime,
     /// When the session expires, as `expires_at()` shows it: the stored expiry, or the one a
     /// write will give it (after `set_duration`).
     pub(super) expires_at: SystemTime,
@@ -48,6 +51,9 @@ pub(super) struct State {
     pub(super) superseded: bool,
     /// Whether a `destroy()` is under way: the end of the request must not save.
     pub(super) destroying: bool,
+    /// Whether a login (`set_user`) happened in this request: once its record is written, the
+    /// end of the request checks that it stands (`SessionEngine::after_login`).
+    pub(super) login: bool,
 }
 
 impl State {
@@ -61,12 +67,19 @@ impl State {
             rolled_from: None,
             // Set by `start`; a session that is never started has no times.
             created_at: SystemTime::UNIX_EPOCH,
+            started_at: SystemTime::UNIX_EPOCH,
             expires_at: SystemTime::UNIX_EPOCH,
             stored_expires_at: SystemTime::UNIX_EPOCH,
             touched: false,
             superseded: false,
             destroying: false,
+            login: false,
         }
+    }
+
+    /// What the absolute lifetime runs from: the last login, else the creation.
+    pub(super) fn anchor(&self) -> SystemTime {
+        self.data.login().unwrap_or(self.created_at)
     }
 
     /// Whether a `destroy()` has ended the session or is ending it.
@@ -83,6 +96,7 @@ impl State {
         self.data.clear();
         self.touched = false;
         self.destroying = false;
+        self.login = false;
     }
 
     /// The record was found gone, unless a `destroy()` ended the session first.

@@ -6,7 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode};
+use super::{
+    Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
+    WriteMode,
+};
 
 /// The store, and the deadline of each call to it.
 #[derive(Clone)]
@@ -38,7 +41,7 @@ impl Gateway {
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
-    ) -> StoreFuture<()> {
+    ) -> StoreFuture<SystemTime> {
         self.deadline(self.store.write(key, record, changes, mode))
     }
 
@@ -59,7 +62,7 @@ impl Gateway {
         self.deadline(self.store.cleanup())
     }
 
-    pub(crate) fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+    pub(crate) fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         self.deadline(self.store.user_sessions(user))
     }
 

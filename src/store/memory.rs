@@ -5,16 +5,18 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use indexmap::IndexMap;
 use sha2::{Digest, Sha256};
 
+use serde_json::{Map, Value};
+
 use crate::store::{
-    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode,
-    decode_data, encode_data, from_ms, to_ms, user_of,
+    Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
+    WriteMode, custom_duration_of, decode_data, encode_data, from_ms, login_of, to_ms, user_of,
 };
 
 /// Sessions kept in this process's memory: fast, and gone when the process ends.
@@ -120,29 +122,45 @@ impl Entry {
     }
 }
 
-/// The records tied to each user, by user: their keys as the engine gave them, which is what
-/// [`SessionStore::user_sessions`] answers with. Kept in step with the shards: a record is
-/// added before it is written and forgotten as it is removed, under its shard's lock (shard
-/// first, then this one).
+/// The records tied to each user, by user: their keys as the engine gave them, with what a
+/// listing needs of their data (so that [`SessionStore::user_sessions`] parses none). Kept in
+/// step with the shards: a record is added (or its tie refreshed) before it is written and
+/// forgotten as it is removed, under its shard's lock (shard first, then this one).
 #[derive(Default)]
-struct Users(Mutex<HashMap<String, HashMap<Key, StoreKey>>>);
+struct Users(Mutex<HashMap<String, HashMap<Key, Tie>>>);
+
+/// A record's tie to its user: its key as the engine gave it, and its own idle lifetime and
+/// last login.
+#[derive(Clone)]
+struct Tie {
+    key: StoreKey,
+    duration: Option<Duration>,
+    login_at: Option<SystemTime>,
+}
+
+impl Tie {
+    fn of(key: &StoreKey, data: &Map<String, Value>) -> Self {
+        Self {
+            key: key.clone(),
+            duration: custom_duration_of(data),
+            login_at: login_of(data),
+        }
+    }
+}
 
 impl Users {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<Key, StoreKey>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<Key, Tie>>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn add(&self, user: &str, key: Key, store_key: &StoreKey) {
+    fn add(&self, user: &str, key: Key, tie: Tie) {
         let mut users = self.lock();
         // The name is copied only for a user the map does not know yet.
         match users.get_mut(user) {
-            Some(keys) => keys.insert(key, store_key.clone()),
-            None => users
-                .entry(user.to_owned())
-                .or_default()
-                .insert(key, store_key.clone()),
+            Some(keys) => keys.insert(key, tie),
+            None => users.entry(user.to_owned()).or_default().insert(key, tie),
         };
     }
 
@@ -156,11 +174,9 @@ impl Users {
         }
     }
 
-    fn keys_of(&self, user: &str) -> Vec<(Key, StoreKey)> {
+    fn ties_of(&self, user: &str) -> Vec<(Key, Tie)> {
         self.lock().get(user).map_or_else(Vec::new, |keys| {
-            keys.iter()
-                .map(|(key, text)| (*key, text.clone()))
-                .collect()
+            keys.iter().map(|(key, tie)| (*key, tie.clone())).collect()
         })
     }
 }
@@ -423,23 +439,23 @@ impl MemoryStore {
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
-    ) -> Result<(), StoreError> {
+    ) -> Result<SystemTime, StoreError> {
         let key = self.compact(store_key);
         let now = to_ms(SystemTime::now());
-        let expires_ms = to_ms(record.expires_at);
         let mut shard = self.shard(&key, now);
         match (mode, shard.live(&key, now, &self.users)) {
             (WriteMode::Insert, Some(_)) => Err(StoreError::IdTaken),
             (WriteMode::Insert, None) => {
                 let user = user_of(&record.data);
                 if let Some(user) = user {
-                    self.users.add(user, key, store_key);
+                    self.users.add(user, key, Tie::of(store_key, &record.data));
                 }
                 let data = encode_data(&record.data);
                 let created_ms = to_ms(record.created_at);
+                let expires_ms = to_ms(record.expires_at);
                 let entry = shard.place(None, created_ms, &data, expires_ms, user.is_some());
                 shard.map.insert(key, entry);
-                Ok(())
+                Ok(record.expires_at)
             }
             (WriteMode::Update, None) => Err(StoreError::Gone),
             (WriteMode::Update, Some(index)) => {
@@ -454,22 +470,23 @@ impl MemoryStore {
                     (Some(data), old_user.flatten())
                 };
                 let new = patched.as_ref().unwrap_or(&record.data);
+                // The expiry the record's own data calls for, whichever request set it (R17).
+                let expires_at = record.expiry_after(new);
                 let user = user_of(new);
-                if user != old_user.as_deref() {
-                    // Found under the new user before the record says so; then no longer
-                    // under the old one.
-                    if let Some(user) = user {
-                        self.users.add(user, key, store_key);
-                    }
-                    if let Some(old_user) = &old_user {
-                        self.users.forget(old_user, &key);
-                    }
+                // Found under the new user (its tie refreshed) before the record says so;
+                // then no longer under the old one.
+                if let Some(user) = user {
+                    self.users.add(user, key, Tie::of(store_key, new));
+                }
+                if let Some(old_user) = old_user.filter(|old| Some(old.as_str()) != user) {
+                    self.users.forget(&old_user, &key);
                 }
                 let data = encode_data(new);
                 let created_ms = shard.created_ms(&old);
                 let tied = user.is_some();
+                let expires_ms = to_ms(expires_at);
                 shard.map[index] = shard.place(Some(old), created_ms, &data, expires_ms, tied);
-                Ok(())
+                Ok(expires_at)
             }
         }
     }
@@ -521,18 +538,25 @@ impl MemoryStore {
         removed
     }
 
-    fn user_sessions_now(&self, user: &str) -> Result<Vec<(StoreKey, Record)>, StoreError> {
+    /// The summaries of `user`'s live records, from the index and the entries' times: no
+    /// record's data is read.
+    fn user_sessions_now(&self, user: &str) -> Result<Vec<(StoreKey, RecordSummary)>, StoreError> {
         let now = to_ms(SystemTime::now());
         let mut found = Vec::new();
-        for (key, store_key) in self.users.keys_of(user) {
+        for (key, tie) in self.users.ties_of(user) {
             let mut shard = self.shard(&key, now);
             let Some(index) = shard.live(&key, now, &self.users) else {
                 continue;
             };
-            let record = shard.record(index)?;
-            if user_of(&record.data) == Some(user) {
-                found.push((store_key, record));
-            }
+            let entry = shard.map[index];
+            let summary = RecordSummary::new(
+                user,
+                from_ms(shard.created_ms(&entry))?,
+                from_ms(entry.expires_ms)?,
+            )
+            .with_duration(tie.duration)
+            .with_login(tie.login_at);
+            found.push((tie.key, summary));
         }
         Ok(found)
     }
@@ -574,7 +598,7 @@ impl SessionStore for MemoryStore {
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
-    ) -> StoreFuture<()> {
+    ) -> StoreFuture<SystemTime> {
         self.write_now(key, record, changes, mode).into()
     }
 
@@ -590,7 +614,7 @@ impl SessionStore for MemoryStore {
         StoreFuture::ready(Ok(self.cleanup_now()))
     }
 
-    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         StoreFuture::ready(self.user_sessions_now(user))
     }
 
@@ -656,14 +680,15 @@ mod tests {
         assert!(store.shards.len().is_power_of_two());
     }
 
-    /// Inserts `count` records that expire in 300 ms, then waits for them to expire.
+    /// Inserts `count` records that expire in 2 s, then waits for them to expire. The margin
+    /// is for a loaded machine: none may expire while the others are inserted.
     fn expired(store: &MemoryStore, count: usize) {
         let before = store.len();
         for i in 0..count {
-            insert(store, &format!("old{i}"), &record(300));
+            insert(store, &format!("old{i}"), &record(2_000));
         }
         assert_eq!(store.len(), before + count);
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(2_100));
     }
 
     #[test]

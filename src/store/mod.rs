@@ -40,31 +40,181 @@ pub use sql::sqlite;
 /// [`SessionStore::user_sessions`]).
 pub const USER_KEY: &str = "__user";
 
+/// The reserved data key that keeps a session's own idle lifetime (`Session::set_duration`),
+/// in milliseconds, a JSON integer: what an update's expiry follows (see [`ExpiryRule`]).
+pub const DURATION_KEY: &str = "__cust_dur";
+
+/// The reserved data key that keeps the moment of a session's last login
+/// (`Session::set_user`), in milliseconds since the Unix epoch, a JSON integer: the absolute
+/// lifetime (`max_lifetime`) runs from it (see [`ExpiryRule`]).
+pub const LOGIN_KEY: &str = "__login";
+
 /// A stored session: its data, when it expires and when it was created.
 ///
 /// `data` holds the user's keys and the engine's reserved ones (those beginning with `__`, such
-/// as `__cust_dur` and [`USER_KEY`]); a store keeps it as one JSON object and need not look
-/// inside, but for `USER_KEY` when it indexes users.
+/// as [`DURATION_KEY`], [`LOGIN_KEY`] and [`USER_KEY`]); a store keeps it as one JSON object
+/// and need not look inside, but for `USER_KEY` when it indexes users, and for what an update's
+/// expiry follows ([`Record::expiry_after`]).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Record {
     /// The session data.
     pub data: Map<String, Value>,
-    /// The moment the session stops being valid; a store never returns it after this.
+    /// The moment the session stops being valid; a store never returns it after this. In a
+    /// write, the expiry as the writing request sees the record; an update's stored expiry
+    /// follows the record as it stands after the update instead ([`Record::expiry_after`]).
     pub expires_at: SystemTime,
     /// The moment the session was first created; kept across writes, touches and rolls.
     pub created_at: SystemTime,
+    /// How the expiry follows the data, in a write from the engine; `None` in a record a store
+    /// read.
+    pub rule: Option<ExpiryRule>,
 }
 
 impl Record {
-    /// A record with the given data and times.
+    /// A record with the given data and times, and no [`ExpiryRule`].
     #[must_use]
     pub fn new(data: Map<String, Value>, created_at: SystemTime, expires_at: SystemTime) -> Self {
         Self {
             data,
             expires_at,
             created_at,
+            rule: None,
         }
+    }
+
+    /// The record with the rule its update's expiry follows.
+    #[must_use]
+    pub fn with_rule(mut self, rule: ExpiryRule) -> Self {
+        self.rule = Some(rule);
+        self
+    }
+
+    /// The expiry that an update of this record must store, once it has applied its changes
+    /// and the stored data is `data`: the record's [`ExpiryRule`] applied to `data`, or
+    /// [`expires_at`](Self::expires_at) when it has none. A store that patches its records
+    /// calls it with the patched data, so that the expiry follows the custom duration and
+    /// the login the record holds, whichever request set them, rather than the writing
+    /// request's view of them.
+    #[must_use]
+    pub fn expiry_after(&self, data: &Map<String, Value>) -> SystemTime {
+        self.rule
+            .map_or(self.expires_at, |rule| rule.expiry(data, self.created_at))
+    }
+}
+
+/// How a record's expiry follows its data, at the moment of a write: `now` plus its idle
+/// lifetime (its own, under [`DURATION_KEY`], else the engine's `duration`), capped by
+/// `max_lifetime` from its last login (under [`LOGIN_KEY`]), else from its creation. Times
+/// are kept to the millisecond.
+///
+/// The engine gives one with every write ([`Record::rule`]). A store that patches records
+/// applies it to the data as it stands after the patch ([`Record::expiry_after`]), so that two
+/// requests that race never leave a record whose expiry contradicts its own duration; a store
+/// that computes in its backend (SQL, a script) reads the fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ExpiryRule {
+    /// The moment of the write, to the millisecond.
+    pub now: SystemTime,
+    /// The idle lifetime of a record without one of its own.
+    pub duration: Duration,
+    /// The absolute lifetime from the last login, else from creation; `None` for none.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl ExpiryRule {
+    /// A rule; `duration` and `max_lifetime` count up to [`MAX_DURATION`](crate::MAX_DURATION).
+    #[must_use]
+    pub fn new(now: SystemTime, duration: Duration, max_lifetime: Option<Duration>) -> Self {
+        Self {
+            now,
+            duration,
+            max_lifetime,
+        }
+    }
+
+    /// The expiry of a record created at `created_at` whose data is `data`, written now.
+    #[must_use]
+    pub fn expiry(&self, data: &Map<String, Value>, created_at: SystemTime) -> SystemTime {
+        let duration = custom_duration_of(data).unwrap_or(self.duration);
+        let anchor = login_of(data).unwrap_or(created_at);
+        crate::lifetime::expiry(self.now, anchor, duration, self.max_lifetime)
+    }
+}
+
+/// A record's own idle lifetime, if it has one ([`DURATION_KEY`]).
+#[must_use]
+pub fn custom_duration_of(data: &Map<String, Value>) -> Option<Duration> {
+    data.get(DURATION_KEY)
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis)
+}
+
+/// The moment of a record's last login, if it has one ([`LOGIN_KEY`]).
+#[must_use]
+pub fn login_of(data: &Map<String, Value>) -> Option<SystemTime> {
+    data.get(LOGIN_KEY)
+        .and_then(Value::as_u64)
+        .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+}
+
+/// What a user's list of sessions needs of a record, and no more: its tie, its times, its
+/// own idle lifetime and its last login, never its data. What
+/// [`SessionStore::user_sessions`] answers with, so that listing the sessions of a user whose
+/// sessions hold megabytes reads none of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordSummary {
+    /// The user the record is tied to ([`USER_KEY`]).
+    pub user: String,
+    /// When the record was created.
+    pub created_at: SystemTime,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Its own idle lifetime ([`DURATION_KEY`]), if any.
+    pub duration: Option<Duration>,
+    /// Its last login ([`LOGIN_KEY`]), if any.
+    pub login_at: Option<SystemTime>,
+}
+
+impl RecordSummary {
+    /// A summary with no idle lifetime or login of its own.
+    #[must_use]
+    pub fn new(user: impl Into<String>, created_at: SystemTime, expires_at: SystemTime) -> Self {
+        Self {
+            user: user.into(),
+            created_at,
+            expires_at,
+            duration: None,
+            login_at: None,
+        }
+    }
+
+    /// The summary with the record's own idle lifetime.
+    #[must_use]
+    pub fn with_duration(mut self, duration: Option<Duration>) -> Self {
+        self.duration = duration;
+        self
+    }
+
+    /// The summary with the record's last login.
+    #[must_use]
+    pub fn with_login(mut self, login_at: Option<SystemTime>) -> Self {
+        self.login_at = login_at;
+        self
+    }
+
+    /// The summary of a whole record, for a store that holds records whole; `None` when the
+    /// record is tied to no user.
+    #[must_use]
+    pub fn of(record: &Record) -> Option<Self> {
+        let user = user_of(&record.data)?;
+        Some(
+            Self::new(user, record.created_at, record.expires_at)
+                .with_duration(custom_duration_of(&record.data))
+                .with_login(login_of(&record.data)),
+        )
     }
 }
 
@@ -269,11 +419,11 @@ pub fn encode_data(data: &Map<String, Value>) -> String {
 /// | --- | --- |
 /// | [`id`](Self::id) | a new session id; the default (24 random bytes from the OS) is right for almost every store |
 /// | [`read`](Self::read) | the live [`Record`] under `key`, or `None`; never one past its expiry |
-/// | [`write`](Self::write) | [`WriteMode::Insert`]: create, failing with [`StoreError::IdTaken`] rather than overwrite a live record. [`WriteMode::Update`]: apply `changes` (only those keys), move the expiry, keep `created_at`; fail with [`StoreError::Gone`] rather than recreate a record that is absent or expired. Any number of keys |
+/// | [`write`](Self::write) | [`WriteMode::Insert`]: create, failing with [`StoreError::IdTaken`] rather than overwrite a live record. [`WriteMode::Update`]: apply `changes` (only those keys), set the expiry that the data as it stands after the update calls for ([`Record::expiry_after`]), keep `created_at`; fail with [`StoreError::Gone`] rather than recreate a record that is absent or expired. Any number of keys, and any key or value JSON holds (NUL characters included). Returns the expiry the record now has |
 /// | [`touch`](Self::touch) | a compare-and-set of the expiry: from `from` (the one the request read or wrote) to `to`, only if the record still has `from`; [`Touched::Superseded`] if it has another; [`StoreError::Gone`] if there is no live record. Never recreates, never rewrites data |
 /// | [`destroy`](Self::destroy) | removes the record; returns whether a live one was removed (absent is not an error) |
 /// | [`cleanup`](Self::cleanup) | removes expired records, returns how many |
-/// | [`user_sessions`](Self::user_sessions) | optional ([`indexes_users`](Self::indexes_users)): every live record tied to a user, none missing, none other |
+/// | [`user_sessions`](Self::user_sessions) | optional ([`indexes_users`](Self::indexes_users)): a [`RecordSummary`] of every live record tied to a user, none missing, none other, without reading their data |
 ///
 /// Each hook returns a [`StoreFuture`]: [`StoreFuture::ready`] when the answer is at hand (a
 /// store in this process's memory), [`StoreFuture::boxed`] when it must be waited for. A
@@ -292,14 +442,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Returns the live record under `key`, or `None`.
     fn read(&self, key: &StoreKey) -> StoreFuture<Option<Record>>;
 
-    /// Inserts or updates the record under `key`, as `mode` says.
+    /// Inserts or updates the record under `key`, as `mode` says; returns the expiry the
+    /// record now has: `record.expires_at` for an insert, [`Record::expiry_after`] the updated
+    /// data for an update.
     fn write(
         &self,
         key: &StoreKey,
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
-    ) -> StoreFuture<()>;
+    ) -> StoreFuture<SystemTime>;
 
     /// Moves the expiry of the live record under `key` from `from` to `to`, if it still has
     /// `from`.
@@ -311,8 +463,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Removes expired records and returns how many.
     fn cleanup(&self) -> StoreFuture<u64>;
 
-    /// Every live record tied to `user` (whose data's [`USER_KEY`] is `user`), with its key:
-    /// what lists a user's sessions and ends them all ("log out everywhere").
+    /// A summary of every live record tied to `user` (whose data's [`USER_KEY`] is `user`),
+    /// with its key: what lists a user's sessions and ends them all ("log out everywhere").
+    /// Only the summary is read, never the data: a user's list costs what its length costs,
+    /// however much data the sessions hold.
     ///
     /// None may be missing: a write that ties a record to a user makes it found here no
     /// later than the record itself can be read, and a roll's new record is found as soon as
@@ -324,7 +478,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Optional: the default answers an error, and [`indexes_users`](Self::indexes_users)
     /// says whether a store implements it, so that an engine asking for the feature
     /// (`track_users`) fails at `build()` on a store without it.
-    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         let _ = user;
         StoreFuture::ready(Err(StoreError::unsupported("user_sessions")))
     }

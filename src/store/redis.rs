@@ -86,8 +86,8 @@ use fred::types::{Builder, Value as RedisValue};
 use serde_json::{Map, Value};
 
 use crate::store::{
-    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode, from_ms,
-    to_ms, user_of,
+    Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
+    WriteMode, from_ms, to_ms, user_of,
 };
 
 pub use fred;
@@ -640,7 +640,7 @@ impl SessionStore for RedisStore {
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
-    ) -> StoreFuture<()> {
+    ) -> StoreFuture<SystemTime> {
         let args = match write_args(record, changes, mode) {
             Ok(args) => args,
             Err(error) => return StoreFuture::ready(Err(error)),
@@ -660,7 +660,7 @@ impl SessionStore for RedisStore {
             match (written, mode) {
                 (0, WriteMode::Insert) => Err(StoreError::IdTaken),
                 (0, WriteMode::Update) => Err(StoreError::Gone),
-                _ => Ok(()),
+                _ => Ok(expires_at),
             }
         })
     }
@@ -729,7 +729,7 @@ impl SessionStore for RedisStore {
 
     /// Reads the user's set and every member's hash (one pipeline), and removes the members
     /// that name no live session of that user and are older than [`STALE_AFTER`].
-    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         let (store, user) = (self.clone(), user.to_owned());
         StoreFuture::boxed(async move {
             let set = store.user_set(&user);
@@ -753,9 +753,10 @@ impl SessionStore for RedisStore {
             let (mut live, mut stale) = (Vec::new(), Vec::new());
             for (member, hash) in members.into_iter().zip(hashes) {
                 // An undecodable record counts as absent (R12).
-                match record_from(hash.map_err(error)?, now).unwrap_or(None) {
-                    Some(record) if user_of(&record.data) == Some(user.as_str()) => {
-                        live.push((StoreKey::from(member), record));
+                let record = record_from(hash.map_err(error)?, now).unwrap_or(None);
+                match record.as_ref().and_then(RecordSummary::of) {
+                    Some(summary) if summary.user == user => {
+                        live.push((StoreKey::from(member), summary));
                     }
                     _ => stale.push(member),
                 }

@@ -102,7 +102,7 @@ impl SessionStore for Broken {
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
-    ) -> StoreFuture<()> {
+    ) -> StoreFuture<SystemTime> {
         let inner = &self.inner;
         let result = match (self.defect, mode) {
             (Defect::InsertOverwrites, WriteMode::Insert) => {

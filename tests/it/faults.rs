@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use session_engine::{
-    Changes, MemoryStore, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
-    WriteMode,
+    Changes, MemoryStore, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey,
+    Touched, WriteMode,
 };
 
 /// The message of every injected store error; it must never reach a response body.
@@ -313,7 +313,7 @@ impl SessionStore for FaultyStore {
         record: &Record,
         changes: &Changes,
         mode: WriteMode,
-    ) -> StoreFuture<()> {
+    ) -> StoreFuture<SystemTime> {
         self.log(Hook::Write, Some(key.as_str()), Some(mode));
         let taken = mode == WriteMode::Insert
             && self
@@ -348,7 +348,7 @@ impl SessionStore for FaultyStore {
         self.run(Hook::Cleanup, move || inner.cleanup())
     }
 
-    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         self.log(Hook::Users, None, None);
         let (inner, user) = (self.inner.clone(), user.to_owned());
         self.run(Hook::Users, move || inner.user_sessions(&user))

@@ -356,3 +356,89 @@ async fn r17_a_slow_touch_never_undoes_another_requests_set_duration() {
         }
     }
 }
+
+/// R17 (v3, writes too): a slow request that writes a key after another request set a custom
+/// duration keeps that duration's expiry, in the store and in its own cookie.
+#[tokio::test]
+async fn r17_a_slow_write_keeps_the_expiry_of_another_requests_set_duration() {
+    // (the duration before, the one set meanwhile)
+    for (before, meanwhile) in [(None, 60_000_u64), (Some(86_400_000_u64), 60_000)] {
+        let (h, race) = racing();
+        let (cookie, id) = h.new_session().await;
+        if let Some(before) = before {
+            h.post(&format!("/duration?ms={before}"), Some(&cookie))
+                .await;
+        }
+        h.advance(Duration::from_secs(10));
+        let slow_request = h.get("/slow/set", Some(&cookie));
+        let set_duration = format!("/duration?ms={meanwhile}");
+        let set_duration = h.post(&set_duration, Some(&cookie));
+        let (slow_reply, set) = race.run(slow_request, set_duration).await;
+        assert_eq!(max_age(set.set_cookie()), meanwhile / 1000);
+        assert_eq!(slow_reply.status, StatusCode::OK);
+        // The record's expiry follows its own duration, whichever request set it; the slow
+        // request's cookie carries that expiry, not its own view of it.
+        let expiry = h.clock.now() + Duration::from_millis(meanwhile);
+        let record = h.record(&id).await.unwrap();
+        assert_eq!(record.data["cart"], json!("full"), "{before:?}");
+        assert_eq!(record.data["__cust_dur"], json!(meanwhile), "{before:?}");
+        assert_eq!(record.expires_at, expiry, "{before:?}");
+        assert_eq!(
+            max_age(slow_reply.set_cookie()),
+            meanwhile / 1000,
+            "{before:?}"
+        );
+    }
+}
+
+// ---- R22 a started roll finishes ----
+
+/// The client goes away while a login's roll is under way: once its insert is in, the old
+/// record and the new one are both removed (tokio's clock is paused).
+#[tokio::test(start_paused = true)]
+async fn r22_a_roll_left_by_its_client_removes_the_old_and_the_new_record() {
+    for slow in [Hook::Write, Hook::Destroy] {
+        let h = Harness::new();
+        let (cookie, old_id) = h.new_session().await;
+        h.store.delay(slow, Duration::from_secs(1));
+        // The client gives up half-way: while the insert (or the old record's destroy)
+        // waits on the store.
+        let login = h.post("/login?user=ada", Some(&cookie));
+        let gone = tokio::time::timeout(Duration::from_millis(500), login).await;
+        assert!(gone.is_err(), "{slow:?}: the request finished first");
+        assert_eq!(h.store.calls(Hook::Write), 1, "{slow:?}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let new_id = h.store.generated_ids().pop().unwrap();
+        assert!(
+            h.record(&old_id).await.is_none(),
+            "{slow:?}: the old record is live"
+        );
+        assert!(
+            h.record(&new_id).await.is_none(),
+            "{slow:?}: an orphan is live"
+        );
+        assert!(h.store.inner().is_empty(), "{slow:?}");
+        assert_eq!(
+            h.get("/me", Some(&cookie)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+/// A roll whose destroy of the old record fails answers 500 and leaves no new record live
+/// beside the old one.
+#[tokio::test]
+async fn r22_a_roll_whose_old_record_cannot_be_destroyed_leaves_no_new_record() {
+    let h = Harness::new();
+    let (cookie, old_id) = h.new_session().await;
+    h.store.fail_times(Hook::Destroy, Fault::Backend, 1);
+    let login = h.post("/login?user=ada", Some(&cookie)).await;
+    assert_eq!(login.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(login.set_cookies.is_empty(), "{login:?}");
+    let new_id = h.store.generated_ids().pop().unwrap();
+    assert!(h.record(&new_id).await.is_none(), "the new record is live");
+    // The old session is as it was.
+    assert!(h.record(&old_id).await.is_some());
+    assert_eq!(h.store.inner().len(), 1);
+    assert_eq!(h.get("/peek", Some(&cookie)).await.body, "1");
+}

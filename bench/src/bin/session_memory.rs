@@ -421,6 +421,7 @@ mod engine {
             store
                 .write(&key, &record, &Changes::replace_all(), WriteMode::Insert)
                 .await
+                .map(drop)
                 .map_err(|e| e.to_string())
         };
         measure("engine", "store", count, create, || Some(store.len())).await

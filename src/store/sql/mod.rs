@@ -472,13 +472,16 @@ macro_rules! sql_store {
                 record: &Record,
                 changes: &Changes,
                 mode: WriteMode,
-            ) -> StoreFuture<()> {
+            ) -> StoreFuture<SystemTime> {
                 let write = match sql::Write::new(record, changes, mode) {
                     Ok(write) => write,
                     Err(error) => return StoreFuture::ready(Err(error)),
                 };
                 let (this, key) = (self.clone(), key.as_str().to_owned());
-                StoreFuture::boxed(async move { this.write_row(&key, write).await })
+                let expires_at = record.expires_at;
+                StoreFuture::boxed(
+                    async move { this.write_row(&key, write).await.map(|()| expires_at) },
+                )
             }
 
             fn touch(
@@ -502,9 +505,15 @@ macro_rules! sql_store {
                 StoreFuture::boxed(async move { this.cleanup_all().await })
             }
 
-            fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, Record)>> {
+            fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
                 let (this, user) = (self.clone(), user.to_owned());
-                StoreFuture::boxed(async move { this.user_rows(&user).await })
+                StoreFuture::boxed(async move {
+                    let rows = this.user_rows(&user).await?;
+                    Ok(rows
+                        .into_iter()
+                        .filter_map(|(key, record)| Some((key, RecordSummary::of(&record)?)))
+                        .collect())
+                })
             }
 
             fn indexes_users(&self) -> bool {

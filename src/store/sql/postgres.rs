@@ -38,7 +38,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::store::sql::{self, Statements, Update, sql_store};
 use crate::store::{
-    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode,
+    Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
+    WriteMode,
 };
 
 /// How long a statement may run, and wait for a lock, on the connections of

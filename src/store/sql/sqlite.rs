@@ -42,7 +42,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::store::sql::{self, Delta, Statements, Update, sql_store};
 use crate::store::{
-    Changes, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched, WriteMode,
+    Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
+    WriteMode,
 };
 
 /// How many keys one `json_remove` or `json_set` call of a patch takes at most: well under

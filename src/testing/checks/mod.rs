@@ -135,11 +135,16 @@ async fn timed<T>(
 
 async fn insert(store: &dyn SessionStore, key: &StoreKey, record: &Record) -> CheckResult {
     let changes = Changes::replace_all();
-    timed(
+    let expires_at = timed(
         "insert",
         store.write(key, record, &changes, WriteMode::Insert),
     )
-    .await
+    .await?;
+    same_time(
+        "the expiry an insert returns",
+        expires_at,
+        record.expires_at,
+    )
 }
 
 async fn update(
@@ -147,7 +152,7 @@ async fn update(
     key: &StoreKey,
     record: &Record,
     changes: &Changes,
-) -> Result<Result<(), StoreError>, String> {
+) -> Result<Result<SystemTime, StoreError>, String> {
     answer(
         "an update",
         store.write(key, record, changes, WriteMode::Update),

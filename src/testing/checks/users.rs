@@ -23,9 +23,9 @@ fn tied(user: &str, extra: Value) -> Record {
 async fn listed(store: &dyn SessionStore, user: &str) -> Result<BTreeSet<String>, String> {
     let found = timed("user_sessions", store.user_sessions(user)).await?;
     let mut keys = BTreeSet::new();
-    for (key, record) in &found {
-        let tie = record.data.get(USER_KEY);
-        expect(tie == Some(&Value::from(user)), || {
+    for (key, summary) in &found {
+        let tie = &summary.user;
+        expect(tie == user, || {
             format!("user_sessions({user:?}) returned a record tied to {tie:?}")
         })?;
         expect(keys.insert(key.as_str().to_owned()), || {

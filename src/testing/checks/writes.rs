@@ -90,7 +90,7 @@ pub(super) async fn insert_never_overwrites(store: &dyn SessionStore, _: Options
     .await?
     {
         Err(StoreError::IdTaken) => {}
-        Ok(()) => return Err("an insert over a live record succeeded".to_owned()),
+        Ok(_) => return Err("an insert over a live record succeeded".to_owned()),
         Err(other) => {
             return Err(format!(
                 "an insert over a live record failed with {other:?}, not IdTaken"

@@ -98,7 +98,7 @@ async fn the_store_follows_the_primary_through_a_failover() {
             .write(&key, &update, &changes, WriteMode::Update)
             .await
         {
-            Ok(()) => break,
+            Ok(_) => break,
             Err(StoreError::Unavailable(error)) if tries < 100 => {
                 tries += 1;
                 tracing::debug!(%error, "the store is not on the new primary yet");

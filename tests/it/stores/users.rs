@@ -11,8 +11,11 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use std::sync::Arc;
+
 use serde_json::{Value, json};
-use session_engine::{Error, Session};
+use session_engine::{Error, Session, SessionEngineBuilder};
+use tokio::sync::Notify;
 
 use super::{Backend, shared};
 use crate::harness::{Reply, builder, get_with, post_with, serve};
@@ -28,6 +31,7 @@ use crate::harness::{Reply, builder, get_with, post_with, serve};
 /// | `POST /logout-everywhere` | ends all of them; 401 when not logged in |
 /// | `POST /logout` | destroy |
 /// | `POST /short` | sets a duration of 1 s |
+/// | `POST /short-long` | sets a duration of 1 h |
 pub(crate) fn account_routes() -> Router {
     async fn login(
         session: Session,
@@ -97,8 +101,14 @@ pub(crate) fn account_routes() -> Router {
         .route(
             "/short",
             post(|session: Session| async move {
-                session.start().await?;
                 session.set_duration(Duration::from_secs(1))?;
+                Ok::<_, Error>("ok")
+            }),
+        )
+        .route(
+            "/short-long",
+            post(|session: Session| async move {
+                session.set_duration(Duration::from_secs(3600))?;
                 Ok::<_, Error>("ok")
             }),
         )
@@ -115,12 +125,50 @@ fn ms(time: SystemTime) -> u64 {
 
 /// The app over the backend's store, users tracked.
 fn app<B: Backend>(backend: &B) -> Router {
-    let engine = builder()
-        .shared_store(shared(backend))
-        .track_users(true)
+    app_with(backend, |b| b, Router::new())
+}
+
+/// The app over the backend's store, users tracked, with the engine options of `configure`
+/// and the routes of `extra` beside the account routes.
+fn app_with<B: Backend>(
+    backend: &B,
+    configure: impl FnOnce(SessionEngineBuilder) -> SessionEngineBuilder,
+    extra: Router,
+) -> Router {
+    let engine = configure(builder().shared_store(shared(backend)).track_users(true))
         .build()
         .expect("the test engine builds, the store indexing users");
-    serve(engine, account_routes())
+    serve(engine, account_routes().merge(extra))
+}
+
+/// A request that says it has started and waits to be let go, so that another one runs in
+/// between.
+#[derive(Clone, Default)]
+struct Pause {
+    started: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+impl Pause {
+    async fn wait(&self) {
+        self.started.notify_one();
+        self.release.notified().await;
+    }
+
+    /// Runs `slow` until it has started, then `meanwhile`, then lets `slow` finish.
+    async fn run<T, U>(
+        &self,
+        slow: impl Future<Output = T>,
+        meanwhile: impl Future<Output = U>,
+    ) -> (T, U) {
+        let meanwhile = async {
+            self.started.notified().await;
+            let other = meanwhile.await;
+            self.release.notify_one();
+            other
+        };
+        tokio::join!(slow, meanwhile)
+    }
 }
 
 /// A user's name of this test's own.
@@ -294,4 +342,86 @@ pub(crate) async fn users_a_logout_an_expiry_and_a_roll_keep_the_list_true<B: Ba
         1,
         "none of ada's is left but this one"
     );
+}
+
+/// R19: a "log out everywhere" ends a login that was in flight while it ran (a password reset
+/// on one device while an attacker logs in with the old password on another).
+pub(crate) async fn users_r19_a_login_in_flight_during_log_out_everywhere_is_ended<B: Backend>(
+    backend: &B,
+) {
+    let pause = Pause::default();
+    let slow = Router::new().route(
+        "/slow-login",
+        post({
+            let pause = pause.clone();
+            move |session: Session, Query(q): Query<HashMap<String, String>>| async move {
+                // The session started (the extractor), the password checked: then the race.
+                pause.wait().await;
+                session.roll().await?;
+                session.set_user(q["user"].clone())?;
+                Ok::<_, Error>("ok")
+            }
+        }),
+    );
+    let app = app_with(backend, |b| b, slow);
+    let ada = name("ada");
+    let here = device(&app, &ada).await;
+    let anonymous = get_with(&app, "/sessions", None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let (attacker, reset) = pause
+        .run(
+            post_with(&app, &format!("/slow-login?user={ada}"), None),
+            post_with(&app, "/logout-everywhere", Some(&here)),
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::OK);
+    assert!(reset.removes_cookie(), "{reset:?}");
+    // The login in flight answered, but its session is gone and no cookie was sent.
+    assert_eq!(attacker.status, StatusCode::OK, "{attacker:?}");
+    assert!(attacker.set_cookies.is_empty(), "{attacker:?}");
+    assert_eq!(me(&app, &here).await.status, StatusCode::UNAUTHORIZED);
+    // A login after the reset stands, and is the user's only session. (A moment later: the
+    // end of the user's sessions is kept to the millisecond.)
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let later = device(&app, &ada).await;
+    assert_eq!(me(&app, &later).await.body, ada);
+    let sessions = list(&app, &later).await;
+    assert_eq!(
+        (sessions.len(), currents(&sessions)),
+        (1, 1),
+        "{sessions:?}"
+    );
+}
+
+/// `max_sessions_per_user`: a login beyond it ends the user's least recently used sessions.
+pub(crate) async fn users_a_login_beyond_the_limit_ends_the_least_recently_used<B: Backend>(
+    backend: &B,
+) {
+    let app = app_with(backend, |b| b.max_sessions_per_user(3), Router::new());
+    let (ada, bob) = (name("ada"), name("bob"));
+    let bobs = device(&app, &bob).await;
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        devices.push(device(&app, &ada).await);
+        // Each login a moment after the last: their order is known to the millisecond.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The oldest is used again (a write: `/short` sets a duration), so it is not the least
+    // recently used any more; the second is.
+    let reused = post_with(&app, "/short-long", Some(&devices[0])).await;
+    assert_eq!(reused.status, StatusCode::OK, "{reused:?}");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let fourth = device(&app, &ada).await;
+    let sessions = list(&app, &fourth).await;
+    assert_eq!(
+        (sessions.len(), currents(&sessions)),
+        (3, 1),
+        "{sessions:?}"
+    );
+    assert_eq!(me(&app, &devices[1]).await.status, StatusCode::UNAUTHORIZED);
+    for cookie in [&devices[0], &devices[2], &fourth] {
+        assert_eq!(me(&app, cookie).await.body, ada);
+    }
+    // Another user's sessions are untouched.
+    assert_eq!(me(&app, &bobs).await.body, bob);
 }
