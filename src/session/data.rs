@@ -108,6 +108,13 @@ impl Data {
         self.dirty = true;
     }
 
+    /// Removes the custom duration; returns whether there was one.
+    pub(super) fn clear_custom_duration(&mut self) -> bool {
+        let had = self.map.contains_key(DURATION_KEY);
+        self.remove(DURATION_KEY);
+        had
+    }
+
     /// The user the session is tied to, if any.
     pub(super) fn user(&self) -> Option<&str> {
         user_of(&self.map)

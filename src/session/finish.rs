@@ -1,7 +1,7 @@
 //! The end of a request: what it does with the session, decided at once ([`Session::finish`]),
 //! and the store calls it takes ([`Finishing`]), in order:
 //!
-//! - destroyed: the removal cookie;
+//! - destroyed (or begun again by `invalidate()` and left unwritten): the removal cookie;
 //! - found gone: no cookie at all (the browser may hold a newer one);
 //! - modified: `write` (an insert for a new or rolled session, retried under a fresh id while
 //!   the id is taken; then, after a roll, the destroy of the old record, and if that one was no
@@ -145,6 +145,7 @@ impl Session {
         let engine = self.engine();
         let lifetime = engine.lifetime();
         let mut state = self.state();
+        state.finishing = true;
         if state.destroying {
             // A clone's `destroy()` is under way: it wins if it succeeds, so its end decides.
             // Registered before the state is let go, the wait cannot miss it.
@@ -192,8 +193,10 @@ impl Session {
             }
             Phase::Started => {
                 let Some(key) = state.key.clone() else {
-                    // New and unmodified: nothing is stored, nothing is sent.
-                    return Finish::Done(Outcome::Keep);
+                    // New and unmodified: nothing is stored, nothing is sent; but the cookie of
+                    // a session that `invalidate()` destroyed goes, as after `destroy()`.
+                    let removed = state.invalidated.then_some(Outcome::Remove);
+                    return Finish::Done(removed.unwrap_or(Outcome::Keep));
                 };
                 // One clock read serves the expiry, the touch interval and `Max-Age`.
                 let now = lifetime.now();

@@ -89,15 +89,19 @@ impl Session {
         }
         // No valid cookie, or no live record: a fresh id, never the presented one.
         let id = self.new_id().await?;
-        let lifetime = engine.lifetime();
+        self.begin(&mut self.state(), id);
+        Ok(())
+    }
+
+    /// Makes the session a new one under `id`: started, with no data, created now.
+    fn begin(&self, state: &mut State, id: SessionId) {
+        let lifetime = self.engine().lifetime();
         let now = lifetime.now();
-        let mut state = self.state();
         state.phase = Phase::Started;
         state.id = Some(id);
         state.created_at = now;
         state.started_at = now;
         state.expires_at = lifetime.expiry(now, now, lifetime.duration(None));
-        Ok(())
     }
 
     /// The id `start` should read: the one set with `set_id`, else the cookie's.
@@ -226,11 +230,51 @@ impl Session {
     /// ```
     pub async fn destroy(&self) -> Result<bool, Error> {
         let _gate = self.gate().await;
+        self.destroy_locked(None).await
+    }
+
+    /// Destroys the session as [`destroy`](Self::destroy) does, then begins a fresh one in
+    /// its place, within this request: a new id, no data, none of the engine's own keys (no
+    /// user tie, no custom duration, the engine's cookie kind), created now. Whatever the
+    /// handler sets afterwards goes into the fresh session, which the end of the request
+    /// inserts, sending its cookie; if nothing is set, the response removes the cookie as
+    /// after `destroy()`. The old record stays destroyed: nothing of it is ever written again.
+    ///
+    /// It is a logout that still leaves something for the browser, a flash message say. Once
+    /// the end of the request has begun (a clone kept past the handler), it is a `destroy()`
+    /// alone, which wins as `destroy()` does.
+    ///
+    /// Returns whether a live record was removed, as `destroy()` does.
+    ///
+    /// # Errors
+    ///
+    /// The store's `id` hook or `destroy` hook failed; the session is then unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn logout(session: session_engine::Session) -> Result<&'static str, session_engine::Error> {
+    /// session.invalidate().await?;
+    /// // In a fresh session, tied to no user: the next page shows it once.
+    /// session.set("flash", "you have been logged out")?;
+    /// Ok("bye")
+    /// # }
+    /// ```
+    pub async fn invalidate(&self) -> Result<bool, Error> {
+        let _gate = self.gate().await;
+        // The new id first: if the store cannot make one, nothing has changed.
+        let id = self.new_id().await?;
+        self.destroy_locked(Some(id)).await
+    }
+
+    /// `destroy`, for a caller that holds the gate; then, given an id, the fresh session of
+    /// `invalidate` under it, unless the end of the request has begun.
+    async fn destroy_locked(&self, fresh: Option<SessionId>) -> Result<bool, Error> {
         let key = {
             let mut state = self.state();
             let key = match state.phase {
-                Phase::Destroyed => return Ok(false),
-                Phase::Vanished => None,
+                Phase::Destroyed if fresh.is_none() => return Ok(false),
+                Phase::Destroyed | Phase::Vanished => None,
                 // At most one of the two is set: a roll moves the stored key aside.
                 Phase::Started => state.key.clone().or_else(|| state.rolled_from.clone()),
                 Phase::Idle => self
@@ -249,7 +293,17 @@ impl Session {
             Some(key) => self.engine().gateway().destroy(&key).await?,
             None => false,
         };
-        self.state().end(Phase::Destroyed);
+        let mut state = self.state();
+        state.end(Phase::Destroyed);
+        if let Some(id) = fresh.filter(|_| !state.finishing) {
+            // Nothing of the destroyed session is kept but the request's own cookie.
+            *state = State {
+                presented: state.presented.take(),
+                invalidated: true,
+                ..State::new()
+            };
+            self.begin(&mut state, id);
+        }
         Ok(removed)
     }
 }

@@ -328,6 +328,42 @@ impl Session {
         Ok(self)
     }
 
+    /// Removes the custom idle lifetime that [`set_duration`](Self::set_duration) gave the
+    /// session: it goes back to the engine's `duration`, in later requests too, and the expiry
+    /// moves at once. A session without one is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] before `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # async fn forget_me(session: session_engine::Session) -> Result<(), session_engine::Error> {
+    /// session.set_duration(Duration::from_secs(30 * 24 * 3600))?;
+    /// session.clear_duration()?;
+    /// assert_eq!(session.duration(), Duration::from_secs(30 * 60)); // the engine's default
+    /// # Ok(()) }
+    /// ```
+    pub fn clear_duration(&self) -> Result<&Self, Error> {
+        let lifetime = self.engine().lifetime();
+        let mut state = self.started()?;
+        if state.data.clear_custom_duration() {
+            state.expires_at =
+                lifetime.expiry(lifetime.now(), state.anchor(), lifetime.duration(None));
+        }
+        Ok(self)
+    }
+
+    /// The custom duration, if `set_duration` gave the session one, and the session's own
+    /// choice of cookie kind (`set_persistent`), if it made one.
+    #[cfg(feature = "tower-sessions")]
+    pub(crate) fn own_lifetime(&self) -> (Option<Duration>, Option<bool>) {
+        let state = self.state();
+        (state.data.custom_duration(), state.data.persistent())
+    }
+
     /// Chooses whether this session's cookie is persistent (carries `Max-Age`, so it outlives
     /// the browser) or a browser-session cookie (none, so the browser drops it when it
     /// closes), whatever the engine's [`persistent`](crate::SessionEngineBuilder::persistent)

@@ -54,6 +54,12 @@ pub(super) struct State {
     /// Whether a login (`set_user`) happened in this request: once its record is written, the
     /// end of the request checks that it stands (`SessionEngine::after_login`).
     pub(super) login: bool,
+    /// Whether `invalidate()` began this session in place of the one it destroyed: unless
+    /// it is written, the response removes the cookie, as a `destroy()` would.
+    pub(super) invalidated: bool,
+    /// Whether the end of the request has begun: an `invalidate()` from a clone then ends the
+    /// session without beginning another, so that its destroy wins as a `destroy()` does.
+    pub(super) finishing: bool,
 }
 
 impl State {
@@ -74,6 +80,8 @@ impl State {
             superseded: false,
             destroying: false,
             login: false,
+            invalidated: false,
+            finishing: false,
         }
     }
 

@@ -533,6 +533,32 @@ async fn set_duration_persists_across_requests_via_cust_dur() {
     assert_ne!(h.get("/id", Some(&cookie)).await.body, id);
 }
 
+#[tokio::test]
+async fn clear_duration_goes_back_to_the_engines_duration_in_later_requests_too() {
+    let clear = Router::new().route(
+        "/clear-duration",
+        get(|session: Session| async move {
+            session.clear_duration()?;
+            Ok::<_, Error>(session.duration().as_millis().to_string())
+        }),
+    );
+    let h = Harness::serving(|b| b, clear);
+    let reply = h.post("/duration?ms=7200000", None).await;
+    let (cookie, id) = (reply.cookie(), reply.cookie_id());
+    h.advance(MINUTE);
+    let reply = h.get("/clear-duration", Some(&cookie)).await;
+    assert_eq!(reply.body, "1800000");
+    assert_eq!(max_age(reply.set_cookie()), 1800);
+    let record = h.record(&id).await.unwrap();
+    assert_eq!(Value::Object(record.data), json!({}));
+    assert_eq!(record.expires_at, h.clock.now() + 30 * MINUTE);
+    // A session without one is unchanged: nothing is written.
+    h.store.clear_history();
+    let reply = h.get("/clear-duration", Some(&cookie)).await;
+    assert_eq!(reply.body, "1800000");
+    assert_eq!(h.store.calls(Hook::Write), 0);
+}
+
 // ---- R16 bounded memory ----
 
 /// The memory store keeps its own, real, clock: this test waits 1.5 s of real time for the

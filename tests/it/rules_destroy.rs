@@ -13,7 +13,7 @@ use axum::routing::get;
 use session_engine::{Error, Session, SessionStore as _, StoreKey};
 
 use crate::faults::{Call, FaultyStore, Hook};
-use crate::harness::{Harness, MINUTE, OLD_SECRET, outcome, sign, store_key};
+use crate::harness::{Harness, MINUTE, OLD_SECRET, max_age, outcome, sign, store_key};
 
 #[tokio::test]
 async fn r11_destroy_removes_at_once_and_nothing_persists_later_in_the_request() {
@@ -202,4 +202,131 @@ async fn r11_a_destroy_given_up_half_way_or_failed_destroys_nothing() {
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(reply.set_cookies.is_empty(), "{reply:?}");
     assert_eq!(h.get("/peek", Some(&cookie)).await.body, "1");
+}
+
+/// Routes around `invalidate()`: `/own` gives the session a user, a custom duration and a
+/// browser-session cookie (each of the engine's own keys); `/invalidate?flash=F` invalidates
+/// it, then sets `flash` to F when given, and answers what `invalidate` returned and whether
+/// the session is still tied to a user.
+fn invalidate_routes() -> Router {
+    Router::new()
+        .route(
+            "/own",
+            get(|session: Session| async move {
+                session
+                    .set_user("ada")?
+                    .set_duration(120 * MINUTE)?
+                    .set_persistent(Some(false))?;
+                Ok::<_, Error>("ok")
+            }),
+        )
+        .route(
+            "/invalidate",
+            get(
+                |session: Session, Query(q): Query<HashMap<String, String>>| async move {
+                    let removed = session.invalidate().await?;
+                    if let Some(flash) = q.get("flash") {
+                        session.set("flash", flash)?;
+                    }
+                    Ok::<_, Error>(format!("{removed} {:?}", session.user()?))
+                },
+            ),
+        )
+}
+
+/// `invalidate()` is a `destroy()` followed by a fresh session: the old record is gone at
+/// once, and what the handler sets afterwards lives under a new id, with none of the engine's
+/// own keys (no user tie, no custom duration, the engine's cookie kind). Left unwritten, the
+/// fresh session sends the removal cookie, as a `destroy()` does.
+#[tokio::test]
+async fn r11_invalidate_destroys_and_what_follows_goes_into_a_fresh_session() {
+    let h = Harness::serving(|b| b.track_users(true), invalidate_routes());
+    let (cookie, id) = h.new_session().await;
+    assert_eq!(h.get("/own", Some(&cookie)).await.status, StatusCode::OK);
+    assert_eq!(h.engine.user_sessions("ada").await.unwrap().len(), 1);
+
+    let reply = h.get("/invalidate?flash=bye", Some(&cookie)).await;
+    assert_eq!(reply.body, "true None");
+    let fresh = reply.cookie_id();
+    assert_ne!(fresh, id);
+    // The engine's duration (30 min), in a persistent cookie.
+    assert_eq!(max_age(reply.set_cookie()), 1800, "{reply:?}");
+    assert!(h.record(&id).await.is_none());
+    let record = h.record(&fresh).await.expect("the fresh session is stored");
+    assert_eq!(
+        record.data,
+        serde_json::json!({"flash": "bye"})
+            .as_object()
+            .cloned()
+            .unwrap()
+    );
+    assert!(h.engine.user_sessions("ada").await.unwrap().is_empty());
+    // The old cookie is dead.
+    assert_eq!(h.get("/peek", Some(&cookie)).await.body, "0");
+
+    // Nothing set after it: the cookie is removed, and nothing is stored.
+    let reply = h.get("/invalidate", Some(&reply.cookie())).await;
+    assert_eq!(reply.body, "true None");
+    assert!(reply.removes_cookie(), "{reply:?}");
+    assert!(h.store.inner().is_empty());
+}
+
+/// An `invalidate()` whose store fails (the new id, or the destroy) changes nothing: the
+/// handler sees the error, and the session lives on as it was.
+#[tokio::test]
+async fn r11_an_invalidate_that_fails_changes_nothing() {
+    for hook in [Hook::Id, Hook::Destroy] {
+        let h = Harness::serving(|b| b.track_users(true), invalidate_routes());
+        let (cookie, id) = h.new_session().await;
+        h.store.fail_times(hook, crate::faults::Fault::Backend, 1);
+        let reply = h.get("/invalidate?flash=bye", Some(&cookie)).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{hook:?}");
+        assert!(reply.set_cookies.is_empty(), "{hook:?}: {reply:?}");
+        assert_eq!(h.get("/peek", Some(&cookie)).await.body, "1", "{hook:?}");
+        assert!(h.record(&id).await.is_some(), "{hook:?}");
+    }
+}
+
+/// A clone's `invalidate()` while the end of the request waits on the store is a `destroy()`
+/// that wins: the record just saved is removed and the removal cookie sent; what the clone
+/// sets afterwards is never saved.
+#[tokio::test(start_paused = true)]
+async fn r11_an_invalidate_from_a_clone_during_the_end_of_the_request_is_a_destroy() {
+    let clone_invalidates = Router::new().route(
+        "/clone-invalidates",
+        get(
+            |session: Session, Query(q): Query<HashMap<String, String>>| async move {
+                match q["then"].as_str() {
+                    "set" => drop(session.set("cart", "full")?),
+                    "roll" => drop(session.roll().await?),
+                    _ => {}
+                }
+                let clone = session.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    clone.invalidate().await?;
+                    clone.set("flash", "bye").map(drop)
+                });
+                Ok::<_, Error>("ok")
+            },
+        ),
+    );
+    for (what, with_cookie, then) in [
+        ("insert", false, "set"),
+        ("update", true, "set"),
+        ("roll", true, "roll"),
+    ] {
+        let h = Harness::serving(|b| b, clone_invalidates.clone());
+        let (cookie, _) = h.new_session().await;
+        let cookie = with_cookie.then_some(cookie.as_str());
+        h.store.delay(Hook::Write, Duration::from_millis(300));
+        let reply = h
+            .get(&format!("/clone-invalidates?then={then}"), cookie)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{what}");
+        assert!(reply.removes_cookie(), "{what}: {reply:?}");
+        assert_eq!(h.store.calls(Hook::Write), 1, "{what}");
+        // Without a cookie, the session made by `new_session` is not this one.
+        assert_eq!(h.store.inner().len(), usize::from(!with_cookie), "{what}");
+    }
 }
