@@ -138,12 +138,17 @@ impl std::error::Error for DataError {}
 /// and `Cache-Control: no-store`. A handler's `Error` and a failure at the end of a request
 /// both answer with it; the cause goes to the log (never an id, a secret or session data).
 pub(crate) fn failure<B: Default>(error: &Error) -> Response<B> {
-    tracing::error!(
-        error = error as &dyn std::error::Error,
-        "session error; answering with an opaque error"
-    );
+    opaque(error.status(), error)
+}
+
+/// The opaque response of [`failure`], with `status`, for a failure that is not an [`Error`].
+pub(crate) fn opaque<B: Default>(
+    status: StatusCode,
+    error: &(dyn std::error::Error + 'static),
+) -> Response<B> {
+    tracing::error!(error, "session error; answering with an opaque error");
     let mut response = Response::new(B::default());
-    *response.status_mut() = error.status();
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
