@@ -17,26 +17,33 @@
 //! | route | does |
 //! | --- | --- |
 //! | `GET /` | `home`, then one line per pending flash message, each shown once |
-//! | `POST /login` (form `username`, `password`) | 200 `welcome NAME` and a flash `logged in as NAME`, under a new session id; 401 for wrong credentials |
+//! | `POST /login` (form `username`, `password`, and `remember` to stay logged in for 30 idle days) | 200 `welcome NAME` and a flash `logged in as NAME`, under a new session id tied to NAME; 401 for wrong credentials |
 //! | `GET /protected` | 200 `hello NAME` when logged in, else 401 |
-//! | `POST /logout` | 200 `bye`; the session is destroyed |
+//! | `GET /sessions` | the sessions of the user this session is tied to, as JSON, `[{"current":true,"created_ms":…,"expires_ms":…}]`; 401 when it is tied to none |
+//! | `POST /logout-others` | ends the user's other sessions; body `ok`; 401 when the session is tied to no user |
+//! | `POST /logout` | 200 `bye` and a flash `logged out`: the logged-in session is destroyed, and the flash lives in a fresh session, tied to no user |
 //!
 //! The users, in memory: `ada` / `correct horse battery staple` and `bob` / `hunter2hunter2`.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Form;
 use axum::Router;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum_login::tower_sessions::Expiry;
+use axum_login::tower_sessions::cookie::time;
 use axum_login::{AuthManager, AuthSession, AuthUser, AuthnBackend, UserId, login_required};
 use axum_messages::{Messages, MessagesManagerLayer};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use session_engine::compat::TowerSessionsLayer;
-use session_engine::{Session, SessionEngine, SessionLayer};
+use session_engine::{Error, Session, SessionEngine, SessionLayer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 use tower::layer::layer_fn;
@@ -60,6 +67,8 @@ fn app(engine: SessionEngine) -> Router {
         .route_layer(login_required!(Users))
         .route("/", get(home))
         .route("/login", post(login))
+        .route("/sessions", get(sessions))
+        .route("/logout-others", post(logout_others))
         .route("/logout", post(logout))
         .layer(MessagesManagerLayer)
         // axum-login's own layer would also bring tower-sessions' session manager; its
@@ -86,6 +95,8 @@ async fn home(messages: Messages) -> String {
 struct Credentials {
     username: String,
     password: String,
+    /// Present (a checkbox's `on`) to stay logged in for 30 idle days.
+    remember: Option<String>,
 }
 
 async fn login(
@@ -94,6 +105,7 @@ async fn login(
     messages: Messages,
     Form(credentials): Form<Credentials>,
 ) -> Response {
+    let remember = credentials.remember.is_some();
     let user = match auth.authenticate(credentials).await {
         Ok(Some(user)) => user,
         // Nothing changes: no cookie for a new visitor, a live session stays as it was.
@@ -111,14 +123,25 @@ async fn login(
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     // axum-login gives a new id only to a session that was not logged in; every login needs
-    // one, so that an id planted or seen before is worthless. (When axum-login did roll, the
-    // bridge sees this roll and does not roll twice.)
-    if let Err(error) = session.roll().await {
+    // one, so that an id planted or seen before is worthless. Tied to the user, the session is
+    // listed with their others and ended with them.
+    if let Err(error) = tie(&session, &user).await {
         tracing::error!(%error, "login failed");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    // In tower-sessions' words, on session-engine: 30 idle days for this session, or the
+    // engine's duration.
+    let expiry = remember.then(|| Expiry::OnInactivity(time::Duration::days(30)));
+    auth.session.set_expiry(expiry);
     messages.success(format!("logged in as {}", user.name));
     format!("welcome {}", user.name).into_response()
+}
+
+/// Rolls the session to a new id and ties it to `user`.
+async fn tie(session: &Session, user: &User) -> Result<(), Error> {
+    session.roll().await?;
+    session.set_user(&user.name)?;
+    Ok(())
 }
 
 async fn protected(auth: AuthSession<Users>) -> Response {
@@ -129,9 +152,52 @@ async fn protected(auth: AuthSession<Users>) -> Response {
     }
 }
 
-async fn logout(mut auth: AuthSession<Users>) -> Response {
+/// The 401 of the account routes, when the session is tied to no user.
+fn not_logged_in() -> Response {
+    (StatusCode::UNAUTHORIZED, "not logged in").into_response()
+}
+
+async fn sessions(session: Session) -> Result<Response, Error> {
+    if session.user()?.is_none() {
+        return Ok(not_logged_in());
+    }
+    let ms = |at: SystemTime| {
+        at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+    };
+    let list: Vec<Value> = session
+        .user_sessions()
+        .await?
+        .iter()
+        .map(|listed| {
+            json!({
+                "current": listed.current,
+                "created_ms": ms(listed.created_at),
+                "expires_ms": ms(listed.expires_at),
+            })
+        })
+        .collect();
+    let body = Value::Array(list).to_string();
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn logout_others(session: Session) -> Result<Response, Error> {
+    if session.user()?.is_none() {
+        return Ok(not_logged_in());
+    }
+    session.end_other_sessions().await?;
+    Ok("ok".into_response())
+}
+
+/// axum-login's logout flushes the session: the bridge destroys it, and the flash that
+/// axum-messages saves afterwards goes into a fresh session, tied to no user.
+async fn logout(mut auth: AuthSession<Users>, messages: Messages) -> Response {
     match auth.logout().await {
-        Ok(_) => "bye".into_response(),
+        Ok(_) => {
+            messages.info("logged out");
+            "bye".into_response()
+        }
         Err(error) => {
             tracing::error!(%error, "logout failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -45,14 +45,14 @@
 //! | --- | --- |
 //! | `get`, `insert`, `remove` | the session's data: keys set and deleted, written at the end of the request (keys the handler changed through session-engine's handle are left alone; keys beginning with `__` are the engine's, refused) |
 //! | `clear()` | deletes every key of the data; the id stays, and so do the engine's own keys (the user tie, the custom duration) |
-//! | `flush()`, `delete()` | [`invalidate`](Session::invalidate): the record is destroyed at once; whatever is inserted afterwards goes into a fresh session (a new id, tied to no user, the engine's duration); if nothing is, the cookie is removed |
+//! | `flush()`, `delete()` | [`invalidate`](Session::invalidate): the record is destroyed at once; whatever is inserted afterwards goes into a fresh session (a new id, tied to no user, the engine's duration and cookie kind); if nothing is, the cookie is removed |
 //! | `cycle_id()` | [`roll`](Session::roll) |
 //! | `set_expiry(Some(Expiry::OnInactivity(d)))` | [`set_duration(d)`](Session::set_duration), and the engine's cookie kind |
 //! | `set_expiry(Some(Expiry::OnSessionEnd))` | a browser-session cookie ([`set_persistent(Some(false))`](Session::set_persistent)) and the engine's duration |
 //! | `set_expiry(None)` | the engine's duration and cookie kind ([`clear_duration`](Session::clear_duration), `set_persistent(None)`) |
 //! | `set_expiry(Some(Expiry::AtDateTime(_)))` | refused: the request answers the opaque 500, and the log says why (the engine's `max_lifetime` caps a session's life) |
-//! | `expiry()` | the session's own duration or cookie kind, as `set_expiry` would set it |
-//! | `save()`, `load()` | nothing more: the end of the request writes, and the data is read once |
+//! | `expiry()` | once the session is read: its own duration (`OnInactivity`) or browser-session cookie (`OnSessionEnd`), as `set_expiry` would set them; `None` for the engine's |
+//! | `save()`, `load()` | `save()` applies the changes to the session, which the end of the request writes; the data is read once |
 //! | `id()` | a stand-in: the real id never leaves session-engine |
 //!
 //! A store that fails or is too slow, or a `set_expiry` that cannot be honoured, answers the

@@ -1,7 +1,7 @@
 //! The login example (`examples/login.rs`) in a real browser: headless Chromium, driven over
-//! WebDriver by Debian's `chromedriver`, logs in, sees its flash once, logs out and is shut
-//! out again, with the example's default settings (memory store, a `Secure` cookie, which
-//! Chromium keeps for `http://127.0.0.1`, a secure context).
+//! WebDriver by Debian's `chromedriver`, logs in, sees its flash once, logs out, is shut out
+//! again and sees the logout's flash once, with the example's default settings (memory store,
+//! a `Secure` cookie, which Chromium keeps for `http://127.0.0.1`, a secure context).
 //!
 //! The example has no form page, so the test builds each form in the page with JavaScript,
 //! types into its fields and clicks its button: the browser sends the form as a person's
@@ -457,7 +457,7 @@ fn session_cookie(cookies: &[Value]) -> Option<&Value> {
 }
 
 #[test]
-fn a_browser_logs_in_sees_its_flash_once_and_logs_out() {
+fn a_browser_logs_in_sees_its_flash_once_logs_out_and_sees_that_flash_once() {
     let app = example();
     let browser = Browser::start();
 
@@ -496,14 +496,20 @@ fn a_browser_logs_in_sees_its_flash_once_and_logs_out() {
     assert_eq!(browser.open(&app.url("/")).text, "home\nlogged in as ada");
     assert_eq!(browser.open(&app.url("/")).text, "home");
 
+    let logged_in = cookie["value"].clone();
     let bye = browser.submit("/logout", &[]);
     assert_eq!((bye.status, bye.text.as_str()), (200, "bye"));
+    // The logged-in session is gone; the browser holds a fresh one, for the flash.
     let cookies = browser.cookies();
-    assert_eq!(session_cookie(&cookies), None, "the cookie is removed");
+    let fresh = session_cookie(&cookies)
+        .unwrap_or_else(|| panic!("a fresh session for the flash: {cookies:?}"));
+    assert_ne!(fresh["value"], logged_in);
 
     let protected = browser.open(&app.url("/protected"));
     assert_eq!(protected.status, 401, "{protected:?}");
     assert_ne!(protected.text, "hello ada");
+    assert_eq!(browser.open(&app.url("/")).text, "home\nlogged out");
+    assert_eq!(browser.open(&app.url("/")).text, "home");
 }
 
 #[test]

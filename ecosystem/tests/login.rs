@@ -16,6 +16,7 @@ mod support;
 const ADA: &str = "username=ada&password=correct+horse+battery+staple";
 const BOB: &str = "username=bob&password=hunter2hunter2";
 const WRONG: &str = "username=ada&password=hunter2hunter2";
+const ADA_REMEMBERED: &str = "username=ada&password=correct+horse+battery+staple&remember=on";
 
 /// A running login example, stopped when dropped.
 struct Login(Example);
@@ -61,8 +62,14 @@ impl Reply {
         pair.to_owned()
     }
 
-    fn removes_cookie(&self) -> bool {
-        self.set_cookies.len() == 1 && self.set_cookies[0].contains("Max-Age=0")
+    /// The `Max-Age` of the one `Set-Cookie` of this reply.
+    fn max_age(&self) -> u64 {
+        assert_eq!(self.set_cookies.len(), 1, "one Set-Cookie: {self:?}");
+        self.set_cookies[0]
+            .split(';')
+            .find_map(|attribute| attribute.trim().strip_prefix("Max-Age="))
+            .and_then(|seconds| seconds.parse().ok())
+            .unwrap_or_else(|| panic!("a Max-Age: {self:?}"))
     }
 }
 
@@ -132,20 +139,79 @@ fn the_flow(app: &Login) {
     assert!(wrong.set_cookies.is_empty(), "{wrong:?}");
     assert_eq!(app.get("/protected", Some(&bob_cookie)).body, "hello bob");
 
-    // A logout destroys the session and removes the cookie.
+    // A logout destroys the session; its flash lives in a fresh one, shown once.
     let bye = app.post("/logout", Some(&bob_cookie), None);
     assert_eq!((bye.status, bye.body.as_str()), (200, "bye"));
-    assert!(bye.removes_cookie(), "{bye:?}");
+    let after = bye.cookie();
+    assert_ne!(after, bob_cookie);
     assert_eq!(app.get("/protected", Some(&bob_cookie)).status, 401);
+    assert_eq!(app.get("/protected", Some(&after)).status, 401);
+    assert_eq!(app.get("/", Some(&after)).body, "home\nlogged out");
+    assert_eq!(app.get("/", Some(&after)).body, "home");
 
     // A forged cookie is no session, never an error.
     let forged = format!("{}x", &bob_cookie[..bob_cookie.len() - 1]);
     assert_eq!(app.get("/protected", Some(&forged)).status, 401);
 }
 
+/// A logout followed by a flash (SPEC 7.1 v3), as axum-login and axum-messages do it: ada is
+/// logged in on a phone and on a laptop that asked to be remembered (a custom duration); the
+/// laptop logs out. Its logged-in session is gone, the flash lives in a fresh session with the
+/// engine's duration and no user, which can neither list nor end ada's sessions, and the
+/// phone stays logged in.
+fn a_logout_with_a_flash(app: &Login) {
+    let phone = app.post("/login", None, Some(ADA)).cookie();
+    // ada's sessions that earlier runs left in this store end: the counts below are this run's.
+    assert_eq!(app.post("/logout-others", Some(&phone), None).status, 200);
+    assert_eq!(listed(app, &phone), 1);
+    let remembered = app.post("/login", None, Some(ADA_REMEMBERED));
+    assert_eq!(remembered.max_age(), 30 * 24 * 3600, "{remembered:?}");
+    let laptop = remembered.cookie();
+    assert_eq!(app.get("/", Some(&laptop)).body, "home\nlogged in as ada");
+    assert_eq!(listed(app, &phone), 2);
+
+    let bye = app.post("/logout", Some(&laptop), None);
+    assert_eq!((bye.status, bye.body.as_str()), (200, "bye"));
+    let after = bye.cookie();
+    assert_ne!(after, laptop);
+    // The engine's 30 minutes, not the 30 days of the session logged out.
+    assert_eq!(bye.max_age(), 30 * 60, "{bye:?}");
+
+    // The logged-in session is gone.
+    assert_eq!(app.get("/protected", Some(&laptop)).status, 401);
+    assert_eq!(app.get("/sessions", Some(&laptop)).status, 401);
+    // The fresh one is tied to no user.
+    assert_eq!(app.get("/protected", Some(&after)).status, 401);
+    assert_eq!(app.get("/sessions", Some(&after)).status, 401);
+    assert_eq!(app.post("/logout-others", Some(&after), None).status, 401);
+    assert_eq!(app.get("/", Some(&after)).body, "home\nlogged out");
+    assert_eq!(app.get("/", Some(&after)).body, "home");
+
+    // The phone lives on, and ada's sessions are the phone's alone.
+    assert_eq!(app.get("/protected", Some(&phone)).body, "hello ada");
+    assert_eq!(listed(app, &phone), 1);
+    // Its own logout leaves ada no session.
+    app.post("/logout", Some(&phone), None);
+    assert_eq!(app.get("/protected", Some(&phone)).status, 401);
+}
+
+/// How many sessions `GET /sessions` lists for the user of `cookie`'s session.
+fn listed(app: &Login, cookie: &str) -> usize {
+    let reply = app.get("/sessions", Some(cookie));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let list: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+    list.as_array().expect("a list").len()
+}
+
+/// Both flows, on one running example.
+fn the_flows(app: &Login) {
+    the_flow(app);
+    a_logout_with_a_flash(app);
+}
+
 #[test]
 fn the_flow_on_the_memory_store() {
-    the_flow(&Login::start("memory"));
+    the_flows(&Login::start("memory"));
 }
 
 #[cfg(feature = "sqlite")]
@@ -154,7 +220,7 @@ fn the_flow_on_sqlite() {
     let dir = std::env::temp_dir().join(format!("login-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let path = dir.join("sessions.db");
-    the_flow(&Login::start(&format!("sqlite://{}", path.display())));
+    the_flows(&Login::start(&format!("sqlite://{}", path.display())));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -163,21 +229,21 @@ fn the_flow_on_sqlite() {
 fn the_flow_on_postgres() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    the_flow(&Login::start(&url));
+    the_flows(&Login::start(&url));
 }
 
 #[cfg(feature = "redis")]
 #[test]
 fn the_flow_on_redis() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    the_flow(&Login::start(&url));
+    the_flows(&Login::start(&url));
 }
 
 #[cfg(feature = "redis")]
 #[test]
 fn the_flow_on_a_redis_cluster() {
     match std::env::var("REDIS_CLUSTER_URL") {
-        Ok(url) => the_flow(&Login::start(&url)),
+        Ok(url) => the_flows(&Login::start(&url)),
         Err(_) => {
             eprintln!("REDIS_CLUSTER_URL is not set: no cluster to test (scripts/test starts one)")
         }
