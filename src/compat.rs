@@ -399,9 +399,11 @@ impl SessionStore for View {
     /// A `flush` (or a `delete`) while tower-sessions' session still has its id: the session
     /// ends at once, and what is inserted afterwards goes into a fresh one. A `cycle_id`
     /// (which cleared the id first): a roll, unless the handler rolled the session itself.
+    /// Once the request is over (a clone kept by a spawned task), the two cannot be told
+    /// apart: the session ends, so that a logout is never lost.
     async fn delete(&self, _id: &Id) -> session_store::Result<()> {
         let tower = self.tower();
-        if tower.as_ref().is_some_and(|tower| tower.id().is_some()) {
+        if tower.as_ref().is_none_or(|tower| tower.id().is_some()) {
             self.session
                 .invalidate()
                 .await

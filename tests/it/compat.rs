@@ -40,6 +40,7 @@ type Params = Query<HashMap<String, String>>;
 /// | `POST /t/both-flush` | ours started; theirs flushes and inserts `flash`; ours sets `ours` |
 /// | `GET /t/fail` | inserts `k`, then answers 500 |
 /// | `GET /t/own` | our handle ties the session to `ada` and gives it a custom duration of 2 h |
+/// | `GET /t/flush-later` | a spawned task flushes the session 100 ms after the response |
 fn tower_routes() -> Router {
     fn status<T, E>(result: Result<T, E>) -> StatusCode {
         match result {
@@ -151,6 +152,17 @@ fn tower_routes() -> Router {
             }),
         )
         .route("/t/own", get(own))
+        .route(
+            "/t/flush-later",
+            get(|session: TowerSession| async move {
+                let _ = session.get_value("visits").await;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    session.flush().await
+                });
+                "ok"
+            }),
+        )
         .layer(TowerSessionsLayer::new())
 }
 
@@ -483,4 +495,17 @@ async fn set_expiry_without_an_equivalent_is_a_500_that_says_why() {
         );
         assert_eq!(data_of(&h, &id).await, json!({"visits": 1}), "{uri}");
     }
+}
+
+/// A flush from a task that outlives the request still ends the session, as our own
+/// `destroy()` from such a task does. tokio's clock is paused: the wait costs no real time.
+#[tokio::test(start_paused = true)]
+async fn r11_a_flush_from_a_task_that_outlives_the_request_still_ends_the_session() {
+    let h = harness();
+    let (cookie, id) = h.new_session().await;
+    let reply = h.get("/t/flush-later", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(h.record(&id).await.is_some(), "the response leaves first");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.record(&id).await.is_none());
 }
