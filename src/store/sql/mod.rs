@@ -65,9 +65,12 @@ pub(crate) fn longest_table_name() -> String {
 
 /// Whether a migration creates the index of users of `table`, for the stores' tests.
 #[cfg(test)]
-pub(crate) fn names_user_index(migration: &[Arc<str>], table: &str) -> bool {
+pub(crate) fn names_user_index(migration: &Migration, table: &str) -> bool {
     let index = format!("\"{table}_user\"");
-    migration.iter().any(|statement| statement.contains(&index))
+    migration
+        .steps
+        .iter()
+        .any(|step| step.run.contains(&index) && step.done.contains(&format!("{table}_user")))
 }
 
 /// A time as integer milliseconds since the Unix epoch, as the SQL stores bind it.
@@ -80,13 +83,42 @@ pub(crate) fn from_millis(ms: i64) -> Result<SystemTime, StoreError> {
     crate::store::from_ms(u64::try_from(ms).unwrap_or(0))
 }
 
+/// What `migrate` does: steps, each checked with a plain read of the database's catalog and
+/// run only when it is missing, so that a schema that is current takes no lock at all.
+pub(crate) struct Migration {
+    /// How the transaction that runs the missing steps begins.
+    pub(crate) begin: &'static str,
+    /// What runs first in that transaction, if anything: whatever keeps two migrations from
+    /// racing.
+    pub(crate) lock: Option<Arc<str>>,
+    /// The steps, in order: each may count on the ones before it.
+    pub(crate) steps: Box<[MigrationStep]>,
+}
+
+/// One step of a [`Migration`]: a change to the schema, and how to tell it is made.
+pub(crate) struct MigrationStep {
+    /// → one boolean, true when the schema already has what `run` makes: a plain read of the
+    /// catalog, which waits for no lock on the table.
+    pub(crate) done: Arc<str>,
+    /// The statement that makes it.
+    pub(crate) run: Arc<str>,
+}
+
+impl MigrationStep {
+    pub(crate) fn new(done: String, run: String) -> Self {
+        Self {
+            done: done.into(),
+            run: run.into(),
+        }
+    }
+}
+
 /// The statements both stores run, their parameters in the same order for both databases.
 pub(crate) struct Statements {
-    /// What `migrate` runs, in one transaction: the table and its index, and whatever keeps
-    /// two migrations from racing. There is no index on the expiry: every write and touch
-    /// moves it, and would pay for such an index, where the clean-up walks the table in key
-    /// order instead.
-    pub(crate) migration: Box<[Arc<str>]>,
+    /// The table and its index of users, and the removal of what earlier versions made.
+    /// There is no index on the expiry: every write and touch moves it, and would pay for
+    /// such an index, where the clean-up walks the table in key order instead.
+    pub(crate) migration: Migration,
     /// (key, now) → (data as text, created ms, expires ms) of the live row.
     pub(crate) read: Arc<str>,
     /// (key, data, created, expires, now): a row, or the expired row under the key replaced.
@@ -307,14 +339,49 @@ macro_rules! sql_store {
                 Ok((removed.rows_affected(), Some(end)))
             }
 
-            /// Runs the migration's statements in one transaction.
+            /// Runs the migration's missing steps. Each step is first checked with a plain
+            /// read, outside any transaction: when none is missing, the migration takes no
+            /// lock that could wait for session traffic, or make it wait. Else the missing
+            /// steps run in one transaction, after its lock, each checked again there (another
+            /// instance may have made it meanwhile).
             async fn run_migration(&self) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await.map_err($error)?;
-                for statement in &self.queries.statements.migration {
-                    sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+                let migration = &self.queries.statements.migration;
+                let mut current = true;
+                for step in &migration.steps {
+                    let done: bool = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&step.done)))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err($error)?;
+                    if !done {
+                        current = false;
+                        break;
+                    }
+                }
+                if current {
+                    return Ok(());
+                }
+                let mut tx = self
+                    .pool
+                    .begin_with(migration.begin)
+                    .await
+                    .map_err($error)?;
+                if let Some(lock) = &migration.lock {
+                    sqlx::query(AssertSqlSafe(Arc::clone(lock)))
                         .execute(&mut *tx)
                         .await
                         .map_err($error)?;
+                }
+                for step in &migration.steps {
+                    let done: bool = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&step.done)))
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err($error)?;
+                    if !done {
+                        sqlx::query(AssertSqlSafe(Arc::clone(&step.run)))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err($error)?;
+                    }
                 }
                 tx.commit().await.map_err($error)
             }

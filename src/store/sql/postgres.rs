@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::store::sql::{self, Statements, Update, sql_store};
+use crate::store::sql::{self, Migration, MigrationStep, Statements, Update, sql_store};
 use crate::store::{
     Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
     WriteMode,
@@ -72,6 +72,15 @@ fn at(n: u8) -> String {
     format!("('epoch'::timestamptz + ${n}::int8 * interval '1 millisecond')")
 }
 
+/// Whether the schema of the table `t` (quoted) holds an index named `index`: a read of the
+/// catalog, false while there is no such table. The names are checked: they hold no quote.
+fn in_schema_of(t: &str, index: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM pg_class WHERE relname = '{index}' AND relkind IN ('i', 'I') \
+         AND relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass('{t}')))"
+    )
+}
+
 /// A `timestamptz` column as integer milliseconds since the epoch.
 fn millis_of(column: &str) -> String {
     format!("round(extract(epoch FROM {column}) * 1000)::int8")
@@ -87,38 +96,51 @@ impl Queries {
         let live = format!("key = $1 AND expires_at > {}", at(2));
         Ok(Self {
             statements: Statements {
-                migration: [
+                migration: Migration {
+                    begin: "BEGIN",
                     // Two instances migrating at once wait for each other. The name is checked
                     // above: it holds no quote.
-                    format!("SELECT pg_advisory_xact_lock(hashtext('session-engine migrate {t}'))")
+                    lock: Some(
+                        format!(
+                            "SELECT pg_advisory_xact_lock(hashtext('session-engine migrate {t}'))"
+                        )
                         .into(),
-                    format!(
-                        "CREATE TABLE IF NOT EXISTS {t} (\
-                         key TEXT PRIMARY KEY, \
-                         data JSONB NOT NULL, \
-                         created_at TIMESTAMPTZ NOT NULL, \
-                         expires_at TIMESTAMPTZ NOT NULL)"
-                    )
+                    ),
+                    steps: [
+                        MigrationStep::new(
+                            format!("SELECT to_regclass('{t}') IS NOT NULL"),
+                            format!(
+                                "CREATE TABLE IF NOT EXISTS {t} (\
+                                 key TEXT PRIMARY KEY, \
+                                 data JSONB NOT NULL, \
+                                 created_at TIMESTAMPTZ NOT NULL, \
+                                 expires_at TIMESTAMPTZ NOT NULL)"
+                            ),
+                        ),
+                        // Made by earlier versions, in the table's schema, which the search
+                        // path may not name first; the clean-up no longer needs it.
+                        MigrationStep::new(
+                            format!("SELECT NOT {}", in_schema_of(&t, &format!("{bare}_expires_at"))),
+                            format!(
+                                "DO $$ DECLARE s text; BEGIN \
+                                 SELECT n.nspname INTO s FROM pg_class c \
+                                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                                 WHERE c.oid = to_regclass('{t}'); \
+                                 IF s IS NOT NULL THEN \
+                                 EXECUTE format('DROP INDEX IF EXISTS %I.%I', s, '{bare}_expires_at'); \
+                                 END IF; END $$"
+                            ),
+                        ),
+                        MigrationStep::new(
+                            format!("SELECT {}", in_schema_of(&t, &format!("{bare}_user"))),
+                            format!(
+                                "CREATE INDEX IF NOT EXISTS {user_index} ON {t} \
+                                 ((data->>'__user')) WHERE data ? '__user'"
+                            ),
+                        ),
+                    ]
                     .into(),
-                    // Made by earlier versions, in the table's schema, which the search path
-                    // may not name first; the clean-up no longer needs it.
-                    format!(
-                        "DO $$ DECLARE s text; BEGIN \
-                         SELECT n.nspname INTO s FROM pg_class c \
-                         JOIN pg_namespace n ON n.oid = c.relnamespace \
-                         WHERE c.oid = to_regclass('{t}'); \
-                         IF s IS NOT NULL THEN \
-                         EXECUTE format('DROP INDEX IF EXISTS %I.%I', s, '{bare}_expires_at'); \
-                         END IF; END $$"
-                    )
-                    .into(),
-                    format!(
-                        "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ((data->>'__user')) \
-                         WHERE data ? '__user'"
-                    )
-                    .into(),
-                ]
-                .into(),
+                },
                 read: format!(
                     "SELECT data::text, {}, {} FROM {t} WHERE {live}",
                     millis_of("created_at"),
@@ -260,7 +282,13 @@ impl PostgresStore {
     /// Creates the table and its index of users if they do not exist, and drops the expiry
     /// index that earlier versions made (the clean-up no longer needs it; dropping it locks
     /// the table for a moment, once). Safe to run at every start, from several instances at
-    /// once: it holds a transaction-scoped advisory lock named after the table while it works.
+    /// once.
+    ///
+    /// It first reads the catalog (`pg_class`, in the table's own schema): on a current
+    /// schema, that is all it does, so it takes no lock that would wait for the sessions'
+    /// writes or hold them up, and sends no statement the server answers with a notice. Only
+    /// what is missing is then made, in one transaction that holds an advisory lock named
+    /// after the table.
     ///
     /// # Errors
     ///
@@ -313,13 +341,35 @@ mod tests {
     #[test]
     fn schema_qualified_tables_keep_their_indexes_in_their_schema() {
         let queries = Queries::new("auth.sessions").unwrap();
-        let migration = &queries.statements.migration;
-        assert!(migration[1].contains("\"auth\".\"sessions\""));
-        // Dropped where earlier versions made it: in the table's schema, never another's.
-        assert!(migration[2].contains("to_regclass('\"auth\".\"sessions\"')"));
-        assert!(migration[2].contains("%I.%I', s, 'sessions_expires_at')"));
+        let steps = &queries.statements.migration.steps;
         assert!(
-            migration[3].starts_with("CREATE INDEX IF NOT EXISTS \"sessions_user\" ON \"auth\".")
+            steps[0]
+                .done
+                .contains("to_regclass('\"auth\".\"sessions\"')")
+        );
+        assert!(steps[0].run.contains("\"auth\".\"sessions\""));
+        // Looked for and dropped where earlier versions made it: in the table's schema, never
+        // another's.
+        for (step, index) in [
+            (&steps[1], "sessions_expires_at"),
+            (&steps[2], "sessions_user"),
+        ] {
+            assert!(step.done.contains(&format!("relname = '{index}'")));
+            assert!(
+                step.done
+                    .contains("oid = to_regclass('\"auth\".\"sessions\"')")
+            );
+        }
+        assert!(
+            steps[1]
+                .run
+                .contains("to_regclass('\"auth\".\"sessions\"')")
+        );
+        assert!(steps[1].run.contains("%I.%I', s, 'sessions_expires_at')"));
+        assert!(
+            steps[2]
+                .run
+                .starts_with("CREATE INDEX IF NOT EXISTS \"sessions_user\" ON \"auth\".")
         );
     }
 

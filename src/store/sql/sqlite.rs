@@ -40,7 +40,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::store::sql::{self, Delta, Statements, Update, sql_store};
+use crate::store::sql::{self, Delta, Migration, MigrationStep, Statements, Update, sql_store};
 use crate::store::{
     Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
     WriteMode,
@@ -74,7 +74,7 @@ impl Queries {
     fn new(table: &str) -> Result<Self, StoreError> {
         let t = sql::quote_table(table, false)?;
         // The name is checked above; an index takes it with a suffix.
-        let index = format!("\"{table}_expires_ms\"");
+        let old_index = format!("{table}_expires_ms");
         let user_index = format!("\"{table}_user\"");
         // Guarded, so that a row whose data is not JSON (another program's, or damaged) is
         // left out of the index instead of failing its writes and the migration.
@@ -82,24 +82,38 @@ impl Queries {
         let live = "key = ?1 AND expires_ms > ?2";
         Ok(Self {
             statements: Statements {
-                migration: [
-                    format!(
-                        "CREATE TABLE IF NOT EXISTS {t} (\
-                         key TEXT PRIMARY KEY NOT NULL, \
-                         data TEXT NOT NULL, \
-                         created_ms INTEGER NOT NULL, \
-                         expires_ms INTEGER NOT NULL) WITHOUT ROWID"
-                    )
+                migration: Migration {
+                    // The write lock at once: two processes migrating at once wait for each
+                    // other (up to the busy time-out), instead of both reading the schema in a
+                    // deferred transaction and one failing to write after the other.
+                    begin: "BEGIN IMMEDIATE",
+                    lock: None,
+                    steps: [
+                        MigrationStep::new(
+                            named("table", table),
+                            format!(
+                                "CREATE TABLE IF NOT EXISTS {t} (\
+                                 key TEXT PRIMARY KEY NOT NULL, \
+                                 data TEXT NOT NULL, \
+                                 created_ms INTEGER NOT NULL, \
+                                 expires_ms INTEGER NOT NULL) WITHOUT ROWID"
+                            ),
+                        ),
+                        // Made by earlier versions; the clean-up no longer needs it.
+                        MigrationStep::new(
+                            format!("SELECT NOT ({})", named("index", &old_index)),
+                            format!("DROP INDEX IF EXISTS \"{old_index}\""),
+                        ),
+                        MigrationStep::new(
+                            named("index", &format!("{table}_user")),
+                            format!(
+                                "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ({user}) \
+                                 WHERE {user} IS NOT NULL"
+                            ),
+                        ),
+                    ]
                     .into(),
-                    // Made by earlier versions; the clean-up no longer needs it.
-                    format!("DROP INDEX IF EXISTS {index}").into(),
-                    format!(
-                        "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ({user}) \
-                         WHERE {user} IS NOT NULL"
-                    )
-                    .into(),
-                ]
-                .into(),
+                },
                 read: format!("SELECT data, created_ms, expires_ms FROM {t} WHERE {live}").into(),
                 insert: format!(
                     "INSERT INTO {t} (key, data, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4) \
@@ -164,6 +178,16 @@ impl Queries {
         sql.push_str(" WHERE key = ?1 AND expires_ms > ?2");
         sql
     }
+}
+
+/// Whether the database has a `kind` (`table`, `index`) named `name`: a read of the schema
+/// table, which waits for no writer. Names compare as SQLite compares them, ignoring ASCII
+/// case; they are checked, and hold no quote.
+fn named(kind: &str, name: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+         WHERE type = '{kind}' AND name = '{name}' COLLATE NOCASE)"
+    )
 }
 
 /// The JSON path of a top-level key: `$."…"`, with the key escaped as a JSON string, which
@@ -253,6 +277,10 @@ impl SqliteStore {
     /// Creates the table and its index of users if they do not exist, and drops the expiry
     /// index that earlier versions made (the clean-up no longer needs it). Safe to run at
     /// every start, from several processes at once.
+    ///
+    /// It first reads the schema (`sqlite_master`): on a current schema, that is all it does,
+    /// so it never waits for the write lock that the sessions' writes take. Only what is
+    /// missing is then made, in one `BEGIN IMMEDIATE` transaction.
     ///
     /// # Errors
     ///

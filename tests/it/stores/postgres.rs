@@ -421,3 +421,63 @@ async fn migrate_drops_the_expiry_index_of_earlier_versions_in_the_tables_schema
     .expect("the indexes");
     assert_eq!(indexes, [format!("{decoy}.sessions_expires_at")]);
 }
+
+/// Starting an app on a table whose schema is current takes no lock that waits for session
+/// traffic: `migrate` finishes while another connection holds a write transaction open on
+/// the table (R21). A `CREATE INDEX IF NOT EXISTS` would wait for it (a share lock on the
+/// table) until the server's `lock_timeout`, and stall the writes queued behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_migrate_on_a_current_schema_waits_for_no_open_write() {
+    let pg = Postgres::open().await;
+    let (key, now) = (fresh_key(), now_ms());
+    insert(
+        &pg.store(),
+        &key,
+        &Record::new(Map::new(), now, now + Duration::from_secs(60)),
+    )
+    .await;
+    let mut writer = PgConnection::connect(&url()).await.expect("a connection");
+    let mut write = writer.begin().await.expect("BEGIN");
+    let sql = format!("UPDATE {} SET data = data WHERE key = $1", pg.table());
+    let updated = sqlx::query(AssertSqlSafe(sql))
+        .bind(key.as_str())
+        .execute(&mut *write)
+        .await
+        .expect("the open write");
+    assert_eq!(updated.rows_affected(), 1);
+
+    let starting = pg.second().await;
+    let migrated = tokio::time::timeout(Duration::from_secs(3), starting.migrate()).await;
+    assert!(
+        matches!(migrated, Ok(Ok(()))),
+        "migrate waited for the open write: {migrated:?}"
+    );
+    write.rollback().await.expect("ROLLBACK");
+}
+
+/// A `migrate` on a current schema sends the server nothing that makes it send a notice back
+/// (each `IF NOT EXISTS` that finds its object does, and sqlx logs it at `INFO`): an app's
+/// start logs nothing about the schema. The same capture does see the notice of a statement
+/// that sends one, so it would catch them.
+#[tokio::test]
+async fn migrate_on_a_current_schema_logs_no_notice() {
+    let pg = Postgres::open().await;
+    let starting = pg.second().await;
+    let (logs, _guard) = crate::logs::capture();
+    starting.migrate().await.expect("migrate");
+    let text = logs.text();
+    assert!(
+        !text.contains("sqlx::postgres::notice"),
+        "migrate logged a notice:\n{text}"
+    );
+    let absent = unique("absent");
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {absent}")))
+        .execute(starting.pool())
+        .await
+        .expect("DROP TABLE IF EXISTS");
+    assert!(
+        logs.text().contains("sqlx::postgres::notice"),
+        "the capture sees a notice: {}",
+        logs.text()
+    );
+}

@@ -8,6 +8,7 @@ use serde_json::Map;
 use session_engine::store::sqlite::SqliteStore;
 use session_engine::testing::{Options, assert_conforms_with};
 use session_engine::{Record, SessionStore, StoreError};
+use sqlx::{Connection as _, SqliteConnection};
 
 use super::{Backend, Spoil, TempDir, fresh_key, insert, now_ms};
 use crate::harness::{engine_on, get_with, new_session, routes, serve};
@@ -170,4 +171,44 @@ async fn migrate_drops_the_expiry_index_of_earlier_versions() {
     assert_eq!(indexes().await, ["sessions_expires_ms", "sessions_user"]);
     store.migrate().await.expect("migrate");
     assert_eq!(indexes().await, ["sessions_user"]);
+}
+
+/// Starting an app on a file whose schema is current takes no lock that waits for session
+/// traffic: `migrate` finishes while another connection holds SQLite's write lock (a
+/// `BEGIN IMMEDIATE` transaction with a write in it), where any DDL would wait for it until
+/// the busy time-out (R21).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_migrate_on_a_current_schema_waits_for_no_open_write() {
+    let sqlite = Sqlite::open().await;
+    let (key, now) = (fresh_key(), now_ms());
+    insert(
+        &sqlite.store(),
+        &key,
+        &Record::new(Map::new(), now, now + Duration::from_secs(60)),
+    )
+    .await;
+    let mut writer = SqliteConnection::connect(&url(&sqlite.dir))
+        .await
+        .expect("a connection");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut writer)
+        .await
+        .expect("BEGIN IMMEDIATE");
+    let updated = sqlx::query("UPDATE sessions SET data = data WHERE key = ?1")
+        .bind(key.as_str())
+        .execute(&mut writer)
+        .await
+        .expect("the open write");
+    assert_eq!(updated.rows_affected(), 1);
+
+    let starting = sqlite.second().await;
+    let migrated = tokio::time::timeout(Duration::from_secs(3), starting.migrate()).await;
+    assert!(
+        matches!(migrated, Ok(Ok(()))),
+        "migrate waited for the open write: {migrated:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut writer)
+        .await
+        .expect("ROLLBACK");
 }
