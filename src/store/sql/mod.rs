@@ -8,7 +8,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -19,6 +19,11 @@ pub(crate) const DEFAULT_TABLE: &str = "sessions";
 
 /// How many rows one batch of `cleanup()` looks at.
 pub(crate) const DEFAULT_CLEANUP_BATCH: u32 = 1000;
+
+/// How long one `cleanup()` call goes on starting batches: well under the engine's default
+/// `store_timeout` (5 s), so that a call ends by itself, with the batch under way, before the
+/// engine's deadline would cut it off and report the store unavailable.
+pub(crate) const DEFAULT_CLEANUP_BUDGET: Duration = Duration::from_secs(2);
 
 /// Checks a table name and returns it quoted for SQL.
 ///
@@ -231,9 +236,10 @@ pub(crate) fn error(error: sqlx::Error, unavailable_code: fn(&str) -> bool) -> S
 /// getters, `Debug`, `cleanup_one_batch`, and the [`SessionStore`](crate::SessionStore) hooks.
 ///
 /// The store is a `Clone` struct with the fields `pool`, `table`, `cleanup_batch`,
-/// `cleanup_after` (an `Arc<Mutex<String>>`) and `queries` (an `Arc` of a type with
-/// `new(table) -> Result<Self, StoreError>` and a field `statements`), and an async method `update(&self, key, Update) -> Result<u64, StoreError>` (rows changed)
-/// for the statements that differ; `$error` maps the driver's errors.
+/// `cleanup_budget`, `cleanup_after` (an `Arc<Mutex<String>>`) and `queries` (an `Arc` of a
+/// type with `new(table) -> Result<Self, StoreError>` and a field `statements`), and an async
+/// method `update(&self, key, Update) -> Result<u64, StoreError>` (rows changed) for the
+/// statements that differ; `$error` maps the driver's errors.
 macro_rules! sql_store {
     ($store:ident, $pool:ty, $error:path, $name_rule:literal) => {
         impl $store {
@@ -243,6 +249,7 @@ macro_rules! sql_store {
                     pool,
                     table: $crate::store::sql::DEFAULT_TABLE.into(),
                     cleanup_batch: $crate::store::sql::DEFAULT_CLEANUP_BATCH,
+                    cleanup_budget: $crate::store::sql::DEFAULT_CLEANUP_BUDGET,
                     cleanup_after: ::std::sync::Arc::default(),
                     queries: ::std::sync::Arc::new(
                         Queries::new($crate::store::sql::DEFAULT_TABLE)
@@ -274,6 +281,29 @@ macro_rules! sql_store {
                 self
             }
 
+            /// How long one call of [`cleanup`](crate::SessionStore::cleanup) goes on: it
+            /// starts no batch once this much time has passed (default 2 s;
+            /// `Duration::ZERO`: one batch per call).
+            ///
+            /// One call is one step of a walk through the table in key order: it goes on
+            /// from where the previous call stopped, and ends at the end of the table (the
+            /// next call starts a new walk) or when its budget is spent, whichever comes
+            /// first. So a call of any table, however large, ends in about this time, and
+            /// [`SessionEngine::spawn_cleanup`](crate::SessionEngine::spawn_cleanup) goes
+            /// through the whole table over successive periods, removing every expired row.
+            ///
+            /// The default stays well under the engine's default
+            /// [`store_timeout`](crate::SessionEngineBuilder::store_timeout) (5 s), so that
+            /// a call ends by itself rather than being cut off at the deadline and logged as
+            /// a failure. Keep it under a shorter `store_timeout` too: a call cut off there
+            /// still keeps the progress of every batch it finished, and loses only the batch
+            /// under way, but each one is reported as the store being unavailable.
+            #[must_use]
+            pub fn with_cleanup_budget(mut self, budget: ::std::time::Duration) -> Self {
+                self.cleanup_budget = budget;
+                self
+            }
+
             /// The connection pool.
             pub fn pool(&self) -> &$pool {
                 &self.pool
@@ -286,26 +316,35 @@ macro_rules! sql_store {
 
             /// Cleans up one batch (see [`with_cleanup_batch`](Self::with_cleanup_batch)) and
             /// returns how many rows it removed: for an app that paces its own clean-up. A
-            /// batch is the next rows in key order after those the previous call looked at
-            /// (clones share the place); the expired ones among them are removed in one
-            /// statement. After the last row, the next call starts again from the first.
-            /// So a call that removes nothing says nothing about the rest of the table: pace
-            /// the calls by time (one batch every few seconds goes through a table of a
-            /// million rows in an hour or two), or call
-            /// [`cleanup`](crate::SessionStore::cleanup), which goes through the whole table.
+            /// batch is the next rows in key order after those the previous batch looked at
+            /// (clones share the place, and so does
+            /// [`cleanup`](crate::SessionStore::cleanup), which runs batches like this one
+            /// until its [budget](Self::with_cleanup_budget) is spent); the expired ones
+            /// among them are removed in one statement. After the last row, the next call
+            /// starts again from the first. So a call that removes nothing says nothing about
+            /// the rest of the table: pace the calls by time (one batch every few seconds
+            /// goes through a table of a million rows in an hour or two), or call `cleanup`.
             ///
             /// # Errors
             ///
             /// The database's error, as [`StoreError::Unavailable`] when it cannot be reached.
             pub async fn cleanup_one_batch(&self) -> Result<u64, StoreError> {
-                let after = self.cleanup_place().clone();
-                let (removed, end) = self.cleanup_batch_after(&after).await?;
-                *self.cleanup_place() = end.unwrap_or_default();
-                Ok(removed)
+                Ok(self.cleanup_next_batch().await?.0)
             }
 
-            /// Where `cleanup_one_batch` goes on from: a lock held for a copy, never across a
-            /// query, so a panic elsewhere leaves a usable key.
+            /// One batch after the shared place, which then moves past it (back to the start
+            /// after the last row); returns how many rows it removed, and whether the walk
+            /// reached the end of the table.
+            async fn cleanup_next_batch(&self) -> Result<(u64, bool), StoreError> {
+                let after = self.cleanup_place().clone();
+                let (removed, end) = self.cleanup_batch_after(&after).await?;
+                let ended = end.is_none();
+                *self.cleanup_place() = end.unwrap_or_default();
+                Ok((removed, ended))
+            }
+
+            /// Where the clean-up goes on from: a lock held for a copy, never across a query,
+            /// so a panic elsewhere leaves a usable key.
             fn cleanup_place(&self) -> ::std::sync::MutexGuard<'_, String> {
                 self.cleanup_after
                     .lock()
@@ -505,14 +544,17 @@ macro_rules! sql_store {
                 Ok(found)
             }
 
-            async fn cleanup_all(&self) -> Result<u64, StoreError> {
-                let (mut removed, mut after) = (0, String::new());
+            /// One step of the walk: batches from the shared place until the end of the
+            /// table or the budget, whichever comes first. The place moves after each batch,
+            /// so a call cut off by the engine's deadline loses only the batch under way.
+            async fn cleanup_step(&self) -> Result<u64, StoreError> {
+                let started = ::std::time::Instant::now();
+                let mut removed = 0;
                 loop {
-                    let (batch, end) = self.cleanup_batch_after(&after).await?;
+                    let (batch, ended) = self.cleanup_next_batch().await?;
                     removed += batch;
-                    match end {
-                        Some(end) => after = end,
-                        None => return Ok(removed),
+                    if ended || started.elapsed() >= self.cleanup_budget {
+                        return Ok(removed);
                     }
                 }
             }
@@ -523,6 +565,7 @@ macro_rules! sql_store {
                 f.debug_struct(stringify!($store))
                     .field("table", &self.table)
                     .field("cleanup_batch", &self.cleanup_batch)
+                    .field("cleanup_budget", &self.cleanup_budget)
                     .finish_non_exhaustive()
             }
         }
@@ -567,9 +610,12 @@ macro_rules! sql_store {
                 StoreFuture::boxed(async move { this.destroy_row(&key).await })
             }
 
+            /// Removes expired rows in one bounded step of a walk through the table, going on
+            /// from where the previous step stopped; returns how many. See
+            #[doc = concat!("[`with_cleanup_budget`](", stringify!($store), "::with_cleanup_budget).")]
             fn cleanup(&self) -> StoreFuture<u64> {
                 let this = self.clone();
-                StoreFuture::boxed(async move { this.cleanup_all().await })
+                StoreFuture::boxed(async move { this.cleanup_step().await })
             }
 
             fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {

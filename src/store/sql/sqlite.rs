@@ -56,7 +56,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     table: Arc<str>,
     cleanup_batch: u32,
-    /// The last key `cleanup_one_batch` looked at; empty before the first.
+    cleanup_budget: Duration,
+    /// The last key the clean-up looked at; empty before the first, and after the last.
     cleanup_after: Arc<Mutex<String>>,
     queries: Arc<Queries>,
 }

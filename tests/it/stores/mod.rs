@@ -306,6 +306,104 @@ where
     }
 }
 
+/// A SQL table that the clean-up tests fill in bulk and count behind the store's back.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) trait BulkRows: Backend {
+    /// Adds `rows` rows in one statement, with the keys `k00000000`, `k00000001`… (key order
+    /// is number order): the even ones expired an hour ago, the odd ones live for an hour.
+    async fn fill(&self, rows: u32);
+
+    /// How many rows are expired, and how many live.
+    async fn count(&self) -> (u64, u64);
+
+    /// Whether the row of number `n` is still there.
+    async fn holds(&self, n: u32) -> bool;
+}
+
+/// The key of the row of number `n` of [`BulkRows::fill`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn bulk_key(n: u32) -> String {
+    format!("k{n:08}")
+}
+
+/// Polls `backend` until it holds no expired row, for at most two minutes (a bound for a
+/// test that would otherwise wait for ever, not a measure of speed); then checks that every
+/// live row is still there.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn every_expired_row_goes<B: BulkRows>(backend: &B, rows: u32) {
+    let started = std::time::Instant::now();
+    loop {
+        let (expired, live) = backend.count().await;
+        assert_eq!(live, u64::from(rows / 2), "a live row was removed");
+        if expired == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{expired} expired rows are still there after two minutes of clean-up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// R21: a table that one `cleanup` call cannot walk in its budget (`store`'s budget is a
+/// small fraction of what the walk takes) is cleaned up all the same, in steps: one call
+/// leaves expired rows at the far end of the key order, and `spawn_cleanup`, whose calls each
+/// go on from where the previous one stopped, removes every expired row and no live one.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) async fn r21_cleanup_goes_through_a_large_table_in_steps<B: BulkRows>(
+    backend: &B,
+    store: Arc<dyn SessionStore>,
+    rows: u32,
+) {
+    backend.fill(rows).await;
+    let last_expired = rows - 2;
+    let removed = store.cleanup().await.expect("one step");
+    assert!(
+        removed > 0 && removed < u64::from(rows / 2),
+        "one step removed {removed} of {} expired rows",
+        rows / 2
+    );
+    assert!(
+        backend.holds(last_expired).await,
+        "one step walked the whole table: it proves nothing"
+    );
+    let engine = crate::harness::builder()
+        .shared_store(store)
+        .build()
+        .expect("the test engine builds");
+    let sweeper = engine.spawn_cleanup(Duration::from_millis(10));
+    every_expired_row_goes(backend, rows).await;
+    sweeper.abort();
+}
+
+/// R21: when the engine's `store_timeout` cuts off every `cleanup` call (it is a small
+/// fraction of what a walk of the table takes), each call still keeps the batches it
+/// finished, and `spawn_cleanup` removes every expired row, those at the far end of the key
+/// order included, and no live one.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) async fn r21_cleanup_cut_off_by_the_deadline_keeps_its_progress<B: BulkRows>(
+    backend: &B,
+    store: Arc<dyn SessionStore>,
+    rows: u32,
+    store_timeout: Duration,
+) {
+    backend.fill(rows).await;
+    let engine = crate::harness::builder()
+        .shared_store(store)
+        .store_timeout(store_timeout)
+        .build()
+        .expect("the test engine builds");
+    let once = engine.cleanup().await;
+    assert!(
+        backend.holds(rows - 2).await,
+        "one call walked the whole table ({once:?}): it proves nothing"
+    );
+    let sweeper = engine.spawn_cleanup(Duration::from_millis(10));
+    every_expired_row_goes(backend, rows).await;
+    sweeper.abort();
+}
+
 /// A directory of the test's own under the system's temporary directory, removed with all it
 /// holds when dropped.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis-tls"))]

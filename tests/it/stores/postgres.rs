@@ -12,7 +12,7 @@ use session_engine::{Changes, Record, SessionStore, StoreError, WriteMode};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
 
 use super::outage::{free_port, outage_and_recovery, run};
-use super::{Backend, Spoil, TempDir, fresh_key, insert, now_ms};
+use super::{Backend, BulkRows, Spoil, TempDir, bulk_key, fresh_key, insert, now_ms};
 use crate::harness::{builder, get_with, new_session, routes, serve, store_key};
 
 fn url() -> String {
@@ -115,6 +115,49 @@ impl Spoil for Postgres {
             .expect("SELECT");
         let spoiled: Value = serde_json::from_str(SPOILED).expect("JSON");
         data.and_then(|text| serde_json::from_str::<Value>(&text).ok()) == Some(spoiled)
+    }
+}
+
+impl BulkRows for Postgres {
+    async fn fill(&self, rows: u32) {
+        let sql = format!(
+            "INSERT INTO {} (key, data, created_at, expires_at) \
+             SELECT 'k' || lpad(n::text, 8, '0'), '{{\"n\": 1}}', now() - interval '2 hours', \
+             now() + CASE WHEN n % 2 = 0 THEN interval '-1 hour' ELSE interval '1 hour' END \
+             FROM generate_series(0, $1::int8 - 1) AS n",
+            self.table()
+        );
+        let filled = sqlx::query(AssertSqlSafe(sql))
+            .bind(i64::from(rows))
+            .execute(self.store.pool())
+            .await
+            .expect("INSERT");
+        assert_eq!(filled.rows_affected(), u64::from(rows));
+    }
+
+    async fn count(&self) -> (u64, u64) {
+        let sql = format!(
+            "SELECT count(*) FILTER (WHERE expires_at <= now()), \
+             count(*) FILTER (WHERE expires_at > now()) FROM {}",
+            self.table()
+        );
+        let (expired, live): (i64, i64) = sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count");
+        (expired.unsigned_abs(), live.unsigned_abs())
+    }
+
+    async fn holds(&self, n: u32) -> bool {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE key = $1)",
+            self.table()
+        );
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(bulk_key(n))
+            .fetch_one(self.store.pool())
+            .await
+            .expect("SELECT")
     }
 }
 
@@ -236,6 +279,34 @@ async fn cleanup_deletes_expired_rows_in_batches() {
     let pg = Postgres::open().await;
     let store = pg.store().with_cleanup_batch(10);
     super::cleanup_works_in_batches(&store, store.cleanup_one_batch()).await;
+}
+
+/// R21: with a budget of 1 ms and batches of 100 rows, one call looks at a few hundred of
+/// 40,000 rows; `spawn_cleanup` still removes every expired row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_cleanup_goes_through_a_large_table_in_steps() {
+    let pg = Postgres::open().await;
+    let store = pg
+        .store()
+        .with_cleanup_batch(100)
+        .with_cleanup_budget(Duration::from_millis(1));
+    super::r21_cleanup_goes_through_a_large_table_in_steps(&pg, Arc::new(store), 40_000).await;
+}
+
+/// R21: with the engine's deadline at 50 ms and batches of 100 rows, every call of a table of
+/// 100,000 rows is cut off long before the end; `spawn_cleanup` still removes every expired
+/// row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_cleanup_cut_off_by_the_deadline_keeps_its_progress() {
+    let pg = Postgres::open().await;
+    let store = pg.store().with_cleanup_batch(100);
+    super::r21_cleanup_cut_off_by_the_deadline_keeps_its_progress(
+        &pg,
+        Arc::new(store),
+        100_000,
+        Duration::from_millis(50),
+    )
+    .await;
 }
 
 /// `jsonb` cannot hold U+0000: such a write fails with an error, and the stored record stays

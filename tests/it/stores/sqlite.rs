@@ -10,7 +10,7 @@ use session_engine::testing::{Options, assert_conforms_with};
 use session_engine::{Record, SessionStore, StoreError};
 use sqlx::{Connection as _, SqliteConnection};
 
-use super::{Backend, Spoil, TempDir, fresh_key, insert, now_ms};
+use super::{Backend, BulkRows, Spoil, TempDir, bulk_key, fresh_key, insert, now_ms};
 use crate::harness::{engine_on, get_with, new_session, routes, serve};
 
 /// A migrated store in a new database file; the directory goes with it.
@@ -65,6 +65,51 @@ impl Spoil for Sqlite {
             .expect("SELECT");
         data.as_deref() == Some("not json")
     }
+}
+
+impl BulkRows for Sqlite {
+    async fn fill(&self, rows: u32) {
+        let filled = sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1) \
+             INSERT INTO sessions (key, data, created_ms, expires_ms) \
+             SELECT printf('k%08d', i), '{\"n\":1}', ?2 - 7200000, \
+             ?2 + CASE WHEN i % 2 = 0 THEN -3600000 ELSE 3600000 END FROM n",
+        )
+        .bind(rows)
+        .bind(now())
+        .execute(self.store.pool())
+        .await
+        .expect("INSERT");
+        assert_eq!(filled.rows_affected(), u64::from(rows));
+    }
+
+    async fn count(&self) -> (u64, u64) {
+        let (expired, live): (i64, i64) = sqlx::query_as(
+            "SELECT count(CASE WHEN expires_ms <= ?1 THEN 1 END), \
+             count(CASE WHEN expires_ms > ?1 THEN 1 END) FROM sessions",
+        )
+        .bind(now())
+        .fetch_one(self.store.pool())
+        .await
+        .expect("count");
+        (expired.unsigned_abs(), live.unsigned_abs())
+    }
+
+    async fn holds(&self, n: u32) -> bool {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sessions WHERE key = ?1)")
+            .bind(bulk_key(n))
+            .fetch_one(self.store.pool())
+            .await
+            .expect("SELECT")
+    }
+}
+
+/// Now, in the milliseconds the table holds.
+fn now() -> i64 {
+    let since = now_ms()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(since.as_millis()).expect("ms fit")
 }
 
 store_tests!(Sqlite, spoilable);
@@ -137,6 +182,34 @@ async fn cleanup_deletes_expired_rows_in_batches() {
     let sqlite = Sqlite::open().await;
     let store = sqlite.store().with_cleanup_batch(10);
     super::cleanup_works_in_batches(&store, store.cleanup_one_batch()).await;
+}
+
+/// R21: with a budget of 1 ms and batches of 100 rows, one call looks at a few hundred of
+/// 40,000 rows; `spawn_cleanup` still removes every expired row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_cleanup_goes_through_a_large_table_in_steps() {
+    let sqlite = Sqlite::open().await;
+    let store = sqlite
+        .store()
+        .with_cleanup_batch(100)
+        .with_cleanup_budget(Duration::from_millis(1));
+    super::r21_cleanup_goes_through_a_large_table_in_steps(&sqlite, Arc::new(store), 40_000).await;
+}
+
+/// R21: with the engine's deadline at 50 ms and batches of 100 rows, every call of a table of
+/// 100,000 rows is cut off long before the end; `spawn_cleanup` still removes every expired
+/// row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_cleanup_cut_off_by_the_deadline_keeps_its_progress() {
+    let sqlite = Sqlite::open().await;
+    let store = sqlite.store().with_cleanup_batch(100);
+    super::r21_cleanup_cut_off_by_the_deadline_keeps_its_progress(
+        &sqlite,
+        Arc::new(store),
+        100_000,
+        Duration::from_millis(50),
+    )
+    .await;
 }
 
 #[tokio::test]
