@@ -192,6 +192,7 @@ class Report:
         self.memory = read_results(data / "memory.txt")
         self.expiry = read_results(data / "expiry.txt")
         self.instructions = read_instructions(data / "instructions.txt")
+        self.cleanup = read_results(data / "cleanup.txt")
         self.setting = lambda name: self.meta.get(f"setting_{name}", "?")
         self.criterion = self.load_criterion()
 
@@ -590,6 +591,47 @@ class Report:
                          ["l", "r", "r", "r", "r", "r", "r"], rows))
         return "\n".join(out)
 
+    def cleanup_section(self):
+        out = ["## Clean-up of a large SQL table", ""]
+        if not self.cleanup:
+            out.append(self.not_run("cleanup"))
+            return "\n".join(out)
+        first = self.cleanup[0]
+        out.append(
+            f"bench/src/bin/cleanup_rate.rs: a table of {fmt_int(number(first.get('rows')))} "
+            f"rows made by one `INSERT … SELECT`, {first.get('expired_percent', '?')} % of them "
+            "expired, spread evenly through the key order (keys of the stores' own form, in "
+            "random order), plus one expired row whose key sorts last; PostgreSQL's table "
+            "vacuumed and analyzed, SQLite's WAL checkpointed. Then `cleanup()`, with the "
+            "store's defaults (batches of 1,000 rows, a 2 s budget per call), called until "
+            "every expired row is gone, so that the walk has gone through the whole table "
+            "(first walk); then again, with only the last row expired (second walk: a "
+            "clean-up that finds little to do). Each call is one bounded step that goes on "
+            "where the previous one stopped; time: the sum of the calls'. PostgreSQL at "
+            f"`{self.setting('POSTGRES_URL')}`, a table of its own dropped at the end; SQLite: "
+            "a temporary file.")
+        out.append("")
+        rows = []
+        for r in self.cleanup:
+            store = {"postgres": "PostgreSQL", "sqlite": "SQLite"}.get(r.get("store"),
+                                                                      r.get("store"))
+            walk = ("first: removes the expired rows" if r.get("walk") == "first"
+                    else "second: one row expired")
+            rows.append([store, walk, fmt_int(number(r.get("rows"))),
+                         fmt_int(number(r.get("removed"))), r.get("calls", "?"),
+                         f"{number(r.get('seconds')) or 0:.2f} s",
+                         fmt_int(number(r.get("walked_per_s"))),
+                         fmt_int(number(r.get("removed_per_s"))),
+                         f"{r.get('fill_s', '?')} s"])
+        out.append(table(["store", "walk", "rows walked", "removed", "calls", "time",
+                          "rows walked/s", "rows removed/s", "making the table"],
+                         ["l", "l", "r", "r", "r", "r", "r", "r", "r"], rows))
+        note = self.parts.get("cleanup", {}).get("note")
+        if note:
+            out.append("")
+            out.append(f"Note: {note}.")
+        return "\n".join(out)
+
     def expiry_section(self):
         out = ["## Memory after expiry", ""]
         if not self.expiry:
@@ -752,6 +794,8 @@ class Report:
                              verdict(value, target, True, optimistic)])
         rows.append(["growth to 1,000,000 live sessions (memory, Redis)", "see the growth table",
                      "", "", "no target: the rows", ""])
+        rows.append(["clean-up of a large table (PostgreSQL, SQLite), rows walked/s",
+                     "see the clean-up table", "", "", "no target: the rows", ""])
         return table(["measure", "session-engine", "tower-sessions", "ratio", "target", "met"],
                      ["l", "r", "r", "r", "l", "l"], rows)
 
@@ -773,7 +817,8 @@ class Report:
     def tables(self):
         return "\n\n".join([self.criterion_section(), self.http_section(), self.redis_section(),
                             self.sql_section(), self.growth_section(), self.memory_section(),
-                            self.expiry_section(), self.instructions_section()])
+                            self.expiry_section(), self.instructions_section(),
+                            self.cleanup_section()])
 
     def results(self):
         return "\n\n".join([
