@@ -1,5 +1,5 @@
 //! The axum extractors: [`Session`] (started), `Option<Session>`, and [`LazySession`] (not
-//! started); the rejections when [`SessionLayer`] is missing or the store fails; and
+//! started) ([`Typed`](crate::Typed) has its own file); the rejections when [`SessionLayer`] is missing or the store fails; and
 //! `IntoResponse` for [`Error`].
 //!
 //! [`SessionLayer`]: crate::SessionLayer
@@ -143,13 +143,18 @@ pub enum SessionRejection {
     /// [`Error`].
     #[error(transparent)]
     Start(#[from] Error),
+    /// The [`Typed`](crate::Typed) extractor's value could not be read: the stored value is
+    /// not of its type ([`Error::Deserialize`], naming the key), or its key is reserved. The
+    /// opaque 500 of [`Error`].
+    #[error(transparent)]
+    Data(Error),
 }
 
 impl IntoResponse for SessionRejection {
     fn into_response(self) -> Response {
         match self {
             Self::MissingLayer(missing) => missing.into_response(),
-            Self::Start(error) => error.into_response(),
+            Self::Start(error) | Self::Data(error) => error.into_response(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[cfg(feature = "axum")]
+mod typed;
 
 pub use crate::cookie::SameSite;
 pub use crate::engine::{
@@ -40,3 +42,6 @@ pub use crate::store::{
     Changes, ExpiryRule, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey,
     Touched, USER_KEY, WriteMode,
 };
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use crate::typed::{SessionData, Typed};

@@ -1,6 +1,6 @@
 //! The integration tests, in one binary: the rules of a request (named after them, R1 to R18)
 //! over HTTP with `tower::ServiceExt::oneshot`, concurrency, the conformance suite and the
-//! stores it catches, and every bundled store against its real server.
+//! stores it catches, every bundled store against its real server, and the `Typed` extractor.
 
 mod api;
 #[cfg(feature = "tower-sessions")]
@@ -22,4 +22,5 @@ mod rules_request;
 #[cfg(feature = "testing")]
 mod stores;
 mod transport;
+mod typed;
 mod users;
