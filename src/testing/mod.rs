@@ -1,7 +1,8 @@
 //! Test helpers:
 #![cfg_attr(feature = "axum", doc = "[`Visitor`],")]
 #![cfg_attr(not(feature = "axum"), doc = "`Visitor` (feature `axum`),")]
-//! which calls a handler with a real `Session` and no server, and the store conformance suite,
+//! which sends requests through an app, or calls a handler with a real `Session`, with no
+//! server, and the store conformance suite,
 //! which checks every rule of the storage contract (see [`SessionStore`]) against any store.
 //!
 //! Every store in this crate runs it, and a custom store can too:
@@ -31,7 +32,7 @@ use std::fmt;
 
 use crate::store::SessionStore;
 #[cfg(feature = "axum")]
-pub use visitor::{Reply, Visitor};
+pub use visitor::{NotJson, Reply, Visitor};
 
 /// A check that a store failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The integration tests, in one binary: the rules of a request (named after them, R1 to R18)
 //! over HTTP with `tower::ServiceExt::oneshot`, concurrency, the conformance suite and the
-//! stores it catches, every bundled store against its real server, and the `Typed` extractor.
+//! stores it catches, every bundled store against its real server, the `Typed` extractor and
+//! the test helper `Visitor`.
 
 mod api;
 #[cfg(feature = "tower-sessions")]
@@ -24,3 +25,5 @@ mod stores;
 mod transport;
 mod typed;
 mod users;
+#[cfg(feature = "testing")]
+mod visitor;
