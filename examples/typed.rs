@@ -1,10 +1,12 @@
-//! A typed session: the app's own struct over [`Session`], an axum extractor with typed getters
-//! and setters, so that handlers never spell a key or a type twice, and its unit tests with
+//! Typed session data: each of the app's own structs is kept under one key, named once with
+//! [`SessionData`], and handlers take [`Typed<T>`](Typed) instead of spelling keys and types;
+//! with its tests, which drive the whole app through
 //! [`testing::Visitor`](session_engine::testing::Visitor) (no server).
 //!
 //! ```sh
 //! cargo run --example typed      # on 127.0.0.1:3000 (PORT to change it)
 //! curl -si -X POST 'localhost:3000/theme?name=dark'
+//! cargo test --example typed --features testing
 //! ```
 //!
 //! | route | does |
@@ -16,17 +18,12 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Query};
-use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Query;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use session_engine::{Error, Session, SessionEngine, SessionLayer};
+use session_engine::{Error, SessionData, SessionEngine, SessionLayer, Typed};
 
-// ---- the typed session ----
-
-/// This app's session: every key and its type are named once, here.
-struct AppSession(Session);
+// ---- the session's data: each type and its key, named once ----
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,63 +33,32 @@ enum Theme {
     Dark,
 }
 
-impl AppSession {
-    const THEME: &str = "theme";
-    const CART: &str = "cart";
-
-    /// The visitor's session, read from the store.
-    async fn load(session: Session) -> Result<Self, Error> {
-        session.start().await?;
-        Ok(Self(session))
-    }
-
-    fn theme(&self) -> Result<Theme, Error> {
-        Ok(self.0.get(Self::THEME)?.unwrap_or_default())
-    }
-
-    fn set_theme(&self, theme: Theme) -> Result<(), Error> {
-        self.0.set(Self::THEME, theme)?;
-        Ok(())
-    }
-
-    fn cart(&self) -> Result<Vec<String>, Error> {
-        Ok(self.0.get(Self::CART)?.unwrap_or_default())
-    }
-
-    /// Adds `item`; returns the cart.
-    fn add_to_cart(&self, item: String) -> Result<Vec<String>, Error> {
-        let mut cart = self.cart()?;
-        cart.push(item);
-        self.0.set(Self::CART, &cart)?;
-        Ok(cart)
-    }
+#[derive(Default, Serialize, Deserialize)]
+struct Prefs {
+    theme: Theme,
 }
 
-/// Handlers take `AppSession` as they would `Session`: already read from the store.
-impl<S: Send + Sync> FromRequestParts<S> for AppSession {
-    type Rejection = Response;
+impl SessionData for Prefs {
+    const KEY: &'static str = "prefs";
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let session = Session::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        Self::load(session)
-            .await
-            .map_err(IntoResponse::into_response)
-    }
+#[derive(Default, Serialize, Deserialize)]
+struct Cart {
+    items: Vec<String>,
+}
+
+impl SessionData for Cart {
+    const KEY: &'static str = "cart";
 }
 
 // ---- the app ----
 
-async fn home(session: AppSession) -> Result<String, Error> {
-    let theme = match session.theme()? {
+async fn home(prefs: Typed<Prefs>, cart: Typed<Cart>) -> String {
+    let theme = match prefs.theme {
         Theme::Light => "light",
         Theme::Dark => "dark",
     };
-    Ok(format!(
-        "theme: {theme}, cart: {} items",
-        session.cart()?.len()
-    ))
+    format!("theme: {theme}, cart: {} items", cart.items.len())
 }
 
 #[derive(Deserialize)]
@@ -100,8 +66,11 @@ struct SetTheme {
     name: Theme,
 }
 
-async fn set_theme(session: AppSession, Query(q): Query<SetTheme>) -> Result<&'static str, Error> {
-    session.set_theme(q.name)?;
+async fn set_theme(
+    mut prefs: Typed<Prefs>,
+    Query(q): Query<SetTheme>,
+) -> Result<&'static str, Error> {
+    prefs.set(Prefs { theme: q.name })?;
     Ok("ok")
 }
 
@@ -110,8 +79,9 @@ struct AddItem {
     item: String,
 }
 
-async fn add_to_cart(session: AppSession, Query(q): Query<AddItem>) -> Result<String, Error> {
-    Ok(session.add_to_cart(q.item)?.join("\n"))
+async fn add_to_cart(mut cart: Typed<Cart>, Query(q): Query<AddItem>) -> Result<String, Error> {
+    cart.update(|cart| cart.items.push(q.item))?;
+    Ok(cart.items.join("\n"))
 }
 
 fn app(engine: SessionEngine) -> Router {
@@ -140,70 +110,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-// ---- its unit tests: `cargo test --example typed --features testing` ----
+// ---- its tests: `cargo test --example typed --features testing` ----
 
 #[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
     use session_engine::testing::Visitor;
 
-    fn engine() -> SessionEngine {
-        SessionEngine::builder()
+    fn visitor() -> Visitor {
+        let engine = SessionEngine::builder()
             .secret("a test secret of at least 32 bytes")
             .build()
-            .expect("the test engine builds")
+            .expect("the test engine builds");
+        Visitor::with_router(&engine, app(engine.clone()))
     }
 
     #[tokio::test]
     async fn the_theme_and_the_cart_are_kept_per_visitor() {
-        let engine = engine();
-        let mut ada = Visitor::new(&engine);
-        let reply = ada
-            .call(|s| async move { home(AppSession::load(s).await?).await })
-            .await;
-        assert_eq!(reply.text(), "theme: light, cart: 0 items");
+        let mut ada = visitor();
+        assert_eq!(ada.get("/").await.text(), "theme: light, cart: 0 items");
+        // Reading the defaults stored nothing: no session yet.
+        assert_eq!(ada.cookie(), None);
 
-        ada.call(|s| async move {
-            set_theme(
-                AppSession::load(s).await?,
-                Query(SetTheme { name: Theme::Dark }),
-            )
-            .await
-        })
-        .await;
-        for item in ["tea", "scones"] {
-            let item = item.to_owned();
-            ada.call(|s| async move {
-                add_to_cart(AppSession::load(s).await?, Query(AddItem { item })).await
-            })
-            .await;
-        }
-        let reply = ada
-            .call(|s| async move { home(AppSession::load(s).await?).await })
-            .await;
-        assert_eq!(reply.text(), "theme: dark, cart: 2 items");
+        assert_eq!(ada.post("/theme?name=dark", "").await.text(), "ok");
+        assert_eq!(ada.post("/cart?item=tea", "").await.text(), "tea");
+        assert_eq!(
+            ada.post("/cart?item=scones", "").await.text(),
+            "tea\nscones"
+        );
+        assert_eq!(ada.get("/").await.text(), "theme: dark, cart: 2 items");
 
         // Another visitor starts afresh.
-        let reply = Visitor::new(&engine)
-            .call(|s| async move { home(AppSession::load(s).await?).await })
-            .await;
+        let reply = ada.another().get("/").await;
         assert_eq!(reply.text(), "theme: light, cart: 0 items");
     }
 
     #[tokio::test]
-    async fn a_value_of_the_wrong_type_is_an_error_not_a_default() {
-        let engine = engine();
-        let mut visitor = Visitor::new(&engine);
-        // Another part of the app, or an older release, stored the theme as a number.
-        visitor
-            .call(|s| async move {
-                s.start().await?.set("theme", 7)?;
-                Ok::<_, Error>("ok")
-            })
-            .await;
-        let reply = visitor
-            .call(|s| async move { home(AppSession::load(s).await?).await })
-            .await;
-        assert_eq!(reply.status, 500);
+    async fn a_value_of_another_shape_is_an_error_not_a_default() {
+        let mut ada = visitor();
+        ada.post("/theme?name=dark", "").await;
+        // An older release kept the cart as a number.
+        ada.call(|session| async move {
+            session.set("cart", 7)?;
+            Ok::<_, Error>("ok")
+        })
+        .await;
+        assert_eq!(ada.get("/").await.status, 500);
+        assert_eq!(ada.post("/cart?item=tea", "").await.status, 500);
+        // The rest of the session is untouched.
+        assert_eq!(ada.post("/theme?name=light", "").await.text(), "ok");
     }
 }
