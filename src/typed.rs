@@ -95,8 +95,8 @@ pub trait SessionData: Serialize + DeserializeOwned + Default {
 ///
 /// The value is read once, when the extractor runs; [`update`](Self::update) starts from the
 /// session's current value, so it never undoes a change made through another handle, and
-/// [`session`](Self::session) gives the [`Session`] itself (for `roll`, `destroy`, or other
-/// keys).
+/// [`session`](Self::session) gives the [`Session`] itself (for `roll`, `destroy`,
+/// `invalidate`, or other keys).
 ///
 /// # Rejections
 ///
@@ -280,7 +280,8 @@ impl<T: SessionData> Typed<T> {
 }
 
 impl<T> Typed<T> {
-    /// The session the value is kept in: for `roll`, `destroy`, `save` or other keys.
+    /// The session the value is kept in: for `roll`, `destroy`, `invalidate`, `save` or other
+    /// keys.
     #[must_use]
     pub fn session(&self) -> &Session {
         &self.session
@@ -450,6 +451,15 @@ mod tests {
         assert_eq!(
             session.get::<Cart>("cart").unwrap(),
             Some(items(&["jam", "tea"]))
+        );
+        // A logout that begins a fresh session: the next update starts from an empty cart.
+        session.invalidate().await.unwrap();
+        cart.update(|cart| cart.items.push("scones".to_owned()))
+            .unwrap();
+        assert_eq!(*cart, items(&["scones"]));
+        assert_eq!(
+            session.get::<Cart>("cart").unwrap(),
+            Some(items(&["scones"]))
         );
     }
 
