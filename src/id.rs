@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
 
 /// The longest session id that is accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -165,7 +166,7 @@ impl StoreKey {
     /// The key of a hashed id: its digest.
     fn digest_of(id: &str) -> Self {
         Self(Repr::Digest {
-            bytes: crate::sha::sha256(id.as_bytes()),
+            bytes: Sha256::digest(id.as_bytes()).into(),
             text: OnceLock::new(),
         })
     }

@@ -14,7 +14,6 @@ mod layer;
 mod lifetime;
 pub mod rules;
 mod session;
-mod sha;
 mod signing;
 pub mod store;
 #[cfg(feature = "testing")]

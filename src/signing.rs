@@ -9,11 +9,12 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::error::ConfigError;
 use crate::id::SessionId;
-use crate::sha::HmacKey;
 
 /// The shortest secret the engine accepts, in bytes.
 pub(crate) const MIN_SECRET_LEN: usize = 32;
@@ -23,13 +24,13 @@ const TAG_B64_LEN: usize = 43;
 
 /// A signing secret.
 ///
-/// The HMAC key's padded blocks are hashed once, when the key is made: signing or verifying an
-/// id then costs two compressions of SHA-256. `Debug` never prints
-/// the secret and `==` compares in constant time.
+/// The HMAC is keyed once, when the key is made, and cloned for each id: the key's padded
+/// blocks are hashed then, not on every request. `Debug` never prints the secret and `==`
+/// compares in constant time.
 #[derive(Clone)]
 pub(crate) struct Key {
     secret: Box<[u8]>,
-    mac: HmacKey,
+    mac: Hmac<Sha256>,
 }
 
 impl Key {
@@ -38,13 +39,20 @@ impl Key {
     pub(crate) fn new(secret: &[u8]) -> Self {
         Self {
             secret: secret.into(),
-            mac: HmacKey::new(secret),
+            mac: Hmac::new_from_slice(secret).expect("HMAC takes keys of any length"),
         }
+    }
+
+    /// The keyed HMAC over `id`, ready to finalize or verify.
+    fn mac(&self, id: &str) -> Hmac<Sha256> {
+        let mut mac = self.mac.clone();
+        mac.update(id.as_bytes());
+        mac
     }
 
     /// `id.base64(tag)`.
     fn sign(&self, id: &str) -> String {
-        let tag = self.mac.tag(id.as_bytes());
+        let tag = self.mac(id).finalize().into_bytes();
         let mut out = String::with_capacity(id.len() + 1 + TAG_B64_LEN);
         out.push_str(id);
         out.push('.');
@@ -54,7 +62,7 @@ impl Key {
 
     /// Whether `tag` is this key's MAC of `id`, compared in constant time.
     fn verifies(&self, id: &str, tag: &[u8]) -> bool {
-        self.mac.tag(id.as_bytes()).ct_eq(tag).into()
+        self.mac(id).verify_slice(tag).is_ok()
     }
 
     /// The id of `value` if this key signed it.
@@ -142,43 +150,16 @@ fn split(value: &str) -> Option<(&str, [u8; 32])> {
     // its last 43 bytes. A value with a `.` inside those bytes fails to decode.
     let dot = value.len().checked_sub(TAG_B64_LEN + 1)?;
     let (id, tag) = (value.get(..dot)?, value.get(dot..)?.strip_prefix('.')?);
-    Some((id, decode_tag(tag.as_bytes().try_into().ok()?)?))
+    Some((id, decode_tag(tag)?))
 }
 
-/// The value of each standard base64 character; 0xFF for every other byte.
-const BASE64: [u8; 256] = {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut table = [0xFF; 256];
-    let mut i = 0;
-    while i < 64 {
-        table[alphabet[i] as usize] = i as u8;
-        i += 1;
-    }
-    table
-};
-
 /// Decodes the 43 characters of a tag into its 32 bytes: standard base64 without padding, and
-/// canonical (the last character's two spare bits are zero), so each tag has one spelling.
-/// Every byte is looked at whatever the input, as the tag is not secret but the loop is short.
-fn decode_tag(text: &[u8; TAG_B64_LEN]) -> Option<[u8; 32]> {
+/// canonical (`STANDARD_NO_PAD` refuses a last character whose two spare bits are not zero), so
+/// each tag has one spelling.
+fn decode_tag(text: &str) -> Option<[u8; 32]> {
     let mut tag = [0u8; 32];
-    let mut bad = 0u8;
-    let mut sextet = |i: usize| {
-        let value = BASE64[usize::from(text[i])];
-        bad |= value & 0x80;
-        u32::from(value & 0x3F)
-    };
-    // Ten groups of four characters make thirty bytes; the last three characters make two.
-    for group in 0..10 {
-        let bits = sextet(4 * group) << 18
-            | sextet(4 * group + 1) << 12
-            | sextet(4 * group + 2) << 6
-            | sextet(4 * group + 3);
-        tag[3 * group..3 * group + 3].copy_from_slice(&bits.to_be_bytes()[1..]);
-    }
-    let bits = sextet(40) << 12 | sextet(41) << 6 | sextet(42);
-    tag[30..].copy_from_slice(&(bits >> 2).to_be_bytes()[2..]);
-    (bad == 0 && bits & 0b11 == 0).then_some(tag)
+    let len = STANDARD_NO_PAD.decode_slice(text, &mut tag).ok()?;
+    (len == tag.len()).then_some(tag)
 }
 
 #[cfg(test)]
@@ -290,26 +271,65 @@ mod tests {
 
     #[test]
     fn tags_decode_as_canonical_base64() {
-        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         for seed in 0u8..=255 {
             let bytes: [u8; 32] =
                 std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8 * 7));
             let text = STANDARD_NO_PAD.encode(bytes);
-            let text: &[u8; TAG_B64_LEN] = text.as_bytes().try_into().unwrap();
-            assert_eq!(decode_tag(text), Some(bytes));
+            assert_eq!(text.len(), TAG_B64_LEN);
+            assert_eq!(decode_tag(&text), Some(bytes));
             // Any other character in any place: refused, or another tag.
             for place in [0, 20, 41, 42] {
-                for byte in [b'=', b'-', b'_', b' ', b'.', 0, 0xFF] {
-                    let mut bad = *text;
+                for byte in [b'=', b'-', b'_', b' ', b'.', 0, 0x7F] {
+                    let mut bad = text.clone().into_bytes();
                     bad[place] = byte;
+                    let bad = String::from_utf8(bad).unwrap();
                     assert_eq!(decode_tag(&bad), None, "{place} {byte}");
                 }
             }
             // The spare bits of the last character must be zero.
-            let mut spare = *text;
-            spare[42] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-                [usize::from(BASE64[usize::from(text[42])]) | 1];
-            assert_eq!(decode_tag(&spare), None);
+            let last = ALPHABET.iter().position(|&c| c == text.as_bytes()[42]);
+            let mut spare = text.clone().into_bytes();
+            spare[42] = ALPHABET[last.unwrap() | 1];
+            assert_eq!(decode_tag(std::str::from_utf8(&spare).unwrap()), None);
+            // A padded or shorter tag is not one.
+            assert_eq!(decode_tag(&format!("{text}=")), None);
+            assert_eq!(decode_tag(&text[..42]), None);
+        }
+    }
+
+    /// RFC 4231's test cases 2 (a key shorter than a block) and 6 (a key longer than a block,
+    /// hashed first), through a [`Key`]: its tag is HMAC-SHA256 as the RFC defines it.
+    #[test]
+    fn r3_tags_are_rfc_4231_hmac_sha256() {
+        let hex = |text: &str| -> Vec<u8> {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        for (secret, message, tag) in [
+            (
+                b"Jefe".to_vec(),
+                "what do ya want for nothing?",
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                vec![0xaa; 131],
+                "Test Using Larger Than Block-Size Key - Hash Key First",
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+            ),
+        ] {
+            let key = Key::new(&secret);
+            let signed = key.sign(message);
+            assert_eq!(
+                signed,
+                format!("{message}.{}", STANDARD_NO_PAD.encode(hex(tag))),
+                "{message}"
+            );
+            let (_, decoded) = split(&signed).unwrap();
+            assert!(key.verifies(message, &decoded), "{message}");
         }
     }
 
