@@ -53,8 +53,8 @@ impl CookieFormat {
     /// browser-session cookie).
     pub(crate) fn set(&self, value: &str, max_age_secs: Option<u64>) -> HeaderValue {
         const MAX_AGE: &str = "; Max-Age=";
-        let mut digits = [0u8; 20];
-        let digits = max_age_secs.map(|secs| decimal(secs, &mut digits));
+        let mut buffer = itoa::Buffer::new();
+        let digits = max_age_secs.map(|secs| buffer.format(secs));
         let max_age_len = digits.map_or(0, |digits| MAX_AGE.len() + digits.len());
         // Exactly the length needed, so the header takes the string's buffer as it is.
         let len = self.prefix.len() + value.len() + max_age_len + self.attributes.len();
@@ -75,20 +75,6 @@ impl CookieFormat {
     pub(crate) fn removal(&self) -> HeaderValue {
         self.removal.clone()
     }
-}
-
-/// `n` in decimal, written at the end of `buffer`.
-fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &str {
-    let mut start = buffer.len();
-    loop {
-        start -= 1;
-        buffer[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buffer[start..]).expect("ASCII digits")
 }
 
 #[cfg(test)]
