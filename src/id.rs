@@ -115,6 +115,9 @@ impl Eq for SessionId {}
 /// id costs a copy, not a system call; every byte is used once. (A process that forks after
 /// making ids would share its pool with the child: forking servers should make ids in the
 /// children only, as any thread-local generator asks.)
+///
+/// Hand-written rather than `rand`'s `ThreadRng`, which the library does not depend on: the
+/// ids stay the operating system's own bytes, with no user-space generator in between.
 fn random_bytes() -> Result<[u8; ID_BYTES], getrandom::Error> {
     const POOL: usize = ID_BYTES * 32;
     thread_local! {

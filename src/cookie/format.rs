@@ -1,4 +1,9 @@
 //! The `Set-Cookie` values the engine sends: the session cookie and its removal.
+//!
+//! Hand-written, not the `cookie` crate's `Cookie` builder, which would make `time` a
+//! dependency of every build and format each attribute again on every response. Here the
+//! attributes, the same on every response, are formatted once with the engine, and each
+//! `Set-Cookie` is one string of the exact length, which the header takes without a copy.
 
 use http::HeaderValue;
 

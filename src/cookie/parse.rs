@@ -4,6 +4,11 @@
 //! Parsing works on bytes: a neighbour cookie that is not UTF-8, or not well formed, is skipped
 //! without hiding ours. Only `Cookie` headers count; at most [`MAX_CANDIDATES`] values with our
 //! name are checked, and values over [`MAX_VALUE_LEN`] bytes are ignored.
+//!
+//! Hand-written, not the `cookie` crate's `Cookie::split_parse`: that one takes text, so a
+//! header with one neighbour that is not UTF-8 could not be read at all and would hide ours,
+//! and it parses every pair on the line into a `Cookie` where only ours is wanted. Here the
+//! bounds above are applied while the bytes are scanned.
 
 use std::borrow::Cow;
 

@@ -53,6 +53,11 @@ pub(super) fn apply(headers: &mut HeaderMap, session: &Session, outcome: Outcome
 /// it (anything but `no-store` or `private`), `no-cache="FIELD"` is added for each field that
 /// carries the id (`Set-Cookie`, the session header), so that the id is never served from a
 /// cache.
+///
+/// Hand-written, not the `headers` crate's `CacheControl`: that one drops a directive with a
+/// field list (`no-cache="Set-Cookie"`, so ours would be added twice), matches names case
+/// sensitively (`No-Store` would be missed) and refuses a whole header for one malformed
+/// value (its `no-store` with it).
 fn keep_from_shared_caches(headers: &mut HeaderMap, fields: &[Option<&str>]) {
     if !headers.contains_key(CACHE_CONTROL) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
