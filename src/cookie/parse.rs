@@ -200,26 +200,14 @@ fn trim(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
-/// Decodes `%XX` escapes. `None` if an escape is malformed or the result is not UTF-8.
+/// Decodes `%XX` escapes; `None` when the result is not UTF-8. A malformed escape (`%zz`, a
+/// `%` at the end) is kept as it is, and the value then fails its signature check: no signed
+/// value holds a `%`.
 fn percent_decode(value: &str) -> Option<String> {
-    fn hex(byte: u8) -> Option<u8> {
-        char::from(byte).to_digit(16).map(|digit| digit as u8)
-    }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let high = hex(*bytes.get(i + 1)?)?;
-            let low = hex(*bytes.get(i + 2)?)?;
-            out.push(high << 4 | low);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .ok()
+        .map(Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -297,8 +285,10 @@ mod tests {
     fn r3_percent_decoding() {
         assert_eq!(percent_decode("a%2Bb%2fc").as_deref(), Some("a+b/c"));
         assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
-        for bad in ["bad%2", "bad%zz", "%FF", "%", "%+1"] {
-            assert_eq!(percent_decode(bad), None, "{bad:?}");
+        assert_eq!(percent_decode("%FF"), None);
+        // Malformed escapes stay as they are: the `%` then fails the signature check.
+        for kept in ["bad%2", "bad%zz", "%", "%+1"] {
+            assert_eq!(percent_decode(kept).as_deref(), Some(kept), "{kept:?}");
         }
     }
 
