@@ -29,7 +29,6 @@ use tower_http::cors::CorsLayer;
 const SESSION_HEADER: HeaderName = HeaderName::from_static("x-session");
 
 async fn visits(session: Session) -> Result<String, Error> {
-    session.start().await?;
     let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
     session.set("visits", visits)?;
     Ok(visits.to_string())

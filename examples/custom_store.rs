@@ -210,7 +210,6 @@ impl SessionStore for BTreeStore {
 }
 
 async fn visits(session: Session) -> Result<String, Error> {
-    session.start().await?;
     let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
     session.set("visits", visits)?;
     Ok(visits.to_string())

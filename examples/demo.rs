@@ -89,14 +89,12 @@ async fn health() -> &'static str {
 }
 
 async fn visits(session: Session) -> Result<String, Error> {
-    session.start().await?;
     let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
     session.set("visits", visits)?;
     Ok(visits.to_string())
 }
 
 async fn peek(session: Session) -> Result<String, Error> {
-    session.start().await?;
     let visits = session.get::<u64>("visits")?.unwrap_or(0);
     Ok(visits.to_string())
 }
@@ -110,7 +108,6 @@ async fn login(session: Session, Query(login): Query<Login>) -> Result<Response,
     if login.user.is_empty() {
         return Ok((StatusCode::BAD_REQUEST, "user must not be empty").into_response());
     }
-    session.start().await?;
     // A new id at a change of privilege, so an id planted before the login is worthless.
     session.roll().await?;
     session.set("user", &login.user)?;
@@ -120,7 +117,6 @@ async fn login(session: Session, Query(login): Query<Login>) -> Result<Response,
 }
 
 async fn me(session: Session) -> Result<Response, Error> {
-    session.start().await?;
     Ok(match session.get::<String>("user")? {
         Some(user) => user.into_response(),
         None => (StatusCode::UNAUTHORIZED, "not logged in").into_response(),
@@ -133,7 +129,6 @@ fn not_logged_in() -> Response {
 }
 
 async fn sessions(session: Session) -> Result<Response, Error> {
-    session.start().await?;
     if session.user()?.is_none() {
         return Ok(not_logged_in());
     }
@@ -160,7 +155,6 @@ async fn sessions(session: Session) -> Result<Response, Error> {
 }
 
 async fn logout_others(session: Session) -> Result<Response, Error> {
-    session.start().await?;
     if session.user()?.is_none() {
         return Ok(not_logged_in());
     }
@@ -169,7 +163,6 @@ async fn logout_others(session: Session) -> Result<Response, Error> {
 }
 
 async fn logout_everywhere(session: Session) -> Result<Response, Error> {
-    session.start().await?;
     if session.user()?.is_none() {
         return Ok(not_logged_in());
     }
@@ -196,7 +189,6 @@ async fn set_duration(
         let message = format!("ms must be between 1 and {}", MAX_DURATION.as_millis());
         return Ok((StatusCode::BAD_REQUEST, message).into_response());
     }
-    session.start().await?;
     session.set_duration(duration)?;
     Ok("ok".into_response())
 }

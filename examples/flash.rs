@@ -17,21 +17,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use axum::Router;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use session_engine::{Error, Session, SessionEngine, SessionLayer};
+use session_engine::{Error, Session, SessionEngine, SessionLayer, SessionRejection};
 
 /// A visitor's flash messages: kept in the session until a page shows them.
 struct Flash(Session);
 
 impl Flash {
     const KEY: &str = "flash";
-
-    async fn load(session: Session) -> Result<Self, Error> {
-        session.start().await?;
-        Ok(Self(session))
-    }
 
     /// Leaves `text` for the next page that shows messages.
     fn push(&self, text: impl Into<String>) -> Result<(), Error> {
@@ -53,15 +47,11 @@ impl Flash {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Flash {
-    type Rejection = Response;
+    type Rejection = SessionRejection;
 
+    /// The `Session` extractor's started session: the messages can be read at once.
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let session = Session::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        Self::load(session)
-            .await
-            .map_err(IntoResponse::into_response)
+        Session::from_request_parts(parts, state).await.map(Self)
     }
 }
 
@@ -119,7 +109,7 @@ mod tests {
 
     async fn show(visitor: &mut Visitor) -> String {
         visitor
-            .call(|s| async move { home(Flash::load(s).await?).await })
+            .call(|s| async move { home(Flash(s)).await })
             .await
             .text()
     }
@@ -127,7 +117,7 @@ mod tests {
     async fn leave(visitor: &mut Visitor, text: &str) {
         let text = text.to_owned();
         let reply = visitor
-            .call(|s| async move { say(Flash::load(s).await?, Query(Say { text })).await })
+            .call(|s| async move { say(Flash(s), Query(Say { text })).await })
             .await;
         assert_eq!(reply.text(), "ok");
     }
@@ -140,9 +130,7 @@ mod tests {
             .expect("the test engine builds");
         let mut visitor = Visitor::new(&engine);
         // No message, no session: nothing written, no cookie.
-        let reply = visitor
-            .call(|s| async move { home(Flash::load(s).await?).await })
-            .await;
+        let reply = visitor.call(|s| async move { home(Flash(s)).await }).await;
         assert_eq!(reply.text(), "home");
         assert!(reply.headers.get(SET_COOKIE).is_none());
 
