@@ -2,8 +2,9 @@
 //!
 //! ```sh
 //! cargo run --example demo
-//! # sessions in a file, kept across restarts:
-//! SESSION_STORE=sqlite://demo.db cargo run --example demo --features sqlite
+//! # sessions in a file, kept across restarts (as long as the secret stays the same):
+//! SESSION_SECRETS="$(openssl rand -base64 48)" SESSION_STORE=sqlite://demo.db \
+//!   cargo run --example demo --features sqlite
 //! ```
 //!
 //! It serves on `127.0.0.1:$PORT` (default 3000). Settings come from the environment:
@@ -11,7 +12,7 @@
 //! | variable | meaning | default |
 //! | --- | --- | --- |
 //! | `PORT` | the port to listen on (`0`: one the system chooses, logged at start) | `3000` |
-//! | `SESSION_SECRETS` | comma-separated secrets, each at least 32 bytes; the first signs, all verify | a random one, with a warning |
+//! | `SESSION_SECRETS` | comma-separated secrets, each at least 32 bytes; the first signs, all verify | a random one made at each start, with a warning: no session survives a restart |
 //! | `SESSION_STORE` | `memory`; `sqlite://PATH` (feature `sqlite`); `redis://HOST:PORT`, `redis-cluster://HOST:PORT?node=HOST:PORT&…` or `redis-sentinel://SENTINEL:PORT?sentinelServiceName=NAME&node=SENTINEL:PORT&…` (feature `redis`); the same over TLS, `rediss://HOST:PORT`, `rediss-cluster://…` or `rediss-sentinel://…`, with `&tls_ca_file=/path/ca.pem` (or `?tls_ca_file=…`) to trust a CA of your own instead of the system's (feature `redis-tls`); `postgres://USER@HOST/DB` (feature `postgres`) | `memory` |
 //! | `SESSION_DURATION_MS` | idle lifetime in milliseconds | 30 minutes |
 //! | `SESSION_MAX_LIFETIME_MS` | absolute lifetime in milliseconds | none |
@@ -21,24 +22,13 @@
 //! | `SESSION_COOKIE` | whether the cookie is sent and read (`false` needs `SESSION_HEADER`) | `true` |
 //! | `RUST_LOG` | log filter, such as `info` or `warn,session_engine=debug` | `info` |
 //!
-//! Routes:
-//!
-//! | route | does |
-//! | --- | --- |
-//! | `GET /health` | `ok`; never touches the session |
-//! | `GET /visits` | start, add 1 to `visits`, body = the new count |
-//! | `GET /peek` | start, body = `visits` (0 if none); no write |
-//! | `POST /login?user=NAME` | start, roll, set `user` and tie the session to NAME; body `ok` |
-//! | `GET /me` | start; body = user, or 401 |
-//! | `GET /sessions` | the user's sessions as JSON, `[{"current":true,"created_ms":…,"expires_ms":…,"last_active_ms":…}]`; 401 when not logged in |
-//! | `POST /logout-others` | ends the user's other sessions; body `ok`; 401 when not logged in |
-//! | `POST /logout-everywhere` | ends all of the user's sessions, this one included (the cookie is removed); body `ok`; 401 when not logged in |
-//! | `POST /logout` | destroy; body `ok` |
-//! | `POST /duration?ms=N` | start, `set_duration`; body `ok` |
+//! `GET /` answers the list of routes ([`ROUTES`]), one a line.
 //!
 //! The cookie is `Secure` by default. Browsers and recent curl releases send `Secure` cookies to
-//! `127.0.0.1` and `localhost` over plain HTTP; for any other host over plain HTTP, or an older
-//! curl, run `SESSION_COOKIE_SECURE=false cargo run --example demo`.
+//! `127.0.0.1` and `localhost` over plain HTTP; for any other host over plain HTTP (behind a
+//! proxy on a LAN address, say), or an older curl, run
+//! `SESSION_COOKIE_SECURE=false cargo run --example demo`: otherwise the cookie never comes
+//! back, and every request starts a new session.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,12 +53,28 @@ async fn main() -> ExitCode {
     server::main("demo", app).await
 }
 
+/// What `GET /` answers: the routes, one a line.
+const ROUTES: &str = "\
+GET  /                     this list
+GET  /health               ok; never touches the session
+GET  /visits               adds 1 to this visitor's count; body = the new count
+GET  /peek                 body = the count (0 if none); writes nothing
+POST /login?user=NAME      a new id, the user NAME, the session tied to NAME; body ok
+GET  /me                   body = the user, or 401
+GET  /sessions             the user's sessions as JSON; 401 when not logged in
+POST /logout-others        ends the user's other sessions; body ok; 401 when not logged in
+POST /logout-everywhere    ends all the user's sessions, this one too; body ok; 401 when not logged in
+POST /logout               ends the session (the cookie is removed); body ok
+POST /duration?ms=N        this session's idle lifetime, in milliseconds; body ok
+";
+
 /// The demo's routes, behind the session layer.
 ///
-/// `/health` sits behind the layer too: it never calls `start`, so it causes no store call and
-/// no `Set-Cookie`: sessions are lazy.
+/// `/` and `/health` sit behind the layer too: they take no session, so they cause no store
+/// call and no `Set-Cookie`: sessions are lazy.
 fn app(engine: SessionEngine) -> Router {
     Router::new()
+        .route("/", get(routes))
         .route("/health", get(health))
         .route("/visits", get(visits))
         .route("/peek", get(peek))
@@ -83,6 +89,10 @@ fn app(engine: SessionEngine) -> Router {
 }
 
 // ---- handlers ----
+
+async fn routes() -> &'static str {
+    ROUTES
+}
 
 async fn health() -> &'static str {
     "ok"
@@ -128,6 +138,8 @@ fn not_logged_in() -> Response {
     (StatusCode::UNAUTHORIZED, "not logged in").into_response()
 }
 
+/// `GET /sessions`: `[{"current":true,"created_ms":…,"expires_ms":…,"last_active_ms":…}]`, the
+/// times in milliseconds since the Unix epoch (`last_active_ms` is `null` when unknown).
 async fn sessions(session: Session) -> Result<Response, Error> {
     if session.user()?.is_none() {
         return Ok(not_logged_in());

@@ -87,12 +87,20 @@ async fn run(name: &str, app: impl FnOnce(SessionEngine) -> Router) -> Result<()
         .map_err(|error| Fatal(format!("cannot listen on {addr}: {error}")))?;
     // The address bound, which tells the port the system chose for `PORT=0`.
     let addr = listener.local_addr().unwrap_or(addr);
+    // The one surprise of plain HTTP: a `Secure` cookie set by any host but localhost never
+    // comes back, so every request would start a new session, silently.
+    let secure_note = if config.secure {
+        " (the cookie is Secure: browsers send it back only over HTTPS or to localhost; \
+         for plain HTTP to another host, set SESSION_COOKIE_SECURE=false)"
+    } else {
+        ""
+    };
     tracing::info!(
         %addr,
         store = config.store.scheme(),
         secure = config.secure,
         secrets = config.secrets.len(),
-        "session-engine {name} listening"
+        "session-engine {name} listening{secure_note}"
     );
 
     let app = app(engine).layer(middleware::from_fn(log_request));

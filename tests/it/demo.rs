@@ -171,6 +171,61 @@ async fn the_demos_routes_answer_as_the_contract_says() {
     );
 }
 
+/// `GET /` answers the route table, one route a line (SPEC section 6), without a session; every
+/// route it lists is served.
+#[tokio::test]
+async fn the_root_lists_every_route() {
+    let demo = Demo::start(&[]).await;
+    let root = demo.get("/", None).await;
+    assert_eq!(root.status, StatusCode::OK, "{root:?}");
+    assert!(root.set_cookies.is_empty(), "{root:?}");
+    let listed: Vec<(Method, String)> = root
+        .body
+        .lines()
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let method = words
+                .next()
+                .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+            let path = words.next().filter(|path| path.starts_with('/'));
+            match (method, path) {
+                (Some(method), Some(path)) => (method, path.to_owned()),
+                _ => panic!("not a route line: {line:?}"),
+            }
+        })
+        .collect();
+    let paths: Vec<&str> = listed
+        .iter()
+        .map(|(_, path)| path.split('?').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/",
+            "/health",
+            "/visits",
+            "/peek",
+            "/login",
+            "/me",
+            "/sessions",
+            "/logout-others",
+            "/logout-everywhere",
+            "/logout",
+            "/duration",
+        ]
+    );
+    for (method, path) in listed {
+        let addr = ([127, 0, 0, 1], demo.port).into();
+        let reply = http(addr, method.clone(), &path, None).await;
+        assert_ne!(reply.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_ne!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn session_touch_interval_ms_sets_the_touch_interval() {
     for (interval, refreshed) in [("0", true), ("3600000", false)] {
