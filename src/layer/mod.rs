@@ -27,7 +27,6 @@ use crate::engine::SessionEngine;
 ///     .build()?;
 /// let app: Router = Router::new()
 ///     .route("/", get(|session: Session| async move {
-///         session.start().await?;
 ///         session.set("seen", true)?;
 ///         Ok::<_, session_engine::Error>("hello")
 ///     }))

@@ -21,10 +21,17 @@ impl Session {
     /// later call tries again. The error is `IntoResponse` (an opaque 500, or 503 when the
     /// store is unavailable).
     ///
+    /// The axum extractor `Session` calls it before the handler runs. A handler that takes
+    /// `LazySession` instead, or a Tower service that takes the handle from the request's
+    /// extensions, calls it once it knows it needs the session.
+    ///
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: session_engine::Session) -> Result<String, session_engine::Error> {
+    /// # async fn handler(session: session_engine::LazySession, counted: bool) -> Result<String, session_engine::Error> {
+    /// if !counted {
+    ///     return Ok("not counted".to_owned()); // no store call, no cookie
+    /// }
     /// session.start().await?;
     /// let visits = session.get::<u64>("visits")?.unwrap_or(0);
     /// Ok(visits.to_string())
@@ -128,7 +135,6 @@ impl Session {
     ///
     /// ```
     /// # async fn login(session: session_engine::Session, user: String) -> Result<(), session_engine::Error> {
-    /// session.start().await?;
     /// session.roll().await?;
     /// session.set("user", user)?;
     /// # Ok(()) }

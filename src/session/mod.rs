@@ -30,14 +30,15 @@ use crate::signing::{Key, Verified};
 /// The session of one request: a cheap, `Clone + Send + Sync` handle.
 ///
 /// [`SessionLayer`](crate::SessionLayer) puts one into each request's extensions; with the
-/// `axum` feature it is an extractor. Nothing is read from the store until [`start`]; at the
-/// end of the request the layer writes, touches or removes the session and sets the cookie.
+/// `axum` feature it is an extractor that starts the session before the handler runs
+/// (`LazySession` is the one that does not). Nothing is read from the store until [`start`];
+/// at the end of the request the layer writes, touches or removes the session and sets the
+/// cookie.
 ///
 /// Methods that change the session return `Result<&Session, Error>` so they chain:
 ///
 /// ```
-/// # async fn f(session: session_engine::Session) -> Result<(), session_engine::Error> {
-/// session.start().await?;
+/// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
 /// session.set("user", "ada")?.set("visits", 1)?;
 /// # Ok(()) }
 /// ```
@@ -105,7 +106,7 @@ impl Session {
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
+    /// # async fn handler(session: session_engine::LazySession) -> Result<(), session_engine::Error> {
     /// assert_eq!(session.id(), None); // nothing is known before `start`
     /// session.start().await?;
     /// assert_eq!(session.id().map(|id| id.len()), Some(32));
@@ -126,7 +127,6 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?;
     /// let signed = session.signed_id().expect("started");
     /// assert!(signed.starts_with(&session.id().expect("started")));
     /// # Ok(()) }
@@ -145,7 +145,7 @@ impl Session {
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
+    /// # async fn handler(session: session_engine::LazySession) -> Result<(), session_engine::Error> {
     /// assert!(!session.ready());
     /// session.start().await?;
     /// assert!(session.ready());
@@ -163,7 +163,6 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<&'static str, session_engine::Error> {
-    /// session.start().await?;
     /// Ok(if session.stored() { "welcome back" } else { "welcome" })
     /// # }
     /// ```
@@ -180,7 +179,7 @@ impl Session {
     /// ```
     /// # use std::time::Duration;
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?.set_duration(Duration::from_secs(3600))?;
+    /// session.set_duration(Duration::from_secs(3600))?;
     /// assert_eq!(session.duration(), Duration::from_secs(3600));
     /// # Ok(()) }
     /// ```
@@ -197,7 +196,6 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?;
     /// assert!(session.expires_at() > std::time::SystemTime::now());
     /// # Ok(()) }
     /// ```
@@ -245,7 +243,7 @@ impl Session {
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: session_engine::Session, id_from_a_form: String) -> Result<(), session_engine::Error> {
+    /// # async fn handler(session: session_engine::LazySession, id_from_a_form: String) -> Result<(), session_engine::Error> {
     /// session.set_id(id_from_a_form)?.start().await?;
     /// # Ok(()) }
     /// ```
@@ -279,7 +277,7 @@ impl Session {
     /// # Examples
     ///
     /// ```
-    /// # async fn handler(session: session_engine::Session, signed: String) -> Result<(), session_engine::Error> {
+    /// # async fn handler(session: session_engine::LazySession, signed: String) -> Result<(), session_engine::Error> {
     /// // A signed id handed over in a query string, say, instead of the cookie.
     /// session.set_signed_id(&signed, None)?.start().await?;
     /// # Ok(()) }
@@ -311,7 +309,7 @@ impl Session {
     /// # use std::time::Duration;
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
     /// // "Remember me": this session lives for 30 idle days.
-    /// session.start().await?.set_duration(Duration::from_secs(30 * 24 * 3600))?;
+    /// session.set_duration(Duration::from_secs(30 * 24 * 3600))?;
     /// # Ok(()) }
     /// ```
     pub fn set_duration(&self, duration: Duration) -> Result<&Self, Error> {
@@ -430,7 +428,6 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?;
     /// session.set("cart", vec!["apple", "pear"])?.set("step", 2)?;
     /// # Ok(()) }
     /// ```
@@ -451,7 +448,6 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?;
     /// session.set_many(serde_json::json!({"theme": "dark", "lang": "fr"}))?;
     /// # Ok(()) }
     /// ```
@@ -472,7 +468,6 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?;
     /// session.reset(serde_json::json!({"step": 1}))?;
     /// assert_eq!(session.get_all()?.len(), 1);
     /// # Ok(()) }
@@ -493,7 +488,6 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?;
     /// let user: Option<String> = session.get("user")?;
     /// # Ok(()) }
     /// ```
@@ -511,7 +505,6 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<String, session_engine::Error> {
-    /// session.start().await?;
     /// Ok(serde_json::Value::Object(session.get_all()?).to_string())
     /// # }
     /// ```
@@ -529,7 +522,7 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?.delete("cart")?;
+    /// session.delete("cart")?;
     /// # Ok(()) }
     /// ```
     pub fn delete(&self, key: &str) -> Result<&Self, Error> {
@@ -547,7 +540,7 @@ impl Session {
     ///
     /// ```
     /// # async fn handler(session: session_engine::Session) -> Result<(), session_engine::Error> {
-    /// session.start().await?.delete_all()?;
+    /// session.delete_all()?;
     /// assert!(session.get_all()?.is_empty());
     /// # Ok(()) }
     /// ```

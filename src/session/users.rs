@@ -50,7 +50,6 @@ impl Session {
     ///
     /// ```
     /// # async fn login(session: session_engine::Session, user: String) -> Result<(), session_engine::Error> {
-    /// session.start().await?;
     /// session.roll().await?;
     /// session.set_user(user)?;
     /// # Ok(()) }
