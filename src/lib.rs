@@ -1,3 +1,19 @@
+// The README's links are written for the repository (relative paths to `docs/` and `src/`);
+// these definitions come first, so in rustdoc they win (a link's first definition does, in
+// CommonMark) and the same links lead to the pages of these docs.
+#![doc = "[rules]: crate::rules"]
+#![doc = "[lifecycle]: crate::guide::lifecycle"]
+#![doc = "[users]: crate::guide::users"]
+#![doc = "[header-transport]: crate::guide::header_transport"]
+#![doc = "[security]: crate::guide::security"]
+#![doc = "[features]: crate::guide::features"]
+#![doc = "[stores]: crate::guide::stores"]
+#![doc = "[custom-store]: crate::guide::custom_store"]
+#![doc = "[testing-handlers]: crate::guide::testing_handlers"]
+#![doc = "[performance]: crate::guide::performance"]
+#![doc = "[tower-sessions]: crate::guide::tower_sessions"]
+#![doc = "[axum-login]: crate::guide::axum_login"]
+#![doc = "[hyper-express-session]: crate::guide::hyper_express_session"]
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -9,6 +25,7 @@ mod engine;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+pub mod guide;
 mod id;
 mod layer;
 mod lifetime;

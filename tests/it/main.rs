@@ -10,6 +10,7 @@ mod concurrency;
 #[cfg(feature = "testing")]
 mod conformance;
 mod demo;
+mod docs;
 mod faults;
 mod harness;
 mod logs;
