@@ -2,8 +2,11 @@
 //! session-engine, run as a user runs it, over real HTTP on loopback, on every store.
 //!
 //! The store tests need the store's feature and its server: PostgreSQL on 127.0.0.1:5432
-//! (`DATABASE_URL` overrides), Redis on 127.0.0.1:6379 (`REDIS_URL`), and a Redis Cluster at
-//! `REDIS_CLUSTER_URL` (`scripts/test` starts one; without it that test is skipped, saying so).
+//! (`DATABASE_URL` overrides), where the example's table goes in a schema of the test's own,
+//! dropped at the end; `redis-server` on `PATH`, for a Redis server of the test's own on a free
+//! port (the example takes no key prefix: a server of its own keeps the flow out of the
+//! developer's Redis); and a Redis Cluster at `REDIS_CLUSTER_URL` (`scripts/test` starts one
+//! for the run and stops it; without it that test is skipped, saying so).
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -224,19 +227,83 @@ fn the_flow_on_sqlite() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A schema of the test's own in the developer's PostgreSQL, dropped with all it holds when
+/// dropped, even when the test fails. The example makes its table under the default name,
+/// `sessions`, in the first schema of the search path: a URL that puts this schema there keeps
+/// it out of `public`.
+#[cfg(feature = "postgres")]
+struct Schema {
+    server: String,
+    name: String,
+}
+
+#[cfg(feature = "postgres")]
+impl Schema {
+    fn create() -> Self {
+        let server = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .subsec_nanos();
+        let name = format!("login_test_{}_{nanos}", std::process::id());
+        let schema = Self { server, name };
+        schema.psql(&format!("CREATE SCHEMA {}", schema.name));
+        schema
+    }
+
+    /// The server's URL, with this schema first on the search path.
+    fn url(&self) -> String {
+        let separator = if self.server.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            self.server, self.name
+        )
+    }
+
+    /// What `query` returns, one line per row; a panic when `psql` fails.
+    fn psql(&self, query: &str) -> String {
+        let output = Command::new("psql")
+            .args([self.server.as_str(), "-wqAtc", query])
+            .output()
+            .expect("psql runs (it is on PATH where PostgreSQL is installed)");
+        assert!(
+            output.status.success(),
+            "psql -c {query:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([self.server.as_str(), "-wqc"])
+            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+            .output();
+    }
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn the_flow_on_postgres() {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    the_flows(&Login::start(&url));
+    let schema = Schema::create();
+    the_flows(&Login::start(&schema.url()));
+    let table = format!("{}.sessions", schema.name);
+    assert_eq!(
+        schema.psql(&format!("SELECT to_regclass('{table}') IS NOT NULL")),
+        "t",
+        "the sessions were kept in the test's schema"
+    );
 }
 
 #[cfg(feature = "redis")]
 #[test]
 fn the_flow_on_redis() {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    the_flows(&Login::start(&url));
+    let redis = OwnRedis::start();
+    the_flows(&Login::start(&format!("redis://127.0.0.1:{}", redis.port)));
 }
 
 #[cfg(feature = "redis")]
@@ -250,7 +317,8 @@ fn the_flow_on_a_redis_cluster() {
     }
 }
 
-/// A Redis server of this test's own, on a free loopback port, to take down mid-flow.
+/// A Redis server of the test's own, on a free loopback port, that keeps nothing on disk:
+/// stopped when dropped, and what it held with it.
 #[cfg(feature = "redis")]
 struct OwnRedis {
     child: Child,
