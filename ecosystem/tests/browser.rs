@@ -11,11 +11,11 @@
 //! `chromium` and `chromium-driver`; `scripts/browser.sh install` installs them). Without them
 //! each test is skipped, and says so on the terminal (cargo shows it as passed, for libtest has
 //! no skip decided at run time); with `SESSION_ENGINE_REQUIRE_BROWSER=1`, as CI sets it, each
-//! fails instead. The WebDriver client is the few commands the test sends, as JSON over
-//! HTTP/1.1 on loopback.
+//! fails instead. fantoccini is the WebDriver client; the test starts `chromedriver` itself, on
+//! a port the system chooses, and kills it with the browser at the end.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use fantoccini::cookies::Cookie;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use support::Example;
 
@@ -200,11 +203,11 @@ impl Drop for Profile {
     }
 }
 
-/// Headless Chromium in a WebDriver session, ended when dropped, then its driver killed and
-/// its profile removed (fields drop in order, after `drop`).
+/// Headless Chromium in a WebDriver session; when dropped (the test ended, passed or not), its
+/// driver is killed with the browser, and its profile removed (fields drop in order).
 struct Browser {
-    session: String,
-    driver: Driver,
+    client: Client,
+    _driver: Driver,
     _profile: Profile,
 }
 
@@ -217,86 +220,100 @@ struct Page {
     text: String,
 }
 
+/// What `step` gives within `patience`; a panic that names `what` when it fails or takes
+/// longer (fantoccini bounds no command in time by itself).
+async fn within<T, E: std::fmt::Display>(
+    what: &str,
+    patience: Duration,
+    step: impl Future<Output = Result<T, E>>,
+) -> T {
+    match tokio::time::timeout(patience, step).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(error)) => panic!("{what}: {error}"),
+        Err(_) => panic!("{what}: no answer within {patience:?}"),
+    }
+}
+
 impl Browser {
-    fn start(programs: &Programs) -> Self {
+    async fn start(programs: &Programs) -> Self {
         let driver = Driver::start(programs);
         let profile = Profile::new();
+        // Without the background networking, Chromium reaches for Google's hosts at every
+        // start, which a closed network refuses, many at a time.
         let mut args = vec![
             "--headless=new".to_owned(),
             format!("--user-data-dir={}", profile.0.display()),
+            "--disable-gpu".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-quic".to_owned(),
         ];
         if running_as_root() {
             args.push("--no-sandbox".to_owned());
         }
-        let capabilities = json!({
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {
-                        "binary": programs.chromium,
-                        "args": args,
-                    },
-                    "timeouts": { "implicit": 0, "pageLoad": 30_000, "script": 30_000 },
-                },
-            },
-        });
-        let value = webdriver(
-            driver.addr,
-            "POST",
-            "/session",
-            Some(&capabilities),
+        let capabilities = [
+            ("browserName", json!("chrome")),
+            (
+                "goog:chromeOptions",
+                json!({ "binary": programs.chromium, "args": args }),
+            ),
+            (
+                "timeouts",
+                json!({ "implicit": 0, "pageLoad": 30_000, "script": 30_000 }),
+            ),
+        ];
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(
+            capabilities
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        );
+        let client = within(
+            "Chromium starts under chromedriver",
             START_PATIENCE,
+            builder.connect(&format!("http://{}", driver.addr)),
         )
-        .unwrap_or_else(|error| panic!("Chromium starts under chromedriver: {error}"));
-        let session = value["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("a session id: {value}"))
-            .to_owned();
+        .await;
         Self {
-            session,
-            driver,
+            client,
+            _driver: driver,
             _profile: profile,
         }
     }
 
-    /// Sends the command `path` of this session; a panic when the driver answers an error.
-    fn command(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        self.try_command(method, path, body)
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
-    }
-
-    fn try_command(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-        let path = format!("/session/{}{path}", self.session);
-        webdriver(self.driver.addr, method, &path, body, PATIENCE)
-    }
-
     /// Opens `url`, and waits for it to load.
-    fn open(&self, url: &str) -> Page {
-        self.command("POST", "/url", Some(&json!({ "url": url })));
-        self.page()
+    async fn open(&self, url: &str) -> Page {
+        within(&format!("open {url}"), PATIENCE, self.client.goto(url)).await;
+        self.page().await
     }
 
     /// Runs `script` in the page with `args`, and returns what it returns.
-    fn script(&self, script: &str, args: Value) -> Value {
-        self.command(
-            "POST",
-            "/execute/sync",
-            Some(&json!({ "script": script, "args": args })),
+    async fn script(&self, script: &str, args: Vec<Value>) -> Value {
+        within(
+            &format!("run {script:?}"),
+            PATIENCE,
+            self.client.execute(script, args),
         )
+        .await
     }
 
-    fn try_page(&self) -> Result<Page, String> {
-        let value = self.try_command(
-            "POST",
-            "/execute/sync",
-            Some(&json!({
-                "script": "const [navigation] = performance.getEntriesByType('navigation');
-                           return [document.readyState, location.pathname,
-                                   navigation ? navigation.responseStatus : 0,
-                                   document.body ? document.body.innerText : ''];",
-                "args": [],
-            })),
-        )?;
+    async fn try_page(&self) -> Result<Page, String> {
+        let value = tokio::time::timeout(
+            PATIENCE,
+            self.client.execute(
+                "const [navigation] = performance.getEntriesByType('navigation');
+                 return [document.readyState, location.pathname,
+                         navigation ? navigation.responseStatus : 0,
+                         document.body ? document.body.innerText : ''];",
+                vec![],
+            ),
+        )
+        .await
+        .map_err(|_| format!("no answer within {PATIENCE:?}"))?
+        .map_err(|error| error.to_string())?;
         match value.as_array().map(Vec::as_slice) {
             Some([ready, path, status, text]) if ready == "complete" => Ok(Page {
                 path: path.as_str().unwrap_or_default().to_owned(),
@@ -311,30 +328,30 @@ impl Browser {
     }
 
     /// The page shown now, once loaded.
-    fn page(&self) -> Page {
-        self.wait_for_page(|_| true)
+    async fn page(&self) -> Page {
+        self.wait_for_page(|_| true).await
     }
 
     /// The first loaded page that `ready` accepts, looked at every 50 ms; a panic that says
     /// what was shown last when none is within [`PATIENCE`].
-    fn wait_for_page(&self, ready: impl Fn(&Page) -> bool) -> Page {
+    async fn wait_for_page(&self, ready: impl Fn(&Page) -> bool) -> Page {
         let deadline = Instant::now() + PATIENCE;
         loop {
             // Between two documents a script can fail: it is looked at again.
-            let last = self.try_page();
+            let last = self.try_page().await;
             match last {
                 Ok(page) if ready(&page) => return page,
                 _ if Instant::now() >= deadline => {
                     panic!("no page as expected within {PATIENCE:?}; last seen: {last:?}")
                 }
-                _ => std::thread::sleep(Duration::from_millis(50)),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }
 
     /// Replaces the page's content with a same-origin `<form method="post" action=…>` with
     /// a text field per name in `fields` (`password` a password field) and a submit button.
-    fn build_form(&self, action: &str, fields: &[&str]) {
+    async fn build_form(&self, action: &str, fields: &[&str]) {
         self.script(
             "const [action, fields] = arguments;
              const form = document.createElement('form');
@@ -353,164 +370,87 @@ impl Browser {
              button.textContent = 'Submit';
              form.append(button);
              document.body.replaceChildren(form);",
-            json!([action, fields]),
-        );
+            vec![json!(action), json!(fields)],
+        )
+        .await;
     }
 
-    /// The element that the CSS `selector` finds.
-    fn element(&self, selector: &str) -> String {
-        let value = self.command(
-            "POST",
-            "/element",
-            Some(&json!({ "using": "css selector", "value": selector })),
-        );
-        // The W3C name of an element reference.
-        value["element-6066-11e4-a52e-4f735466cecf"]
-            .as_str()
-            .unwrap_or_else(|| panic!("an element for {selector}: {value}"))
-            .to_owned()
-    }
-
-    /// Types `text` into the element `selector` finds, key by key.
-    fn type_into(&self, selector: &str, text: &str) {
-        let element = self.element(selector);
-        self.command(
-            "POST",
-            &format!("/element/{element}/value"),
-            Some(&json!({ "text": text })),
-        );
-    }
-
-    fn click(&self, selector: &str) {
-        let element = self.element(selector);
-        self.command(
-            "POST",
-            &format!("/element/{element}/click"),
-            Some(&json!({})),
-        );
-    }
-
-    /// Builds the form to `action` on the page shown, types each value into its field,
-    /// clicks the button, and returns the page the form's answer shows.
-    fn submit(&self, action: &str, fields: &[(&str, &str)]) -> Page {
+    /// Builds the form to `action` on the page shown, types each value into its field key by
+    /// key, clicks the button, and returns the page the form's answer shows.
+    async fn submit(&self, action: &str, fields: &[(&str, &str)]) -> Page {
         let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
-        self.build_form(action, &names);
+        self.build_form(action, &names).await;
         for (name, value) in fields {
-            self.type_into(&format!("#{name}"), value);
+            let selector = format!("#{name}");
+            let field = within(
+                &format!("find {selector}"),
+                PATIENCE,
+                self.client.find(Locator::Css(&selector)),
+            )
+            .await;
+            within(
+                &format!("type into {selector}"),
+                PATIENCE,
+                field.send_keys(value),
+            )
+            .await;
         }
-        self.click("#submit");
-        self.wait_for_page(|page| page.path == action)
+        let button = within(
+            "find #submit",
+            PATIENCE,
+            self.client.find(Locator::Css("#submit")),
+        )
+        .await;
+        within("click #submit", PATIENCE, button.click()).await;
+        self.wait_for_page(|page| page.path == action).await
     }
 
     /// The cookies the browser keeps for the page shown, as WebDriver reports them
     /// (`HttpOnly` ones included).
-    fn cookies(&self) -> Vec<Value> {
-        match self.command("GET", "/cookie", None) {
-            Value::Array(cookies) => cookies,
-            other => panic!("a list of cookies: {other}"),
-        }
+    async fn cookies(&self) -> Vec<Cookie<'static>> {
+        within("get the cookies", PATIENCE, self.client.get_all_cookies()).await
     }
-}
 
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Closes Chromium; the driver's group is killed next, whatever this answered.
-        let path = format!("/session/{}", self.session);
-        let _ = webdriver(self.driver.addr, "DELETE", &path, None, PATIENCE);
-    }
-}
-
-/// One WebDriver command: `method path` with the JSON `body`, on a new connection to the
-/// driver at `addr`; its `value`, or the error it answered. Every read and write is bounded
-/// by `patience`.
-fn webdriver(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    patience: Duration,
-) -> Result<Value, String> {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut stream = TcpStream::connect_timeout(&addr, patience)
-        .map_err(|error| format!("cannot reach chromedriver: {error}"))?;
-    stream
-        .set_read_timeout(Some(patience))
-        .and_then(|()| stream.set_write_timeout(Some(patience)))
-        .map_err(|error| error.to_string())?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|error| format!("cannot send to chromedriver: {error}"))?;
-
-    // chromedriver says `Connection: close` but may keep the connection open: the reply ends
-    // where its `Content-Length` says.
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    let mut length = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        reader
-            .read_line(&mut line)
-            .map_err(|error| format!("no answer from chromedriver: {error}"))?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if status_line.is_empty() {
-            status_line = header.to_owned();
-        } else if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse::<usize>().ok();
-        }
-    }
-    let length = length.ok_or_else(|| format!("no Content-Length after {status_line:?}"))?;
-    let mut reply = vec![0; length];
-    reader
-        .read_exact(&mut reply)
-        .map_err(|error| format!("a short reply from chromedriver: {error}"))?;
-    let reply: Value = serde_json::from_slice(&reply)
-        .map_err(|error| format!("not JSON from chromedriver: {error}"))?;
-    let ok = status_line.split(' ').nth(1) == Some("200");
-    match reply.get("value") {
-        Some(value) if ok => Ok(value.clone()),
-        _ => Err(format!("{status_line}: {reply}")),
+    /// Ends the WebDriver session, which closes Chromium; a test that panics before leaves
+    /// that to the driver's end, which kills the browser with it.
+    async fn close(self) {
+        within("end the session", PATIENCE, self.client.clone().close()).await;
     }
 }
 
 // ---- the tests ----
 
 /// The session cookie in `cookies`, the example's default name.
-fn session_cookie(cookies: &[Value]) -> Option<&Value> {
-    cookies.iter().find(|cookie| cookie["name"] == "sid")
+fn session_cookie<'c>(cookies: &'c [Cookie<'static>]) -> Option<&'c Cookie<'static>> {
+    cookies.iter().find(|cookie| cookie.name() == "sid")
 }
 
-#[test]
-fn a_browser_logs_in_sees_its_flash_once_logs_out_and_sees_that_flash_once() {
+#[tokio::test]
+async fn a_browser_logs_in_sees_its_flash_once_logs_out_and_sees_that_flash_once() {
     let Some(programs) =
         programs_or_skip("a_browser_logs_in_sees_its_flash_once_logs_out_and_sees_that_flash_once")
     else {
         return;
     };
     let app = example();
-    let browser = Browser::start(&programs);
+    let browser = Browser::start(&programs).await;
 
-    let home = browser.open(&app.url("/"));
+    let home = browser.open(&app.url("/")).await;
     assert_eq!((home.status, home.text.as_str()), (200, "home"));
-    assert!(browser.cookies().is_empty(), "no session before a login");
-
-    let welcome = browser.submit(
-        "/login",
-        &[
-            ("username", "ada"),
-            ("password", "correct horse battery staple"),
-        ],
+    assert!(
+        browser.cookies().await.is_empty(),
+        "no session before a login"
     );
+
+    let welcome = browser
+        .submit(
+            "/login",
+            &[
+                ("username", "ada"),
+                ("password", "correct horse battery staple"),
+            ],
+        )
+        .await;
     assert_eq!(
         (welcome.status, welcome.text.as_str()),
         (200, "welcome ada")
@@ -518,59 +458,68 @@ fn a_browser_logs_in_sees_its_flash_once_logs_out_and_sees_that_flash_once() {
 
     // The default cookie is `Secure`: Chromium keeps it for http://127.0.0.1, a secure
     // context, and never shows it to scripts.
-    let cookies = browser.cookies();
+    let cookies = browser.cookies().await;
     let cookie = session_cookie(&cookies)
         .unwrap_or_else(|| panic!("the browser keeps the session cookie: {cookies:?}"));
-    assert_eq!(cookie["secure"], true, "{cookie}");
-    assert_eq!(cookie["httpOnly"], true, "{cookie}");
-    assert_eq!(browser.script("return document.cookie;", json!([])), "");
+    assert_eq!(cookie.secure(), Some(true), "{cookie:?}");
+    assert_eq!(cookie.http_only(), Some(true), "{cookie:?}");
+    assert_eq!(browser.script("return document.cookie;", vec![]).await, "");
 
-    let protected = browser.open(&app.url("/protected"));
+    let protected = browser.open(&app.url("/protected")).await;
     assert_eq!(
         (protected.status, protected.text.as_str()),
         (200, "hello ada")
     );
 
     // The flash, shown once.
-    assert_eq!(browser.open(&app.url("/")).text, "home\nlogged in as ada");
-    assert_eq!(browser.open(&app.url("/")).text, "home");
+    assert_eq!(
+        browser.open(&app.url("/")).await.text,
+        "home\nlogged in as ada"
+    );
+    assert_eq!(browser.open(&app.url("/")).await.text, "home");
 
-    let logged_in = cookie["value"].clone();
-    let bye = browser.submit("/logout", &[]);
+    let logged_in = cookie.value().to_owned();
+    let bye = browser.submit("/logout", &[]).await;
     assert_eq!((bye.status, bye.text.as_str()), (200, "bye"));
     // The logged-in session is gone; the browser holds a fresh one, for the flash.
-    let cookies = browser.cookies();
+    let cookies = browser.cookies().await;
     let fresh = session_cookie(&cookies)
         .unwrap_or_else(|| panic!("a fresh session for the flash: {cookies:?}"));
-    assert_ne!(fresh["value"], logged_in);
+    assert_ne!(fresh.value(), logged_in);
 
-    let protected = browser.open(&app.url("/protected"));
+    let protected = browser.open(&app.url("/protected")).await;
     assert_eq!(protected.status, 401, "{protected:?}");
     assert_ne!(protected.text, "hello ada");
-    assert_eq!(browser.open(&app.url("/")).text, "home\nlogged out");
-    assert_eq!(browser.open(&app.url("/")).text, "home");
+    assert_eq!(browser.open(&app.url("/")).await.text, "home\nlogged out");
+    assert_eq!(browser.open(&app.url("/")).await.text, "home");
+    browser.close().await;
 }
 
-#[test]
-fn a_wrong_password_is_a_401_and_leaves_no_cookie() {
+#[tokio::test]
+async fn a_wrong_password_is_a_401_and_leaves_no_cookie() {
     let Some(programs) = programs_or_skip("a_wrong_password_is_a_401_and_leaves_no_cookie") else {
         return;
     };
     let app = example();
-    let browser = Browser::start(&programs);
-    browser.open(&app.url("/"));
+    let browser = Browser::start(&programs).await;
+    browser.open(&app.url("/")).await;
 
-    let wrong = browser.submit(
-        "/login",
-        &[("username", "ada"), ("password", "hunter2hunter2")],
-    );
+    let wrong = browser
+        .submit(
+            "/login",
+            &[("username", "ada"), ("password", "hunter2hunter2")],
+        )
+        .await;
     assert_eq!(
         (wrong.status, wrong.text.as_str()),
         (401, "wrong username or password")
     );
-    assert!(browser.cookies().is_empty(), "{:?}", browser.cookies());
+    let cookies = browser.cookies().await;
+    assert!(cookies.is_empty(), "{cookies:?}");
 
-    let protected = browser.open(&app.url("/protected"));
+    let protected = browser.open(&app.url("/protected")).await;
     assert_eq!(protected.status, 401, "{protected:?}");
-    assert!(browser.cookies().is_empty(), "{:?}", browser.cookies());
+    let cookies = browser.cookies().await;
+    assert!(cookies.is_empty(), "{cookies:?}");
+    browser.close().await;
 }
