@@ -23,24 +23,26 @@ impl Cors {
     }
 
     /// One request with `headers`.
-    fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-        http(self.0.addr, method, path, headers, "")
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http(self.0.addr, method, path, headers, "").await
     }
 }
 
-#[test]
-fn a_browser_app_on_another_origin_keeps_its_session_in_the_header() {
+#[tokio::test]
+async fn a_browser_app_on_another_origin_keeps_its_session_in_the_header() {
     let api = Cors::start();
     // The browser's preflight: may the app send x-session? It never touches a session.
-    let preflight = api.send(
-        "OPTIONS",
-        "/visits",
-        &[
-            ("Origin", ORIGIN),
-            ("Access-Control-Request-Method", "GET"),
-            ("Access-Control-Request-Headers", "x-session"),
-        ],
-    );
+    let preflight = api
+        .send(
+            "OPTIONS",
+            "/visits",
+            &[
+                ("Origin", ORIGIN),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "x-session"),
+            ],
+        )
+        .await;
     assert_eq!(preflight.status, 200, "{preflight:?}");
     assert_eq!(
         preflight.header("access-control-allow-origin"),
@@ -52,7 +54,7 @@ fn a_browser_app_on_another_origin_keeps_its_session_in_the_header() {
     );
     assert_eq!(preflight.header("x-session"), None);
 
-    let first = api.send("GET", "/visits", &[("Origin", ORIGIN)]);
+    let first = api.send("GET", "/visits", &[("Origin", ORIGIN)]).await;
     assert_eq!(first.body, "1");
     // The app's script may read the header: it is exposed.
     assert_eq!(
@@ -64,22 +66,26 @@ fn a_browser_app_on_another_origin_keeps_its_session_in_the_header() {
         .header("x-session")
         .expect("the session header")
         .to_owned();
-    let second = api.send(
-        "GET",
-        "/visits",
-        &[("Origin", ORIGIN), ("x-session", &signed)],
-    );
+    let second = api
+        .send(
+            "GET",
+            "/visits",
+            &[("Origin", ORIGIN), ("x-session", &signed)],
+        )
+        .await;
     assert_eq!(second.body, "2");
 
-    let bye = api.send(
-        "POST",
-        "/logout",
-        &[("Origin", ORIGIN), ("x-session", &signed)],
-    );
+    let bye = api
+        .send(
+            "POST",
+            "/logout",
+            &[("Origin", ORIGIN), ("x-session", &signed)],
+        )
+        .await;
     assert_eq!(
         (bye.body.as_str(), bye.header("x-session")),
         ("bye", Some(""))
     );
-    let after = api.send("GET", "/visits", &[("x-session", &signed)]);
+    let after = api.send("GET", "/visits", &[("x-session", &signed)]).await;
     assert_eq!(after.body, "1", "the old value is dead");
 }

@@ -8,8 +8,15 @@
 //! developer's Redis); and a Redis Cluster at `REDIS_CLUSTER_URL` (`scripts/test` starts one
 //! for the run and stops it; without it that test is skipped, saying so).
 
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+#[cfg(feature = "redis")]
+use std::io::Write as _;
+use std::net::SocketAddr;
+#[cfg(feature = "redis")]
+use std::net::TcpStream;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+use std::process::Command;
+#[cfg(feature = "redis")]
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use support::Example;
@@ -39,12 +46,12 @@ impl Login {
         Self(Example::start(exe, &envs, Duration::from_secs(30)))
     }
 
-    fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
-        http(self.0.addr, "GET", path, cookie, None)
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
+        http(self.0.addr, "GET", path, cookie, None).await
     }
 
-    fn post(&self, path: &str, cookie: Option<&str>, form: Option<&str>) -> Reply {
-        http(self.0.addr, "POST", path, cookie, form)
+    async fn post(&self, path: &str, cookie: Option<&str>, form: Option<&str>) -> Reply {
+        http(self.0.addr, "POST", path, cookie, form).await
     }
 }
 
@@ -77,7 +84,7 @@ impl Reply {
 }
 
 /// One request, with its cookie and its form, if any.
-fn http(
+async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -91,7 +98,7 @@ fn http(
     if let Some(cookie) = cookie {
         headers.push(("Cookie", cookie));
     }
-    let reply = support::http(addr, method, path, &headers, form.unwrap_or(""));
+    let reply = support::http(addr, method, path, &headers, form.unwrap_or("")).await;
     Reply {
         status: reply.status,
         set_cookies: reply.all("set-cookie").map(str::to_owned).collect(),
@@ -100,61 +107,70 @@ fn http(
 }
 
 /// The whole flow of SPEC 7.1 against a running example.
-fn the_flow(app: &Login) {
+async fn the_flow(app: &Login) {
     // Anonymous: home, no session, no cookie; the protected page is closed.
-    let home = app.get("/", None);
+    let home = app.get("/", None).await;
     assert_eq!((home.status, home.body.as_str()), (200, "home"));
     assert!(home.set_cookies.is_empty(), "{home:?}");
-    assert_eq!(app.get("/protected", None).status, 401);
+    assert_eq!(app.get("/protected", None).await.status, 401);
 
     // Wrong credentials: 401, and no session is made.
-    let wrong = app.post("/login", None, Some(WRONG));
+    let wrong = app.post("/login", None, Some(WRONG)).await;
     assert_eq!(wrong.status, 401);
     assert!(wrong.set_cookies.is_empty(), "{wrong:?}");
 
     // A login: welcome, a session, a flash shown exactly once.
-    let ada = app.post("/login", None, Some(ADA));
+    let ada = app.post("/login", None, Some(ADA)).await;
     assert_eq!((ada.status, ada.body.as_str()), (200, "welcome ada"));
     let ada_cookie = ada.cookie();
     assert_eq!(
-        app.get("/", Some(&ada_cookie)).body,
+        app.get("/", Some(&ada_cookie)).await.body,
         "home\nlogged in as ada"
     );
-    assert_eq!(app.get("/", Some(&ada_cookie)).body, "home");
-    assert_eq!(app.get("/protected", Some(&ada_cookie)).body, "hello ada");
+    assert_eq!(app.get("/", Some(&ada_cookie)).await.body, "home");
+    assert_eq!(
+        app.get("/protected", Some(&ada_cookie)).await.body,
+        "hello ada"
+    );
 
     // A login over a logged-in session (axum-login would keep its id): a new id, and the
     // presented one is dead.
-    let bob = app.post("/login", Some(&ada_cookie), Some(BOB));
+    let bob = app.post("/login", Some(&ada_cookie), Some(BOB)).await;
     assert_eq!((bob.status, bob.body.as_str()), (200, "welcome bob"));
     let bob_cookie = bob.cookie();
     assert_ne!(bob_cookie, ada_cookie);
-    assert_eq!(app.get("/protected", Some(&ada_cookie)).status, 401);
-    assert_eq!(app.get("/protected", Some(&bob_cookie)).body, "hello bob");
+    assert_eq!(app.get("/protected", Some(&ada_cookie)).await.status, 401);
     assert_eq!(
-        app.get("/", Some(&bob_cookie)).body,
+        app.get("/protected", Some(&bob_cookie)).await.body,
+        "hello bob"
+    );
+    assert_eq!(
+        app.get("/", Some(&bob_cookie)).await.body,
         "home\nlogged in as bob"
     );
 
     // Wrong credentials over a live session: 401, and the session stays as it was.
-    let wrong = app.post("/login", Some(&bob_cookie), Some(WRONG));
+    let wrong = app.post("/login", Some(&bob_cookie), Some(WRONG)).await;
     assert_eq!(wrong.status, 401);
     assert!(wrong.set_cookies.is_empty(), "{wrong:?}");
-    assert_eq!(app.get("/protected", Some(&bob_cookie)).body, "hello bob");
+    assert_eq!(
+        app.get("/protected", Some(&bob_cookie)).await.body,
+        "hello bob"
+    );
 
     // A logout destroys the session; its flash lives in a fresh one, shown once.
-    let bye = app.post("/logout", Some(&bob_cookie), None);
+    let bye = app.post("/logout", Some(&bob_cookie), None).await;
     assert_eq!((bye.status, bye.body.as_str()), (200, "bye"));
     let after = bye.cookie();
     assert_ne!(after, bob_cookie);
-    assert_eq!(app.get("/protected", Some(&bob_cookie)).status, 401);
-    assert_eq!(app.get("/protected", Some(&after)).status, 401);
-    assert_eq!(app.get("/", Some(&after)).body, "home\nlogged out");
-    assert_eq!(app.get("/", Some(&after)).body, "home");
+    assert_eq!(app.get("/protected", Some(&bob_cookie)).await.status, 401);
+    assert_eq!(app.get("/protected", Some(&after)).await.status, 401);
+    assert_eq!(app.get("/", Some(&after)).await.body, "home\nlogged out");
+    assert_eq!(app.get("/", Some(&after)).await.body, "home");
 
     // A forged cookie is no session, never an error.
     let forged = format!("{}x", &bob_cookie[..bob_cookie.len() - 1]);
-    assert_eq!(app.get("/protected", Some(&forged)).status, 401);
+    assert_eq!(app.get("/protected", Some(&forged)).await.status, 401);
 }
 
 /// A logout followed by a flash (SPEC 7.1 v3), as axum-login and axum-messages do it: ada is
@@ -162,18 +178,24 @@ fn the_flow(app: &Login) {
 /// laptop logs out. Its logged-in session is gone, the flash lives in a fresh session with the
 /// engine's duration and no user, which can neither list nor end ada's sessions, and the
 /// phone stays logged in.
-fn a_logout_with_a_flash(app: &Login) {
-    let phone = app.post("/login", None, Some(ADA)).cookie();
+async fn a_logout_with_a_flash(app: &Login) {
+    let phone = app.post("/login", None, Some(ADA)).await.cookie();
     // ada's sessions that earlier runs left in this store end: the counts below are this run's.
-    assert_eq!(app.post("/logout-others", Some(&phone), None).status, 200);
-    assert_eq!(listed(app, &phone), 1);
-    let remembered = app.post("/login", None, Some(ADA_REMEMBERED));
+    assert_eq!(
+        app.post("/logout-others", Some(&phone), None).await.status,
+        200
+    );
+    assert_eq!(listed(app, &phone).await, 1);
+    let remembered = app.post("/login", None, Some(ADA_REMEMBERED)).await;
     assert_eq!(remembered.max_age(), 30 * 24 * 3600, "{remembered:?}");
     let laptop = remembered.cookie();
-    assert_eq!(app.get("/", Some(&laptop)).body, "home\nlogged in as ada");
-    assert_eq!(listed(app, &phone), 2);
+    assert_eq!(
+        app.get("/", Some(&laptop)).await.body,
+        "home\nlogged in as ada"
+    );
+    assert_eq!(listed(app, &phone).await, 2);
 
-    let bye = app.post("/logout", Some(&laptop), None);
+    let bye = app.post("/logout", Some(&laptop), None).await;
     assert_eq!((bye.status, bye.body.as_str()), (200, "bye"));
     let after = bye.cookie();
     assert_ne!(after, laptop);
@@ -181,49 +203,52 @@ fn a_logout_with_a_flash(app: &Login) {
     assert_eq!(bye.max_age(), 30 * 60, "{bye:?}");
 
     // The logged-in session is gone.
-    assert_eq!(app.get("/protected", Some(&laptop)).status, 401);
-    assert_eq!(app.get("/sessions", Some(&laptop)).status, 401);
+    assert_eq!(app.get("/protected", Some(&laptop)).await.status, 401);
+    assert_eq!(app.get("/sessions", Some(&laptop)).await.status, 401);
     // The fresh one is tied to no user.
-    assert_eq!(app.get("/protected", Some(&after)).status, 401);
-    assert_eq!(app.get("/sessions", Some(&after)).status, 401);
-    assert_eq!(app.post("/logout-others", Some(&after), None).status, 401);
-    assert_eq!(app.get("/", Some(&after)).body, "home\nlogged out");
-    assert_eq!(app.get("/", Some(&after)).body, "home");
+    assert_eq!(app.get("/protected", Some(&after)).await.status, 401);
+    assert_eq!(app.get("/sessions", Some(&after)).await.status, 401);
+    assert_eq!(
+        app.post("/logout-others", Some(&after), None).await.status,
+        401
+    );
+    assert_eq!(app.get("/", Some(&after)).await.body, "home\nlogged out");
+    assert_eq!(app.get("/", Some(&after)).await.body, "home");
 
     // The phone lives on, and ada's sessions are the phone's alone.
-    assert_eq!(app.get("/protected", Some(&phone)).body, "hello ada");
-    assert_eq!(listed(app, &phone), 1);
+    assert_eq!(app.get("/protected", Some(&phone)).await.body, "hello ada");
+    assert_eq!(listed(app, &phone).await, 1);
     // Its own logout leaves ada no session.
-    app.post("/logout", Some(&phone), None);
-    assert_eq!(app.get("/protected", Some(&phone)).status, 401);
+    app.post("/logout", Some(&phone), None).await;
+    assert_eq!(app.get("/protected", Some(&phone)).await.status, 401);
 }
 
 /// How many sessions `GET /sessions` lists for the user of `cookie`'s session.
-fn listed(app: &Login, cookie: &str) -> usize {
-    let reply = app.get("/sessions", Some(cookie));
+async fn listed(app: &Login, cookie: &str) -> usize {
+    let reply = app.get("/sessions", Some(cookie)).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let list: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
     list.as_array().expect("a list").len()
 }
 
 /// Both flows, on one running example.
-fn the_flows(app: &Login) {
-    the_flow(app);
-    a_logout_with_a_flash(app);
+async fn the_flows(app: &Login) {
+    the_flow(app).await;
+    a_logout_with_a_flash(app).await;
 }
 
-#[test]
-fn the_flow_on_the_memory_store() {
-    the_flows(&Login::start("memory"));
+#[tokio::test]
+async fn the_flow_on_the_memory_store() {
+    the_flows(&Login::start("memory")).await;
 }
 
 #[cfg(feature = "sqlite")]
-#[test]
-fn the_flow_on_sqlite() {
+#[tokio::test]
+async fn the_flow_on_sqlite() {
     let dir = std::env::temp_dir().join(format!("login-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let path = dir.join("sessions.db");
-    the_flows(&Login::start(&format!("sqlite://{}", path.display())));
+    the_flows(&Login::start(&format!("sqlite://{}", path.display()))).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -287,10 +312,10 @@ impl Drop for Schema {
 }
 
 #[cfg(feature = "postgres")]
-#[test]
-fn the_flow_on_postgres() {
+#[tokio::test]
+async fn the_flow_on_postgres() {
     let schema = Schema::create();
-    the_flows(&Login::start(&schema.url()));
+    the_flows(&Login::start(&schema.url())).await;
     let table = format!("{}.sessions", schema.name);
     assert_eq!(
         schema.psql(&format!("SELECT to_regclass('{table}') IS NOT NULL")),
@@ -300,19 +325,25 @@ fn the_flow_on_postgres() {
 }
 
 #[cfg(feature = "redis")]
-#[test]
-fn the_flow_on_redis() {
+#[tokio::test]
+async fn the_flow_on_redis() {
     let redis = OwnRedis::start();
-    the_flows(&Login::start(&format!("redis://127.0.0.1:{}", redis.port)));
+    the_flows(&Login::start(&format!("redis://127.0.0.1:{}", redis.port))).await;
 }
 
 #[cfg(feature = "redis")]
-#[test]
-fn the_flow_on_a_redis_cluster() {
+#[tokio::test]
+async fn the_flow_on_a_redis_cluster() {
     match std::env::var("REDIS_CLUSTER_URL") {
-        Ok(url) => the_flows(&Login::start(&url)),
+        Ok(url) => the_flows(&Login::start(&url)).await,
+        // Straight to the terminal: libtest keeps what `eprintln!` prints from a test that
+        // passes to itself.
         Err(_) => {
-            eprintln!("REDIS_CLUSTER_URL is not set: no cluster to test (scripts/test starts one)")
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED the_flow_on_a_redis_cluster: REDIS_CLUSTER_URL is not set, so there is \
+                 no cluster to test (scripts/test starts one)"
+            );
         }
     }
 }
@@ -373,21 +404,21 @@ impl Drop for OwnRedis {
 }
 
 #[cfg(feature = "redis")]
-#[test]
-fn a_store_outage_is_a_503_and_never_half_a_login() {
+#[tokio::test]
+async fn a_store_outage_is_a_503_and_never_half_a_login() {
     let mut redis = OwnRedis::start();
     let app = Login::start(&format!("redis://127.0.0.1:{}", redis.port));
-    let ada = app.post("/login", None, Some(ADA));
+    let ada = app.post("/login", None, Some(ADA)).await;
     let cookie = ada.cookie();
-    assert_eq!(app.get("/protected", Some(&cookie)).body, "hello ada");
+    assert_eq!(app.get("/protected", Some(&cookie)).await.body, "hello ada");
 
     redis.stop();
     for reply in [
-        app.get("/protected", Some(&cookie)),
-        app.get("/", Some(&cookie)),
-        app.post("/login", None, Some(BOB)),
-        app.post("/login", Some(&cookie), Some(BOB)),
-        app.post("/logout", Some(&cookie), None),
+        app.get("/protected", Some(&cookie)).await,
+        app.get("/", Some(&cookie)).await,
+        app.post("/login", None, Some(BOB)).await,
+        app.post("/login", Some(&cookie), Some(BOB)).await,
+        app.post("/logout", Some(&cookie), None).await,
     ] {
         // Never a 401 that would log the user out, never a cookie for a session not saved.
         assert_eq!(reply.status, 503, "{reply:?}");

@@ -248,7 +248,7 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn new(status: StatusCode, headers: HeaderMap, body: String) -> Self {
+    pub(crate) fn new(status: StatusCode, headers: HeaderMap, body: String) -> Self {
         let set_cookies = headers
             .get_all(SET_COOKIE)
             .iter()

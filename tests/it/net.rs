@@ -1,16 +1,17 @@
-//! A bare HTTP/1.1 client for apps served on real loopback sockets.
+//! An HTTP/1.1 client (hyper's) for apps served on real loopback sockets.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use axum::body::Bytes;
+use axum::http::{Method, Request};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use crate::harness::Reply;
 
-/// One HTTP/1.1 request on a new connection (`Connection: close`), read to the end.
+/// One request on a new connection, with no body, read to the end.
 pub(crate) async fn http(
     addr: SocketAddr,
     method: Method,
@@ -28,48 +29,30 @@ pub(crate) async fn http_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("the server accepts");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
+    // No connection is kept for a next request: each request meets the server afresh.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Empty<Bytes>>();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request = request.header(*name, *value);
     }
-    request.push_str("\r\n");
-    stream
-        .write_all(request.as_bytes())
+    let request = request.body(Empty::new()).expect("a valid request");
+    let exchange = async {
+        let response = client.request(request).await.expect("the server answers");
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("the body is readable")
+            .to_bytes();
+        (parts, body)
+    };
+    let (parts, body) = tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
-        .expect("the request is sent");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
-        .await
-        .expect("the server answers within 30 s")
-        .expect("the reply is readable");
-    let text = String::from_utf8(raw).expect("a UTF-8 reply");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
-    let mut lines = head.split("\r\n");
-    let code: u16 = lines
-        .next()
-        .and_then(|status| status.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (name, value) = line.split_once(':').expect("a header line");
-        headers.append(
-            HeaderName::try_from(name.trim()).expect("a header name"),
-            HeaderValue::try_from(value.trim()).expect("a header value"),
-        );
-    }
-    let set_cookies = headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().expect("Set-Cookie is ASCII").to_owned())
-        .collect();
-    Reply {
-        status: StatusCode::from_u16(code).expect("a valid status"),
-        body: body.to_owned(),
-        set_cookies,
-        headers,
-    }
+        .expect("the server answers within 30 s");
+    let body = String::from_utf8(body.to_vec()).expect("a UTF-8 body");
+    Reply::new(parts.status, parts.headers, body)
 }

@@ -1,13 +1,19 @@
-//! What the ecosystem's tests share: an example run as a user runs it, and plain HTTP/1.1 to
-//! it on loopback.
+//! What the ecosystem's tests share: an example run as a user runs it, and HTTP/1.1 to it on
+//! loopback with hyper's client.
 
 #![allow(dead_code, reason = "each test file uses a part of it")]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::Request;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 /// A running example, stopped when dropped.
 pub(crate) struct Example {
@@ -97,44 +103,51 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 request on a new connection, with `headers` and `body`, read to the end.
-pub(crate) fn http(
+/// One request on a new connection, with `headers` and `body`, read to the end.
+pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let mut stream = TcpStream::connect(addr).expect("the example accepts");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("a timeout");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    // No connection is kept for a next request: each request meets the example afresh.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Full<Bytes>>();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request = request.header(*name, *value);
     }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("sent");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("a UTF-8 reply");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("a valid request");
+    let exchange = async {
+        let response = client.request(request).await.expect("the example answers");
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("the body is readable")
+            .to_bytes();
+        (parts, body)
+    };
+    let (parts, body) = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("the example answers within 30 s");
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = value.to_str().expect("an ASCII header value");
+            (name.as_str().to_owned(), value.to_owned())
+        })
         .collect();
     Reply {
-        status,
+        status: parts.status.as_u16(),
         headers,
-        body: body.to_owned(),
+        body: String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
     }
 }
