@@ -85,9 +85,10 @@ use fred::types::scripts::Script;
 use fred::types::{Builder, Value as RedisValue};
 use serde_json::{Map, Value};
 
+use crate::lifetime::MAX_DURATION;
 use crate::store::{
-    Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
-    WriteMode, from_ms, to_ms, user_of,
+    Changes, DURATION_KEY, LOGIN_KEY, Record, RecordSummary, SessionStore, StoreError, StoreFuture,
+    StoreKey, Touched, USER_KEY, WriteMode, from_ms, to_ms, user_of,
 };
 
 pub use fred;
@@ -119,21 +120,88 @@ const USER_SET: &str = "user:";
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 const STALE_AFTER_MS: u64 = STALE_AFTER.as_secs() * 1000;
 
+/// How many times a write runs [`WRITE`] at most: once, and again each time it finds the
+/// record tied to a user whose set must first be stretched (another request changed the
+/// record's user or its own duration meanwhile, which is rare, so this is never reached but
+/// under a storm of such changes).
+const WRITE_ATTEMPTS: usize = 4;
+
 /// Insert, update (replace or patch) a session hash; see the argument list at its top.
+///
+/// An update's expiry is computed here, from the fields as they stand after the update
+/// ([`Record::expiry_after`]): `min(now + (own duration or the engine's), (last login or
+/// creation) + max_lifetime)`, to the millisecond, as `crate::lifetime::expiry` computes it.
+/// The script first works out what the update leaves in `.__cust_dur`, `.__login` and
+/// `.__user` (what it sets, else what is stored), then the expiry, and writes nothing when
+/// the record is tied to a user whose set was not stretched to that expiry beforehand: it
+/// answers that user and the expiry, and [`RedisStore::write`] stretches the set and runs it
+/// again. So a live session never outlives its user's set.
 static WRITE: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
-        r"
--- KEYS[1]: the session's hash.
--- ARGV: mode ('insert', 'replace' or 'patch'), expiry (ms), creation (ms), the number n of
--- fields to delete, those n fields, then the fields to set, each followed by its value.
+        r#"
+-- KEYS[1]: the session's hash. ARGV:
+--  [1] mode: 'insert', 'replace' or 'patch';
+--  [2] the expiry (ms) of an insert, or of an update without a rule;
+--  [3] the creation (ms) of an insert (an update keeps the stored one);
+--  [4] the rule's now (ms), '' for no rule; [5] now + the engine's duration (ms), to the
+--      millisecond; [6] the max lifetime (ms), '' for none; [7] the longest duration (ms);
+--  [8], [9], [10]: what the write leaves in '.__cust_dur', '.__login' and '.__user': 's' what
+--      is stored, 'n' nothing, '=' followed by the value (JSON);
+--  [11] the expiry (ms) up to which the set of the user [12] (its '.__user' field, '' for
+--      none) was stretched;
+--  [13] the number n of fields to delete, those n fields, then the fields to set, each
+--      followed by its value.
+-- Returns {0} when the hash exists for an insert or not for an update, {1, expiry} once
+-- written, {2, expiry, user field} when nothing was written because the set of that user must
+-- first be stretched to that expiry.
 local key = KEYS[1]
 local mode = ARGV[1]
-local live = redis.call('EXISTS', key) == 1
-if (mode == 'insert') == live then
-  return 0
+if (mode == 'insert') == (redis.call('EXISTS', key) == 1) then
+  return {0}
+end
+local stored = {}
+if mode ~= 'insert' then
+  stored = redis.call('HMGET', key, 'c', '.__cust_dur', '.__login', '.__user')
+end
+local created = stored[1] or ARGV[3]
+local function after(i)
+  local what = ARGV[7 + i]
+  if what == 's' then
+    return stored[i + 1]
+  elseif what == 'n' then
+    return false
+  end
+  return string.sub(what, 2)
+end
+-- A JSON integer from 0 to 2^64 - 1 (what a u64 holds), as a number; else nil.
+local function whole(json)
+  if not json or not string.find(json, '^%d+$') then
+    return nil
+  end
+  if #json > 20 or (#json == 20 and json > '18446744073709551615') then
+    return nil
+  end
+  return tonumber(json)
+end
+local expires = tonumber(ARGV[2])
+if ARGV[4] ~= '' then
+  local own = whole(after(1))
+  if own then
+    expires = tonumber(ARGV[4]) + math.min(own, tonumber(ARGV[7]))
+  else
+    expires = tonumber(ARGV[5])
+  end
+  if ARGV[6] ~= '' then
+    local anchor = whole(after(2)) or tonumber(created) or tonumber(ARGV[3])
+    expires = math.min(expires, anchor + tonumber(ARGV[6]))
+  end
+end
+-- A JSON string is the only value that ties the session to a user.
+local user = after(3)
+if user and string.sub(user, 1, 1) == '"' and (user ~= ARGV[12] or expires > tonumber(ARGV[11])) then
+  return {2, expires, user}
 end
 if mode == 'replace' then
-  ARGV[3] = redis.call('HGET', key, 'c') or ARGV[3]
   redis.call('DEL', key)
 end
 local function chunked(command, first, last)
@@ -141,20 +209,21 @@ local function chunked(command, first, last)
     redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
-local deleted = tonumber(ARGV[4])
-chunked('HDEL', 5, 4 + deleted)
+local deleted = tonumber(ARGV[13])
+chunked('HDEL', 14, 13 + deleted)
 -- The times go in one HSET with the first 499 fields set (each call costs), the rest after.
-local first = 5 + deleted
+local at = string.format('%.0f', expires)
+local first = 14 + deleted
 local last = math.min(first + 997, #ARGV)
 if mode == 'patch' then
-  redis.call('HSET', key, 'e', ARGV[2], unpack(ARGV, first, last))
+  redis.call('HSET', key, 'e', at, unpack(ARGV, first, last))
 else
-  redis.call('HSET', key, 'e', ARGV[2], 'c', ARGV[3], unpack(ARGV, first, last))
+  redis.call('HSET', key, 'e', at, 'c', created, unpack(ARGV, first, last))
 end
 chunked('HSET', last + 1, #ARGV)
-redis.call('PEXPIREAT', key, ARGV[2])
-return 1
-",
+redis.call('PEXPIREAT', key, at)
+return {1, expires}
+"#,
     )
 });
 
@@ -375,11 +444,14 @@ async fn index(
 /// session to no one, as [`user_of`] says.
 fn reply(reply: &[RedisValue]) -> (i64, Option<String>) {
     let code = reply.first().and_then(RedisValue::as_i64).unwrap_or(0);
-    let user = reply
-        .get(1)
+    (code, user_named(reply.get(1)))
+}
+
+/// The user that a session's `.__user` field names, when it is a JSON string.
+fn user_named(field: Option<&RedisValue>) -> Option<String> {
+    field
         .and_then(RedisValue::as_bytes)
-        .and_then(|field| serde_json::from_slice::<String>(field).ok());
-    (code, user)
+        .and_then(|field| serde_json::from_slice::<String>(field).ok())
 }
 
 impl fmt::Debug for RedisStore {
@@ -547,42 +619,109 @@ fn json(value: &Value) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(StoreError::backend)
 }
 
+/// The data keys whose fields [`WRITE`] reads to compute an update's expiry and to find the
+/// user it is tied to, in the order of its arguments 8 to 10.
+const RULE_KEYS: [&str; 3] = [DURATION_KEY, LOGIN_KEY, USER_KEY];
+
+/// What [`WRITE`] is told of the user's set that the write stretched beforehand: the
+/// user's field (JSON) and the expiry up to which the set outlives its sessions.
+struct Indexed {
+    user: RedisValue,
+    until: SystemTime,
+}
+
 /// The arguments of [`WRITE`].
 fn write_args(
     record: &Record,
     changes: &Changes,
     mode: WriteMode,
+    indexed: Option<&Indexed>,
 ) -> Result<Vec<RedisValue>, StoreError> {
     let mode = match (mode, changes.is_replace()) {
         (WriteMode::Insert, _) => "insert",
         (WriteMode::Update, true) => "replace",
         (WriteMode::Update, false) => "patch",
     };
+    // What the write leaves in each field of RULE_KEYS: as stored, unless it sets or deletes it.
+    let mut after = [STORED; 3].map(RedisValue::from);
+    let mut leaves = |key: &str, value: Option<&str>| {
+        if let Some(i) = RULE_KEYS.iter().position(|rule_key| *rule_key == key) {
+            after[i] = value.map_or_else(|| NONE.into(), |value| format!("={value}").into());
+        }
+    };
     let mut deleted = Vec::new();
     let mut set = Vec::new();
     if mode == "patch" {
         for key in changes.deleted_keys() {
+            leaves(key, None);
             deleted.push(field(key).into());
         }
         for key in changes.set_keys() {
             match record.data.get(key) {
-                Some(value) => set.extend([field(key).into(), json(value)?.into()]),
-                None => deleted.push(field(key).into()),
+                Some(value) => {
+                    let value = json(value)?;
+                    leaves(key, Some(&value));
+                    set.extend([field(key).into(), value.into()]);
+                }
+                None => {
+                    leaves(key, None);
+                    deleted.push(field(key).into());
+                }
             }
         }
     } else {
+        for key in RULE_KEYS {
+            leaves(key, None);
+        }
         for (key, value) in &record.data {
-            set.extend([field(key).into(), json(value)?.into()]);
+            let value = json(value)?;
+            leaves(key, Some(&value));
+            set.extend([field(key).into(), value.into()]);
         }
     }
-    let mut args: Vec<RedisValue> = Vec::with_capacity(4 + deleted.len() + set.len());
+    // An insert's expiry is the record's own; so is that of an update without a rule.
+    let rule = record.rule.filter(|_| mode != "insert");
+    let mut args: Vec<RedisValue> = Vec::with_capacity(13 + deleted.len() + set.len());
     args.push(mode.into());
     args.push(to_ms(record.expires_at).to_string().into());
     args.push(to_ms(record.created_at).to_string().into());
+    match rule {
+        Some(rule) => {
+            let idle = crate::lifetime::expiry(rule.now, rule.now, rule.duration, None);
+            let max = rule.max_lifetime.map(|max| ms(max.min(MAX_DURATION)));
+            args.push(to_ms(rule.now).to_string().into());
+            args.push(to_ms(idle).to_string().into());
+            args.push(max.map_or_else(String::new, |max| max.to_string()).into());
+        }
+        None => args.extend(["", "", ""].map(RedisValue::from)),
+    }
+    args.push(ms(MAX_DURATION).to_string().into());
+    args.extend(after);
+    match indexed {
+        Some(indexed) => {
+            args.push(to_ms(indexed.until).to_string().into());
+            args.push(indexed.user.clone());
+        }
+        None => args.extend(["0", ""].map(RedisValue::from)),
+    }
     args.push(deleted.len().to_string().into());
     args.extend(deleted);
     args.extend(set);
     Ok(args)
+}
+
+/// Where the arguments of [`WRITE`] say up to when the set of which user was stretched.
+const INDEXED_UNTIL: usize = 10;
+const INDEXED_USER: usize = 11;
+
+/// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves as it is stored.
+const STORED: &str = "s";
+/// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves absent.
+const NONE: &str = "n";
+
+/// Whole milliseconds in `duration`.
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A record from the fields of its hash; `None` for an empty hash (no such key).
@@ -641,27 +780,66 @@ impl SessionStore for RedisStore {
         changes: &Changes,
         mode: WriteMode,
     ) -> StoreFuture<SystemTime> {
-        let args = match write_args(record, changes, mode) {
+        // The user the request sees the record tied to: its set is stretched before the
+        // write, so that a live session is never missing from it.
+        let tied = user_of(&record.data);
+        let indexed = match tied.map(serde_json::to_string).transpose() {
+            Ok(field) => field.map(|field| Indexed {
+                user: field.into(),
+                until: record.expires_at,
+            }),
+            Err(failed) => return StoreFuture::ready(Err(StoreError::backend(failed))),
+        };
+        let args = match write_args(record, changes, mode, indexed.as_ref()) {
             Ok(args) => args,
             Err(error) => return StoreFuture::ready(Err(error)),
         };
-        // Indexed before it is written: a live session is never missing from its user's set.
-        let tie = user_of(&record.data).map(|user| (self.user_set(user), key.clone()));
-        let expires_at = record.expires_at;
-        let (client, key) = (self.client.clone(), self.redis_key(key));
+        let set = tied.map(|user| self.user_set(user));
+        let (store, member, expires_at) = (self.clone(), key.clone(), record.expires_at);
+        let key = self.redis_key(&member);
         StoreFuture::boxed(async move {
-            if let Some((set, member)) = tie {
-                index(&client, set, member.as_str(), expires_at).await?;
+            if let Some(set) = set {
+                index(&store.client, set, member.as_str(), expires_at).await?;
             }
-            let written: i64 = WRITE
-                .evalsha_with_reload(&client, key, args)
-                .await
-                .map_err(error)?;
-            match (written, mode) {
-                (0, WriteMode::Insert) => Err(StoreError::IdTaken),
-                (0, WriteMode::Update) => Err(StoreError::Gone),
-                _ => Ok(expires_at),
+            let mut args = args;
+            for _ in 0..WRITE_ATTEMPTS {
+                // Kept for another attempt: a clone shares each argument's bytes.
+                let written: Vec<RedisValue> = WRITE
+                    .evalsha_with_reload(&store.client, key.as_str(), args.clone())
+                    .await
+                    .map_err(error)?;
+                let code = written.first().and_then(RedisValue::as_i64);
+                let expires = written.get(1).and_then(RedisValue::as_u64);
+                match (code, expires, mode) {
+                    (Some(0), _, WriteMode::Insert) => return Err(StoreError::IdTaken),
+                    (Some(0), _, WriteMode::Update) => return Err(StoreError::Gone),
+                    (Some(1), Some(expires), _) => return from_ms(expires),
+                    (Some(2), Some(expires), _) => {
+                        // Tied to a user whose set does not yet outlive the expiry the
+                        // record calls for (another request tied it to that user, or gave
+                        // it a longer duration): stretch that set, then write again.
+                        let field = written.get(2).cloned().unwrap_or(RedisValue::Null);
+                        let Some(user) = user_named(Some(&field)) else {
+                            return Err(StoreError::undecodable(
+                                "the user field of a session hash is not a JSON string",
+                            ));
+                        };
+                        let until = from_ms(expires)?;
+                        let set = store.user_set(&user);
+                        index(&store.client, set, member.as_str(), until).await?;
+                        args[INDEXED_UNTIL] = to_ms(until).to_string().into();
+                        args[INDEXED_USER] = field;
+                    }
+                    _ => {
+                        return Err(StoreError::backend(format!(
+                            "unexpected answer of the write script: {written:?}"
+                        )));
+                    }
+                }
             }
+            Err(StoreError::unavailable(format!(
+                "the user of a session changed under {WRITE_ATTEMPTS} writes in a row"
+            )))
         })
     }
 
