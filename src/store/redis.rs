@@ -724,6 +724,34 @@ fn ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The fields of a session hash that [`RecordSummary`] needs: the times, then the fields of
+/// the data keys [`USER_KEY`], [`DURATION_KEY`] and [`LOGIN_KEY`].
+const SUMMARY_FIELDS: [&str; 5] = [CREATED, EXPIRES, ".__user", ".__cust_dur", ".__login"];
+
+/// The summary of a live session hash from its [`SUMMARY_FIELDS`] (as HMGET answers them);
+/// `None` for no such hash, an expired one or one tied to no user. The data keys are read
+/// as [`RecordSummary::of`] reads them in a whole record.
+fn summary_from(
+    fields: Vec<Option<Bytes>>,
+    now_ms: u64,
+) -> Result<Option<RecordSummary>, StoreError> {
+    let mut fields = fields.into_iter();
+    let (Some(Some(created)), Some(Some(expires))) = (fields.next(), fields.next()) else {
+        return Ok(None);
+    };
+    let mut hash = HashMap::from([
+        (Bytes::from(CREATED), created),
+        (Bytes::from(EXPIRES), expires),
+    ]);
+    for (name, value) in SUMMARY_FIELDS[2..].iter().zip(fields) {
+        if let Some(value) = value {
+            hash.insert(Bytes::from(*name), value);
+        }
+    }
+    let record = record_from(hash, now_ms)?;
+    Ok(record.as_ref().and_then(RecordSummary::of))
+}
+
 /// A record from the fields of its hash; `None` for an empty hash (no such key).
 ///
 /// The fields are read as bytes: a value that is not text, or not JSON, makes the record
@@ -905,8 +933,10 @@ impl SessionStore for RedisStore {
         StoreFuture::ready(Ok(0))
     }
 
-    /// Reads the user's set and every member's hash (one pipeline), and removes the members
-    /// that name no live session of that user and are older than [`STALE_AFTER`].
+    /// Reads the user's set, then the times and the fields of `__user`, `__cust_dur` and
+    /// `__login` of every member's hash (an `HMGET` each, in one pipeline), never the data;
+    /// and removes the members that name no live session of that user and are older than
+    /// [`STALE_AFTER`].
     fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         let (store, user) = (self.clone(), user.to_owned());
         StoreFuture::boxed(async move {
@@ -919,20 +949,25 @@ impl SessionStore for RedisStore {
             if members.is_empty() {
                 return Ok(Vec::new());
             }
+            // Only the fields of a summary, never the data: one HMGET per member, in one
+            // pipeline (fred sends each command to the node of its key on a Cluster).
             let pipeline = store.client.pipeline();
             for member in &members {
                 let mut key = String::with_capacity(store.prefix.len() + member.len());
                 key.push_str(&store.prefix);
                 key.push_str(member);
-                let () = pipeline.hgetall(key).await.map_err(error)?;
+                let () = pipeline
+                    .hmget(key, SUMMARY_FIELDS.to_vec())
+                    .await
+                    .map_err(error)?;
             }
-            let hashes = pipeline.try_all::<HashMap<Bytes, Bytes>>().await;
+            let hashes = pipeline.try_all::<Vec<Option<Bytes>>>().await;
             let now = to_ms(SystemTime::now());
             let (mut live, mut stale) = (Vec::new(), Vec::new());
-            for (member, hash) in members.into_iter().zip(hashes) {
-                // An undecodable record counts as absent (R12).
-                let record = record_from(hash.map_err(error)?, now).unwrap_or(None);
-                match record.as_ref().and_then(RecordSummary::of) {
+            for (member, fields) in members.into_iter().zip(hashes) {
+                // An undecodable summary counts as absent (R12).
+                let summary = summary_from(fields.map_err(error)?, now).unwrap_or(None);
+                match summary {
                     Some(summary) if summary.user == user => {
                         live.push((StoreKey::from(member), summary));
                     }
@@ -962,11 +997,15 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ExpiryRule;
     use serde_json::json;
 
     #[test]
-    fn the_scripts_read_the_field_that_holds_the_user() {
-        assert_eq!(field(crate::store::USER_KEY), ".__user");
+    fn the_scripts_and_the_listing_read_the_fields_of_the_reserved_keys() {
+        assert_eq!(field(USER_KEY), ".__user");
+        let reserved = [USER_KEY, DURATION_KEY, LOGIN_KEY].map(field);
+        assert_eq!(SUMMARY_FIELDS[2..], reserved);
+        assert_eq!(RULE_KEYS.map(field), [".__cust_dur", ".__login", ".__user"]);
     }
 
     #[test]
@@ -996,15 +1035,29 @@ mod tests {
             .collect()
     }
 
+    /// `MAX_DURATION` in milliseconds, as the script gets it.
+    const LONGEST: &str = "3153600000000";
+
     #[test]
-    fn an_insert_sends_every_key() {
-        let args = write_args(&record(), &Changes::replace_all(), WriteMode::Insert).unwrap();
+    fn an_insert_sends_every_key_and_its_own_expiry() {
+        let rule = ExpiryRule::new(from_ms(1_500).unwrap(), Duration::from_secs(1), None);
+        let record = record().with_rule(rule);
+        let args = write_args(&record, &Changes::replace_all(), WriteMode::Insert, None).unwrap();
         assert_eq!(
             strings(&args),
             [
                 "insert",
                 "2000",
                 "1000",
+                "",
+                "",
+                "",
+                LONGEST,
+                "n",
+                "n",
+                "n",
+                "0",
+                "",
                 "0",
                 ".a",
                 "1",
@@ -1020,11 +1073,115 @@ mod tests {
             .with_set("a")
             .with_deleted("z")
             .with_set("missing");
-        let args = write_args(&record(), &changes, WriteMode::Update).unwrap();
+        let args = write_args(&record(), &changes, WriteMode::Update, None).unwrap();
         assert_eq!(
             strings(&args),
-            ["patch", "2000", "1000", "2", ".z", ".missing", ".a", "1"]
+            [
+                "patch", "2000", "1000", "", "", "", LONGEST, "s", "s", "s", "0", "", "2", ".z",
+                ".missing", ".a", "1"
+            ]
         );
+    }
+
+    /// The rule goes to the script to the millisecond, as `lifetime::expiry` rounds: now
+    /// and the default expiry floored, the max lifetime in whole milliseconds; and with it
+    /// what the patch leaves in the reserved keys, and the user whose set was stretched.
+    #[test]
+    fn a_patch_sends_its_rule_and_what_it_leaves_in_the_reserved_keys() {
+        let now = from_ms(1_500).unwrap() + Duration::from_micros(700);
+        let rule = ExpiryRule::new(
+            now,
+            Duration::from_micros(100_500),
+            Some(Duration::from_micros(10_900)),
+        );
+        let mut record = record().with_rule(rule);
+        record.data.insert(DURATION_KEY.into(), json!(5));
+        let changes = Changes::new().with_set(DURATION_KEY).with_deleted(USER_KEY);
+        let indexed = Indexed {
+            user: r#""ann""#.into(),
+            until: from_ms(2_000).unwrap(),
+        };
+        let args = write_args(&record, &changes, WriteMode::Update, Some(&indexed)).unwrap();
+        assert_eq!(
+            strings(&args),
+            [
+                "patch",
+                "2000",
+                "1000",
+                "1500",
+                "1601",
+                "10",
+                LONGEST,
+                "=5",
+                "s",
+                "n",
+                "2000",
+                r#""ann""#,
+                "1",
+                ".__user",
+                ".__cust_dur",
+                "5"
+            ]
+        );
+        assert_eq!(
+            strings(&args[INDEXED_UNTIL..=INDEXED_USER]),
+            ["2000", r#""ann""#]
+        );
+        let huge = ExpiryRule::new(now, Duration::MAX, Some(Duration::MAX));
+        let args = write_args(&record.with_rule(huge), &changes, WriteMode::Update, None).unwrap();
+        let longest = LONGEST.parse::<u64>().unwrap();
+        assert_eq!(
+            strings(&args[3..6]),
+            ["1500", &(1_500 + longest).to_string(), LONGEST]
+        );
+    }
+
+    #[test]
+    fn a_replacement_says_what_it_leaves_in_each_reserved_key() {
+        let mut record = record();
+        record.data.insert(USER_KEY.into(), json!("ann"));
+        record.data.insert(LOGIN_KEY.into(), json!(1_200));
+        let args = write_args(&record, &Changes::replace_all(), WriteMode::Update, None).unwrap();
+        assert_eq!(strings(&args[..1]), ["replace"]);
+        assert_eq!(strings(&args[7..10]), ["n", "=1200", r#"="ann""#]);
+    }
+
+    #[test]
+    fn a_summary_holds_the_times_and_the_reserved_keys_only() {
+        let some = |value: &[u8]| Some(Bytes::copy_from_slice(value));
+        let fields = vec![
+            some(b"1000"),
+            some(b"5000"),
+            some(br#""ann""#),
+            some(b"60000"),
+            some(b"1500"),
+        ];
+        let summary = summary_from(fields.clone(), 4_999).unwrap().unwrap();
+        let expected = RecordSummary::new("ann", from_ms(1_000).unwrap(), from_ms(5_000).unwrap())
+            .with_duration(Some(Duration::from_secs(60)))
+            .with_login(Some(from_ms(1_500).unwrap()));
+        assert_eq!(summary, expected);
+        assert_eq!(
+            summary_from(fields.clone(), 5_000).unwrap(),
+            None,
+            "expired"
+        );
+        let mut odd = fields.clone();
+        (odd[3], odd[4]) = (some(b"1.5"), some(br#""1500""#));
+        let summary = summary_from(odd, 0).unwrap().unwrap();
+        assert_eq!((summary.duration, summary.login_at), (None, None));
+        let mut untied = fields.clone();
+        untied[2] = some(b"42");
+        assert_eq!(summary_from(untied, 0).unwrap(), None);
+        assert_eq!(
+            summary_from(vec![None; 5], 0).unwrap(),
+            None,
+            "no such hash"
+        );
+        let mut spoiled = fields;
+        spoiled[3] = some(b"{\"secret");
+        let error = summary_from(spoiled, 0).unwrap_err();
+        assert!(matches!(error, StoreError::Undecodable(_)), "{error:?}");
     }
 
     #[test]

@@ -343,6 +343,7 @@ macro_rules! redis_tests {
             r17_a_slow_write_keeps_another_requests_duration,
             r17_a_slow_write_keeps_another_requests_login,
             r17_a_slow_write_stretches_the_user_set_to_the_expiry_it_stores,
+            r17_the_stored_expiry_is_exactly_the_rules,
             r20_nul_characters_and_deep_values_round_trip,
             users_a_listing_summarizes_each_record_without_reading_its_data,
         );
@@ -565,6 +566,101 @@ pub(crate) mod v3 {
         let listed = store.user_sessions("bob").await.expect("a listing");
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(listed[0].1.expires_at, expiry);
+    }
+
+    /// R17 v3: what an update stores and returns is exactly [`ExpiryRule::expiry`] of the
+    /// data as it stands after the update, to the millisecond, whatever the stored own
+    /// duration and login hold (JSON that is no `u64`, values past the longest duration,
+    /// a login far in the past or future) and whatever the rule's times (sub-millisecond
+    /// parts, durations past [`session_engine::MAX_DURATION`]).
+    pub(crate) async fn r17_the_stored_expiry_is_exactly_the_rules<B>(backend: &B)
+    where
+        B: Backend<Store = RedisStore>,
+    {
+        let store = backend.store();
+        let now = now_ms();
+        let created = now - 20 * MINUTE;
+        let durations = [
+            None,
+            Some(json!(0)),
+            Some(json!(1)),
+            Some(json!(90_000)),
+            Some(json!(u64::MAX)),
+            Some(json!(4_000_000_000_000_u64)),
+            Some(json!(18_446_744_073_709_551_616.0_f64)),
+            Some(json!(-5)),
+            Some(json!(1.5)),
+            Some(json!("60000")),
+            Some(json!(null)),
+        ];
+        let logins = [
+            None,
+            Some(json!(to_ms(now - 55 * MINUTE))),
+            Some(json!(to_ms(now - 5 * MINUTE))),
+            Some(json!(to_ms(now + 10 * MINUTE))),
+            Some(json!(u64::MAX)),
+            Some(json!(0)),
+            Some(json!("soon")),
+        ];
+        let rules = [
+            (Duration::from_micros(1_800_000_700), None),
+            (30 * MINUTE, Some(60 * MINUTE)),
+            (
+                Duration::from_micros(30 * 60_000_000 + 999),
+                Some(Duration::from_micros(3_600_000_999)),
+            ),
+            (Duration::MAX, Some(Duration::MAX)),
+            (30 * MINUTE, Some(Duration::ZERO)),
+        ];
+        let (mut checked, mut live) = (0, 0);
+        for duration in &durations {
+            for login in &logins {
+                let mut data = Map::from_iter([("x".to_owned(), json!(0))]);
+                let reserved = [("__cust_dur", duration), ("__login", login)];
+                for (name, value) in reserved {
+                    if let Some(value) = value {
+                        data.insert(name.to_owned(), value.clone());
+                    }
+                }
+                for (engine_duration, max_lifetime) in rules {
+                    let key = fresh_key();
+                    let record = Record::new(data.clone(), created, now + 10 * MINUTE);
+                    insert(&store, &key, &record).await;
+                    // A write of `x` alone, from a request that saw none of the reserved keys.
+                    let at = SystemTime::now() + Duration::from_nanos(123_456);
+                    let rule = ExpiryRule::new(at, engine_duration, max_lifetime);
+                    let seen = Map::from_iter([("x".to_owned(), json!(1))]);
+                    let request = Record::new(seen, created, now).with_rule(rule);
+                    let changes = Changes::new().with_set("x");
+                    let written = store
+                        .write(&key, &request, &changes, WriteMode::Update)
+                        .await
+                        .expect("an update");
+                    let mut after = data.clone();
+                    after.insert("x".to_owned(), json!(1));
+                    let expected = rule.expiry(&after, created);
+                    assert_eq!(
+                        written, expected,
+                        "own duration {duration:?}, login {login:?}, rule {rule:?}"
+                    );
+                    if let Some(read) = store.read(&key).await.expect("read") {
+                        assert_eq!(read.expires_at, expected);
+                        live += 1;
+                    } else {
+                        assert!(
+                            expected <= SystemTime::now(),
+                            "{rule:?}: gone before {expected:?}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, durations.len() * logins.len() * rules.len());
+        assert!(
+            live > checked / 2,
+            "{live} of {checked} live: too few to check reads"
+        );
     }
 
     /// R20: NUL characters in keys and values, and values nested 64 deep (as deep as `set`
