@@ -128,78 +128,96 @@ const WRITE_ATTEMPTS: usize = 4;
 
 /// Insert, update (replace or patch) a session hash; see the argument list at its top.
 ///
-/// An update's expiry is computed here, from the fields as they stand after the update
+/// An update's expiry follows the fields as they stand after the update
 /// ([`Record::expiry_after`]): `min(now + (own duration or the engine's), (last login or
 /// creation) + max_lifetime)`, to the millisecond, as `crate::lifetime::expiry` computes it.
-/// The script first works out what the update leaves in `.__cust_dur`, `.__login` and
-/// `.__user` (what it sets, else what is stored), then the expiry, and writes nothing when
-/// the record is tied to a user whose set was not stretched to that expiry beforehand: it
-/// answers that user and the expiry, and [`RedisStore::write`] stretches the set and runs it
-/// again. So a live session never outlives its user's set.
+/// The store computes it from the request's view of the record; the script takes it as it is
+/// when the stored creation, own duration and login that the update leaves are those the
+/// request saw (nearly always), and computes it again from them when another request changed
+/// them meanwhile. It writes nothing when the record is then tied to a user whose set was not
+/// stretched to that expiry beforehand: it answers that user and the expiry, and
+/// [`RedisStore::write`] stretches the set and runs it again. So a live session never
+/// outlives its user's set.
 static WRITE: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 -- KEYS[1]: the session's hash. ARGV:
 --  [1] mode: 'insert', 'replace' or 'patch';
---  [2] the expiry (ms) of an insert, or of an update without a rule;
---  [3] the creation (ms) of an insert (an update keeps the stored one);
---  [4] the rule's now (ms), '' for no rule; [5] now + the engine's duration (ms), to the
---      millisecond; [6] the max lifetime (ms), '' for none; [7] the longest duration (ms);
---  [8], [9], [10]: what the write leaves in '.__cust_dur', '.__login' and '.__user': 's' what
+--  [2] the expiry (ms): an insert's, an update's without a rule, else the one the rule gives
+--      the request's view of the record;
+--  [3] the creation (ms) of the request's view (an update keeps the stored one);
+--  [4], [5], [6]: what the write leaves in '.__cust_dur', '.__login' and '.__user': 's' what
 --      is stored, 'n' nothing, '=' followed by the value (JSON);
---  [11] the expiry (ms) up to which the set of the user [12] (its '.__user' field, '' for
+--  [7], [8]: '.__cust_dur' and '.__login' in the request's view (JSON, '' for none);
+--  [9] the rule's now (ms), '' for no rule; [10] now + the engine's duration (ms), to the
+--      millisecond; [11] the max lifetime (ms), '' for none; [12] the longest duration (ms);
+--  [13] the expiry (ms) up to which the set of the user [14] (its '.__user' field, '' for
 --      none) was stretched;
---  [13] the number n of fields to delete, those n fields, then the fields to set, each
+--  [15] the number n of fields to delete, those n fields, then the fields to set, each
 --      followed by its value.
 -- Returns {0} when the hash exists for an insert or not for an update, {1, expiry} once
 -- written, {2, expiry, user field} when nothing was written because the set of that user must
 -- first be stretched to that expiry.
 local key = KEYS[1]
 local mode = ARGV[1]
-if (mode == 'insert') == (redis.call('EXISTS', key) == 1) then
-  return {0}
-end
 local stored = {}
-if mode ~= 'insert' then
+if mode == 'insert' then
+  if redis.call('EXISTS', key) == 1 then
+    return {0}
+  end
+else
   stored = redis.call('HMGET', key, 'c', '.__cust_dur', '.__login', '.__user')
+  if not stored[1] then
+    return {0}
+  end
 end
 local created = stored[1] or ARGV[3]
-local function after(i)
-  local what = ARGV[7 + i]
-  if what == 's' then
-    return stored[i + 1]
-  elseif what == 'n' then
-    return false
+local at = ARGV[2]
+if ARGV[9] ~= '' and (created ~= ARGV[3]
+    or (ARGV[4] == 's' and (stored[2] or '') ~= ARGV[7])
+    or (ARGV[5] == 's' and (stored[3] or '') ~= ARGV[8])) then
+  -- Another request changed what the expiry follows: compute it from the record as it
+  -- stands. A JSON integer from 0 to 2^64 - 1 (what a u64 holds) counts, as a number.
+  local function whole(i)
+    local json = ARGV[3 + i]
+    if json == 's' then
+      json = stored[1 + i]
+    elseif json == 'n' then
+      return nil
+    else
+      json = string.sub(json, 2)
+    end
+    if not json or not string.find(json, '^%d+$') then
+      return nil
+    end
+    if #json > 20 or (#json == 20 and json > '18446744073709551615') then
+      return nil
+    end
+    return tonumber(json)
   end
-  return string.sub(what, 2)
-end
--- A JSON integer from 0 to 2^64 - 1 (what a u64 holds), as a number; else nil.
-local function whole(json)
-  if not json or not string.find(json, '^%d+$') then
-    return nil
-  end
-  if #json > 20 or (#json == 20 and json > '18446744073709551615') then
-    return nil
-  end
-  return tonumber(json)
-end
-local expires = tonumber(ARGV[2])
-if ARGV[4] ~= '' then
-  local own = whole(after(1))
+  local expires = tonumber(ARGV[10])
+  local own = whole(1)
   if own then
-    expires = tonumber(ARGV[4]) + math.min(own, tonumber(ARGV[7]))
-  else
-    expires = tonumber(ARGV[5])
+    expires = tonumber(ARGV[9]) + math.min(own, tonumber(ARGV[12]))
   end
-  if ARGV[6] ~= '' then
-    local anchor = whole(after(2)) or tonumber(created) or tonumber(ARGV[3])
-    expires = math.min(expires, anchor + tonumber(ARGV[6]))
+  if ARGV[11] ~= '' then
+    local anchor = whole(2) or tonumber(created) or tonumber(ARGV[3])
+    expires = math.min(expires, anchor + tonumber(ARGV[11]))
   end
+  at = string.format('%.0f', expires)
 end
 -- A JSON string is the only value that ties the session to a user.
-local user = after(3)
-if user and string.sub(user, 1, 1) == '"' and (user ~= ARGV[12] or expires > tonumber(ARGV[11])) then
-  return {2, expires, user}
+local user = ARGV[6]
+if user == 's' then
+  user = stored[4]
+elseif user == 'n' then
+  user = false
+else
+  user = string.sub(user, 2)
+end
+if user and string.byte(user, 1) == 34
+    and (user ~= ARGV[14] or tonumber(at) > tonumber(ARGV[13])) then
+  return {2, tonumber(at), user}
 end
 if mode == 'replace' then
   redis.call('DEL', key)
@@ -209,11 +227,10 @@ local function chunked(command, first, last)
     redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
-local deleted = tonumber(ARGV[13])
-chunked('HDEL', 14, 13 + deleted)
+local deleted = tonumber(ARGV[15])
+chunked('HDEL', 16, 15 + deleted)
 -- The times go in one HSET with the first 499 fields set (each call costs), the rest after.
-local at = string.format('%.0f', expires)
-local first = 14 + deleted
+local first = 16 + deleted
 local last = math.min(first + 997, #ARGV)
 if mode == 'patch' then
   redis.call('HSET', key, 'e', at, unpack(ARGV, first, last))
@@ -222,7 +239,7 @@ else
 end
 chunked('HSET', last + 1, #ARGV)
 redis.call('PEXPIREAT', key, at)
-return {1, expires}
+return {1, tonumber(at)}
 "#,
     )
 });
@@ -620,33 +637,39 @@ fn json(value: &Value) -> Result<String, StoreError> {
 }
 
 /// The data keys whose fields [`WRITE`] reads to compute an update's expiry and to find the
-/// user it is tied to, in the order of its arguments 8 to 10.
+/// user it is tied to, in the order of its arguments 4 to 6.
 const RULE_KEYS: [&str; 3] = [DURATION_KEY, LOGIN_KEY, USER_KEY];
 
-/// What [`WRITE`] is told of the user's set that the write stretched beforehand: the
-/// user's field (JSON) and the expiry up to which the set outlives its sessions.
-struct Indexed {
-    user: RedisValue,
-    until: SystemTime,
-}
+/// Where the arguments of [`WRITE`] say up to when the set of which user was stretched.
+const INDEXED_UNTIL: usize = 12;
+const INDEXED_USER: usize = 13;
 
-/// The arguments of [`WRITE`].
-fn write_args(
-    record: &Record,
+/// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves as it is stored.
+const STORED: &str = "s";
+/// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves absent.
+const NONE: &str = "n";
+
+/// The arguments of [`WRITE`], and the expiry the write expects to store; `tied` is the
+/// `.__user` field (JSON) of the user whose set is stretched to that expiry before the write.
+fn write_args<'a>(
+    record: &'a Record,
     changes: &Changes,
     mode: WriteMode,
-    indexed: Option<&Indexed>,
-) -> Result<Vec<RedisValue>, StoreError> {
+    tied: Option<&str>,
+) -> Result<(Vec<RedisValue>, SystemTime), StoreError> {
+    // An insert's expiry is its own: it follows no rule.
+    let rule = record.rule.filter(|_| mode == WriteMode::Update);
     let mode = match (mode, changes.is_replace()) {
         (WriteMode::Insert, _) => "insert",
         (WriteMode::Update, true) => "replace",
         (WriteMode::Update, false) => "patch",
     };
-    // What the write leaves in each field of RULE_KEYS: as stored, unless it sets or deletes it.
-    let mut after = [STORED; 3].map(RedisValue::from);
-    let mut leaves = |key: &str, value: Option<&str>| {
+    // What the write leaves in each field of RULE_KEYS: `None` as stored, unless it sets
+    // (`Some(Some(value))`) or deletes (`Some(None)`) it.
+    let mut after: [Option<Option<&Value>>; 3] = [None; 3];
+    let mut leaves = |key: &str, value: Option<&'a Value>| {
         if let Some(i) = RULE_KEYS.iter().position(|rule_key| *rule_key == key) {
-            after[i] = value.map_or_else(|| NONE.into(), |value| format!("={value}").into());
+            after[i] = Some(value);
         }
     };
     let mut deleted = Vec::new();
@@ -657,34 +680,53 @@ fn write_args(
             deleted.push(field(key).into());
         }
         for key in changes.set_keys() {
-            match record.data.get(key) {
-                Some(value) => {
-                    let value = json(value)?;
-                    leaves(key, Some(&value));
-                    set.extend([field(key).into(), value.into()]);
-                }
-                None => {
-                    leaves(key, None);
-                    deleted.push(field(key).into());
-                }
+            let value = record.data.get(key);
+            leaves(key, value);
+            match value {
+                Some(value) => set.extend([field(key).into(), json(value)?.into()]),
+                None => deleted.push(field(key).into()),
             }
         }
     } else {
         for key in RULE_KEYS {
-            leaves(key, None);
+            leaves(key, record.data.get(key));
         }
         for (key, value) in &record.data {
-            let value = json(value)?;
-            leaves(key, Some(&value));
-            set.extend([field(key).into(), value.into()]);
+            set.extend([field(key).into(), json(value)?.into()]);
         }
     }
-    // An insert's expiry is the record's own; so is that of an update without a rule.
-    let rule = record.rule.filter(|_| mode != "insert");
-    let mut args: Vec<RedisValue> = Vec::with_capacity(13 + deleted.len() + set.len());
+    // The expiry the request expects: the rule applied to its own view of the record,
+    // with what this write leaves in the fields it follows. The script keeps it when the
+    // stored fields are those the request saw, and computes it again when they are not.
+    let expires = match rule {
+        Some(rule) => {
+            let mut follows = Map::new();
+            for (i, key) in [DURATION_KEY, LOGIN_KEY].into_iter().enumerate() {
+                if let Some(value) = after[i].unwrap_or_else(|| record.data.get(key)) {
+                    follows.insert(key.to_owned(), value.clone());
+                }
+            }
+            rule.expiry(&follows, record.created_at)
+        }
+        None => record.expires_at,
+    };
+    let mut args: Vec<RedisValue> = Vec::with_capacity(15 + deleted.len() + set.len());
     args.push(mode.into());
-    args.push(to_ms(record.expires_at).to_string().into());
+    args.push(to_ms(expires).to_string().into());
     args.push(to_ms(record.created_at).to_string().into());
+    for left in after {
+        args.push(match left {
+            None => STORED.into(),
+            Some(None) => NONE.into(),
+            Some(Some(value)) => format!("={}", json(value)?).into(),
+        });
+    }
+    // The request's view of the fields the expiry follows, which the script compares with
+    // those stored that the write leaves.
+    for key in [DURATION_KEY, LOGIN_KEY] {
+        let seen = record.data.get(key).map(json).transpose()?;
+        args.push(seen.unwrap_or_default().into());
+    }
     match rule {
         Some(rule) => {
             let idle = crate::lifetime::expiry(rule.now, rule.now, rule.duration, None);
@@ -696,28 +738,15 @@ fn write_args(
         None => args.extend(["", "", ""].map(RedisValue::from)),
     }
     args.push(ms(MAX_DURATION).to_string().into());
-    args.extend(after);
-    match indexed {
-        Some(indexed) => {
-            args.push(to_ms(indexed.until).to_string().into());
-            args.push(indexed.user.clone());
-        }
+    match tied {
+        Some(user) => args.extend([to_ms(expires).to_string().into(), user.into()]),
         None => args.extend(["0", ""].map(RedisValue::from)),
     }
     args.push(deleted.len().to_string().into());
     args.extend(deleted);
     args.extend(set);
-    Ok(args)
+    Ok((args, expires))
 }
-
-/// Where the arguments of [`WRITE`] say up to when the set of which user was stretched.
-const INDEXED_UNTIL: usize = 10;
-const INDEXED_USER: usize = 11;
-
-/// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves as it is stored.
-const STORED: &str = "s";
-/// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves absent.
-const NONE: &str = "n";
 
 /// Whole milliseconds in `duration`.
 fn ms(duration: Duration) -> u64 {
@@ -811,23 +840,20 @@ impl SessionStore for RedisStore {
         // The user the request sees the record tied to: its set is stretched before the
         // write, so that a live session is never missing from it.
         let tied = user_of(&record.data);
-        let indexed = match tied.map(serde_json::to_string).transpose() {
-            Ok(field) => field.map(|field| Indexed {
-                user: field.into(),
-                until: record.expires_at,
-            }),
+        let field = match tied.map(serde_json::to_string).transpose() {
+            Ok(field) => field,
             Err(failed) => return StoreFuture::ready(Err(StoreError::backend(failed))),
         };
-        let args = match write_args(record, changes, mode, indexed.as_ref()) {
-            Ok(args) => args,
+        let (args, until) = match write_args(record, changes, mode, field.as_deref()) {
+            Ok(written) => written,
             Err(error) => return StoreFuture::ready(Err(error)),
         };
         let set = tied.map(|user| self.user_set(user));
-        let (store, member, expires_at) = (self.clone(), key.clone(), record.expires_at);
+        let (store, member) = (self.clone(), key.clone());
         let key = self.redis_key(&member);
         StoreFuture::boxed(async move {
             if let Some(set) = set {
-                index(&store.client, set, member.as_str(), expires_at).await?;
+                index(&store.client, set, member.as_str(), until).await?;
             }
             let mut args = args;
             for _ in 0..WRITE_ATTEMPTS {
@@ -1042,20 +1068,24 @@ mod tests {
     fn an_insert_sends_every_key_and_its_own_expiry() {
         let rule = ExpiryRule::new(from_ms(1_500).unwrap(), Duration::from_secs(1), None);
         let record = record().with_rule(rule);
-        let args = write_args(&record, &Changes::replace_all(), WriteMode::Insert, None).unwrap();
+        let changes = Changes::replace_all();
+        let (args, expires) = write_args(&record, &changes, WriteMode::Insert, None).unwrap();
+        assert_eq!(expires, record.expires_at);
         assert_eq!(
             strings(&args),
             [
                 "insert",
                 "2000",
                 "1000",
+                "n",
+                "n",
+                "n",
+                "",
+                "",
                 "",
                 "",
                 "",
                 LONGEST,
-                "n",
-                "n",
-                "n",
                 "0",
                 "",
                 "0",
@@ -1073,21 +1103,22 @@ mod tests {
             .with_set("a")
             .with_deleted("z")
             .with_set("missing");
-        let args = write_args(&record(), &changes, WriteMode::Update, None).unwrap();
+        let (args, _) = write_args(&record(), &changes, WriteMode::Update, None).unwrap();
         assert_eq!(
             strings(&args),
             [
-                "patch", "2000", "1000", "", "", "", LONGEST, "s", "s", "s", "0", "", "2", ".z",
-                ".missing", ".a", "1"
+                "patch", "2000", "1000", "s", "s", "s", "", "", "", "", "", LONGEST, "0", "", "2",
+                ".z", ".missing", ".a", "1"
             ]
         );
     }
 
     /// The rule goes to the script to the millisecond, as `lifetime::expiry` rounds: now
     /// and the default expiry floored, the max lifetime in whole milliseconds; and with it
-    /// what the patch leaves in the reserved keys, and the user whose set was stretched.
+    /// what the patch leaves in the reserved keys, the request's view of them, the expiry
+    /// that view calls for, and the user whose set is stretched to it.
     #[test]
-    fn a_patch_sends_its_rule_and_what_it_leaves_in_the_reserved_keys() {
+    fn a_patch_sends_its_rule_its_view_and_what_it_leaves_in_the_reserved_keys() {
         let now = from_ms(1_500).unwrap() + Duration::from_micros(700);
         let rule = ExpiryRule::new(
             now,
@@ -1096,26 +1127,28 @@ mod tests {
         );
         let mut record = record().with_rule(rule);
         record.data.insert(DURATION_KEY.into(), json!(5));
+        record.data.insert(LOGIN_KEY.into(), json!(1_495));
         let changes = Changes::new().with_set(DURATION_KEY).with_deleted(USER_KEY);
-        let indexed = Indexed {
-            user: r#""ann""#.into(),
-            until: from_ms(2_000).unwrap(),
-        };
-        let args = write_args(&record, &changes, WriteMode::Update, Some(&indexed)).unwrap();
+        let tied = Some(r#""ann""#);
+        let (args, expires) = write_args(&record, &changes, WriteMode::Update, tied).unwrap();
+        // min(1500 + 5, 1495 + 10)
+        assert_eq!(expires, from_ms(1_505).unwrap());
         assert_eq!(
             strings(&args),
             [
                 "patch",
-                "2000",
+                "1505",
                 "1000",
+                "=5",
+                "s",
+                "n",
+                "5",
+                "1495",
                 "1500",
                 "1601",
                 "10",
                 LONGEST,
-                "=5",
-                "s",
-                "n",
-                "2000",
+                "1505",
                 r#""ann""#,
                 "1",
                 ".__user",
@@ -1125,14 +1158,36 @@ mod tests {
         );
         assert_eq!(
             strings(&args[INDEXED_UNTIL..=INDEXED_USER]),
-            ["2000", r#""ann""#]
+            ["1505", r#""ann""#]
         );
         let huge = ExpiryRule::new(now, Duration::MAX, Some(Duration::MAX));
-        let args = write_args(&record.with_rule(huge), &changes, WriteMode::Update, None).unwrap();
+        let (args, _) = write_args(
+            &record.with_rule(huge),
+            &Changes::new(),
+            WriteMode::Update,
+            None,
+        )
+        .unwrap();
         let longest = LONGEST.parse::<u64>().unwrap();
+        let default = (1_500 + longest).to_string();
+        assert_eq!(strings(&args[8..11]), ["1500", &default, LONGEST]);
+        // What is stored is left as it is, and the view of it (5 ms, the login) expected.
+        assert_eq!(strings(&args[1..2]), ["1505"]);
+    }
+
+    /// What a write leaves in a reserved key, not the request's data, sets the expected
+    /// expiry: a delete of the duration whose key the data still holds.
+    #[test]
+    fn the_expected_expiry_follows_what_the_write_leaves() {
+        let rule = ExpiryRule::new(from_ms(1_500).unwrap(), Duration::from_millis(300), None);
+        let mut record = record().with_rule(rule);
+        record.data.insert(DURATION_KEY.into(), json!(5));
+        let changes = Changes::new().with_deleted(DURATION_KEY);
+        let (args, expires) = write_args(&record, &changes, WriteMode::Update, None).unwrap();
+        assert_eq!(expires, from_ms(1_800).unwrap());
         assert_eq!(
-            strings(&args[3..6]),
-            ["1500", &(1_500 + longest).to_string(), LONGEST]
+            strings(&args[1..8]),
+            ["1800", "1000", "n", "s", "s", "5", ""]
         );
     }
 
@@ -1141,9 +1196,13 @@ mod tests {
         let mut record = record();
         record.data.insert(USER_KEY.into(), json!("ann"));
         record.data.insert(LOGIN_KEY.into(), json!(1_200));
-        let args = write_args(&record, &Changes::replace_all(), WriteMode::Update, None).unwrap();
+        let changes = Changes::replace_all();
+        let (args, _) = write_args(&record, &changes, WriteMode::Update, None).unwrap();
         assert_eq!(strings(&args[..1]), ["replace"]);
-        assert_eq!(strings(&args[7..10]), ["n", "=1200", r#"="ann""#]);
+        assert_eq!(
+            strings(&args[3..8]),
+            ["n", "=1200", r#"="ann""#, "", "1200"]
+        );
     }
 
     #[test]
