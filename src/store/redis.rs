@@ -34,7 +34,15 @@
 //!   touch only moves the expiry its request read;
 //! - an update sets the fields of the keys that were set, removes those of the keys that were
 //!   deleted and moves the expiry, so two requests that change different keys both keep
-//!   their change.
+//!   their change;
+//! - an update's expiry is the one the hash calls for as it stands after the update
+//!   ([`Record::expiry_after`]): `now` plus its own duration (`.__cust_dur`) or the engine's,
+//!   capped by `max_lifetime` from its last login (`.__login`) or its creation (`c`), to the
+//!   millisecond. The store computes it from the request's view of the record and the script
+//!   keeps it when those three fields are still what the request saw; when another request
+//!   changed them meanwhile (a `set_duration`, a login), the script computes it again from the
+//!   stored fields, so a slow request that changes another key never undoes them (R17).
+//!   `write` returns that expiry, and Redis's own expiry follows it.
 //!
 //! Every script names one key, so every hook works on a Cluster. The scripts are sent by their
 //! SHA-1 (`EVALSHA`) and loaded again when a server answers that it does not know them (after a
@@ -44,12 +52,16 @@
 //!
 //! A session tied to a user (`Session::set_user`) is also a member of the sorted set
 //! `PREFIX + "user:" + user`, scored by when it was last indexed (the server's clock), which
-//! [`user_sessions`](SessionStore::user_sessions) reads. On a Cluster that set and the user's sessions live in different slots, which no script or
-//! transaction can span, so the index is self-healing instead of atomic, on every deployment
+//! [`user_sessions`](SessionStore::user_sessions) reads. On a Cluster that set and the user's
+//! sessions live in different slots, which no script or transaction can span, so the index is self-healing instead of atomic, on every deployment
 //! alike:
 //!
 //! - a write of a tied session adds it to the set *before* the session is written, and keeps
-//!   the set alive for twice the session's remaining life; a touch that moves a tied session's
+//!   the set alive for twice the session's remaining life. The write script writes nothing
+//!   when the hash, as the update leaves it, is tied to another user than the one indexed
+//!   (another request tied it meanwhile) or would expire later than the set was stretched
+//!   for (another request gave it a longer duration): the store then indexes it under that
+//!   user, for that expiry, and runs the script again. A touch that moves a tied session's
 //!   expiry stretches the set's life in the same way, after it (and if that fails, moves the
 //!   expiry back and fails the touch). So a live session is never missing from the set: a
 //!   crash between the two steps leaves at worst a member whose session was never written;
@@ -57,8 +69,10 @@
 //!   stale member. A session that expires, or that an update unties or ties to another user,
 //!   leaves its member behind too.
 //!
-//! [`user_sessions`](SessionStore::user_sessions) reads the set, then every member's hash in
-//! one pipeline, and keeps the live sessions still tied to that user. Then one script on the
+//! [`user_sessions`](SessionStore::user_sessions) reads the set, then the fields of a summary
+//! of every member's hash (`c`, `e`, `.__user`, `.__cust_dur`, `.__login`: an `HMGET` each, in
+//! one pipeline that the client routes per node on a Cluster), never the data, and keeps the
+//! live sessions still tied to that user. Then one script on the
 //! set removes the other members, each only if it was last indexed more than a minute ago
 //! ([`STALE_AFTER`]) by the time the script runs: a younger one may belong to a write that has
 //! indexed its session and not yet written it, and a write that indexes a member while the
