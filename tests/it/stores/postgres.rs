@@ -309,28 +309,6 @@ async fn r21_cleanup_cut_off_by_the_deadline_keeps_its_progress() {
     .await;
 }
 
-/// `jsonb` cannot hold U+0000: such a write fails with an error, and the stored record stays
-/// as it was.
-#[tokio::test]
-async fn a_nul_character_is_refused_and_loses_nothing() {
-    let pg = Postgres::open().await;
-    let store = pg.store();
-    let (key, now) = (fresh_key(), now_ms());
-    let mut data = Map::new();
-    data.insert("kept".into(), json!(1));
-    let record = Record::new(data.clone(), now, now + Duration::from_secs(60));
-    insert(&store, &key, &record).await;
-    data.insert("bad".into(), json!("a\u{0}b"));
-    let bad = Record::new(data, now, now + Duration::from_secs(120));
-    let changes = Changes::new().with_set("bad");
-    let error = store
-        .write(&key, &bad, &changes, WriteMode::Update)
-        .await
-        .expect_err("U+0000 is refused");
-    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
-    assert_eq!(store.read(&key).await.expect("read"), Some(record));
-}
-
 /// With the `postgres-tls` feature, `sslmode=require` talks TLS to the server (the test
 /// server has a self-signed certificate, which `require` accepts, as libpq does).
 #[cfg(feature = "postgres-tls")]
@@ -552,3 +530,24 @@ async fn migrate_on_a_current_schema_logs_no_notice() {
         logs.text()
     );
 }
+
+/// Stamps the store-level scenarios of `super::sql` over a table of their own.
+macro_rules! sql_scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $scenario() {
+                let pg = Postgres::open().await;
+                super::sql::$scenario(&pg.store()).await;
+            }
+        )*
+    };
+}
+
+sql_scenarios!(
+    r17_a_slow_write_keeps_another_requests_duration,
+    r17_a_slow_write_keeps_another_requests_login,
+    r20_nul_characters_round_trip,
+    r20_a_value_nested_64_deep_round_trips,
+    users_the_listing_summarises_each_session,
+);

@@ -241,9 +241,12 @@ async fn migrate_drops_the_expiry_index_of_earlier_versions() {
         .execute(store.pool())
         .await
         .expect("the old index");
-    assert_eq!(indexes().await, ["sessions_expires_ms", "sessions_user"]);
+    assert_eq!(
+        indexes().await,
+        ["sessions_expires_ms", "sessions_user_name"]
+    );
     store.migrate().await.expect("migrate");
-    assert_eq!(indexes().await, ["sessions_user"]);
+    assert_eq!(indexes().await, ["sessions_user_name"]);
 }
 
 /// Starting an app on a file whose schema is current takes no lock that waits for session
@@ -285,3 +288,24 @@ async fn r21_migrate_on_a_current_schema_waits_for_no_open_write() {
         .await
         .expect("ROLLBACK");
 }
+
+/// Stamps the store-level scenarios of `super::sql` over a database file of their own.
+macro_rules! sql_scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $scenario() {
+                let sqlite = Sqlite::open().await;
+                super::sql::$scenario(&sqlite.store()).await;
+            }
+        )*
+    };
+}
+
+sql_scenarios!(
+    r17_a_slow_write_keeps_another_requests_duration,
+    r17_a_slow_write_keeps_another_requests_login,
+    r20_nul_characters_round_trip,
+    r20_a_value_nested_64_deep_round_trips,
+    users_the_listing_summarises_each_session,
+);
