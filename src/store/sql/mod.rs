@@ -855,4 +855,89 @@ mod tests {
         );
         assert_eq!(delta.removed, ["d", "gone"]);
     }
+
+    /// The terms the statements compute the expiry from give, for every combination of
+    /// duration, login, maximum and times with a fraction of a millisecond, what
+    /// [`Record::expiry_after`] gives (R17).
+    #[test]
+    fn r17_the_expiry_terms_compute_what_the_rule_computes() {
+        use std::time::UNIX_EPOCH;
+
+        use serde_json::json;
+
+        use crate::store::ExpiryRule;
+
+        let base = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let nanos = |ns: u64| Duration::from_nanos(ns);
+        for now in [base, base + nanos(400_000), base + nanos(999_999)] {
+            for created in [base - Duration::from_secs(7200), base - nanos(1_700_001)] {
+                for duration in [
+                    Duration::from_secs(1800),
+                    nanos(1_500_000),
+                    MAX_DURATION * 2,
+                ] {
+                    for max in [
+                        None,
+                        Some(Duration::from_secs(3600)),
+                        Some(nanos(7_200_000_600_000)),
+                        Some(Duration::MAX),
+                    ] {
+                        for (custom, login) in [
+                            (None, None),
+                            (Some(json!(60_000)), None),
+                            (None, Some(json!(1_799_999_000_000_u64))),
+                            (Some(json!(0)), Some(json!(1_799_996_000_000_u64))),
+                            (Some(json!(u64::MAX)), Some(json!(u64::MAX))),
+                            (Some(json!(-5)), Some(json!("soon"))),
+                        ] {
+                            let mut data = Map::new();
+                            if let Some(custom) = custom {
+                                data.insert(DURATION_KEY.into(), custom);
+                            }
+                            if let Some(login) = login {
+                                data.insert(LOGIN_KEY.into(), login);
+                            }
+                            let record = Record::new(data.clone(), created, base)
+                                .with_rule(ExpiryRule::new(now, duration, max));
+                            let columns = Columns::of(&data);
+                            let computed =
+                                Expiry::new(&record).after(columns.duration, columns.login);
+                            assert_eq!(
+                                computed,
+                                millis(record.expiry_after(&data)),
+                                "{now:?} {created:?} {duration:?} {max:?} {data:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let fixed = Record::new(Map::new(), base, base + Duration::from_secs(5));
+        assert_eq!(
+            Expiry::new(&fixed).after(Some(1), Some(2)),
+            millis(fixed.expires_at)
+        );
+    }
+
+    #[test]
+    fn a_patch_changes_only_the_columns_of_the_reserved_keys_it_touches() {
+        let data: Map<String, Value> =
+            serde_json::from_str(r#"{"__user": "ann", "__cust_dur": 5, "x": 1}"#).unwrap();
+        let patched = Patched::new(&Changes::new().with_set("x"), &data);
+        assert_eq!(patched, Patched::default());
+        let patched = Patched::new(
+            &Changes::new().with_set(USER_KEY).with_deleted(LOGIN_KEY),
+            &data,
+        );
+        assert_eq!(patched.user, Some(Some("ann".to_owned())));
+        assert_eq!(patched.duration, None);
+        assert_eq!(patched.login, Some(None));
+        let columns =
+            Columns::of(&serde_json::from_str(r#"{"__user": 5, "__login": 1.5}"#).unwrap());
+        assert_eq!(columns, Columns::default());
+        assert_eq!(
+            MAX_DURATION_MS,
+            i64::try_from(MAX_DURATION.as_millis()).unwrap()
+        );
+    }
 }

@@ -185,7 +185,20 @@ mod tests {
         }
         let json = crate::store::encode_data(&data);
         let escaped = escape_json(json).unwrap();
-        assert!(!escaped.contains("\\u0000"), "{escaped}");
+        fn holds_nul(value: &Value) -> bool {
+            match value {
+                Value::String(text) => text.contains('\0'),
+                Value::Array(items) => items.iter().any(holds_nul),
+                Value::Object(map) => map
+                    .iter()
+                    .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+                _ => false,
+            }
+        }
+        assert!(
+            !holds_nul(&serde_json::from_str(&escaped).unwrap()),
+            "{escaped}"
+        );
         assert_eq!(decode(&escaped).unwrap(), data);
     }
 

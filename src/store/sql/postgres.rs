@@ -538,7 +538,8 @@ mod tests {
         // another's.
         for (step, index) in [
             (&steps[1], "sessions_expires_at"),
-            (&steps[2], "sessions_user"),
+            (&steps[4], "sessions_user_name"),
+            (&steps[5], "sessions_user"),
         ] {
             assert!(step.done.contains(&format!("relname = '{index}'")));
             assert!(
@@ -553,10 +554,11 @@ mod tests {
         );
         assert!(steps[1].run.contains("%I.%I', s, 'sessions_expires_at')"));
         assert!(
-            steps[2]
+            steps[4]
                 .run
-                .starts_with("CREATE INDEX IF NOT EXISTS \"sessions_user\" ON \"auth\".")
+                .starts_with("CREATE INDEX IF NOT EXISTS \"sessions_user_name\" ON \"auth\".")
         );
+        assert!(steps[5].run.contains("%I.%I', s, 'sessions_user')"));
     }
 
     #[test]
@@ -564,6 +566,46 @@ mod tests {
         let name = sql::longest_table_name();
         let migration = Queries::new(&name).unwrap().statements.migration;
         assert!(sql::names_user_index(&migration, &name));
+    }
+
+    #[test]
+    fn users_the_listing_reads_the_columns_never_the_data() {
+        let queries = Queries::new("s").unwrap();
+        let listing = &queries.statements.user_sessions;
+        assert!(
+            listing.starts_with("SELECT key, user_name, round(extract(epoch FROM created_at)"),
+            "{listing}"
+        );
+        assert!(!listing.contains("data"), "{listing}");
+        assert!(listing.contains("WHERE user_name = $1 AND"), "{listing}");
+    }
+
+    #[test]
+    fn updates_compute_their_expiry_and_return_it() {
+        let queries = Queries::new("s").unwrap();
+        for statement in [&queries.replace, &queries.patch] {
+            assert!(statement.contains("expires_at = ('epoch'::timestamptz + (CASE WHEN"));
+            assert!(
+                statement.ends_with("RETURNING round(extract(epoch FROM expires_at) * 1000)::int8")
+            );
+        }
+        assert!(
+            queries
+                .patch
+                .contains("duration_ms = CASE WHEN $12::bool THEN $13::int8 ELSE duration_ms END")
+        );
+    }
+
+    #[test]
+    fn new_tables_keep_room_for_hot_updates() {
+        let queries = Queries::new("s").unwrap();
+        let steps = &queries.statements.migration.steps;
+        assert!(steps[0].run.ends_with("WITH (fillfactor = 80)"));
+        assert!(
+            steps
+                .iter()
+                .any(|step| &*step.run == "ALTER TABLE \"s\" SET (fillfactor = 80)")
+        );
     }
 
     #[test]

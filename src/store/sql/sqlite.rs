@@ -544,6 +544,19 @@ mod tests {
     }
 
     #[test]
+    fn users_the_listing_reads_the_columns_never_the_data() {
+        let queries = Queries::new("s").unwrap();
+        let listing = &queries.statements.user_sessions;
+        assert!(
+            listing.starts_with(
+                "SELECT key, user_name, created_ms, expires_ms, duration_ms, login_ms FROM"
+            ),
+            "{listing}"
+        );
+        assert!(!listing.contains("data"), "{listing}");
+    }
+
+    #[test]
     fn paths_escape_the_key_as_a_json_string() {
         assert_eq!(path("a"), "$.\"a\"");
         assert_eq!(path("a.\"b\\"), "$.\"a.\\\"b\\\\\"");

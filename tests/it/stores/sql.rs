@@ -398,3 +398,109 @@ pub(crate) async fn users_the_listing_summarises_each_session(store: &dyn Sessio
     assert_eq!(summary.duration, None);
     assert_eq!(summary.login_at, None);
 }
+
+/// The rows a table of the previous layout (data only, no columns beside it) holds before
+/// `migrate` brings it up to date: (key, data, created, expires).
+pub(crate) struct OldRows {
+    pub(crate) user: String,
+    pub(crate) rows: Vec<(StoreKey, Map<String, Value>, SystemTime, SystemTime)>,
+    login: SystemTime,
+}
+
+impl OldRows {
+    /// Two sessions of a user (one with a duration and a login of its own), one of no user,
+    /// one whose `__user` is not a string, one of the user that has expired.
+    pub(crate) fn new() -> Self {
+        let user = format!("old{}", fresh_key().as_str());
+        let now = now_ms();
+        let (created, login) = (now - 10 * MINUTE, now - 5 * MINUTE);
+        let rows = vec![
+            (
+                fresh_key(),
+                object(json!({ USER_KEY: user, DURATION_KEY: 90_000, LOGIN_KEY: ms(login) })),
+                created,
+                now + 20 * MINUTE,
+            ),
+            (
+                fresh_key(),
+                object(json!({ USER_KEY: user })),
+                created,
+                now + 10 * MINUTE,
+            ),
+            (
+                fresh_key(),
+                object(json!({ "n": 1 })),
+                created,
+                now + 10 * MINUTE,
+            ),
+            (
+                fresh_key(),
+                object(json!({ USER_KEY: 5 })),
+                created,
+                now + 10 * MINUTE,
+            ),
+            (
+                fresh_key(),
+                object(json!({ USER_KEY: user })),
+                created,
+                now - MINUTE,
+            ),
+        ];
+        Self { user, rows, login }
+    }
+
+    /// After `migrate`: the user's two live sessions are listed with their summaries, every
+    /// live row reads back, and a row tied by an update is listed too.
+    pub(crate) async fn check(&self, store: &dyn SessionStore) {
+        let mut listed = store
+            .user_sessions(&self.user)
+            .await
+            .expect("user_sessions");
+        listed.sort_by(|a, b| b.1.expires_at.cmp(&a.1.expires_at));
+        let [(k0, _, created, expires0), (k1, _, _, expires1), ..] = &self.rows[..] else {
+            unreachable!()
+        };
+        assert_eq!(
+            listed,
+            [
+                (
+                    k0.clone(),
+                    RecordSummary::new(self.user.clone(), *created, *expires0)
+                        .with_duration(Some(Duration::from_secs(90)))
+                        .with_login(Some(self.login))
+                ),
+                (
+                    k1.clone(),
+                    RecordSummary::new(self.user.clone(), *created, *expires1)
+                ),
+            ]
+        );
+        for (key, data, created, expires) in &self.rows[..4] {
+            let read = store.read(key).await.expect("read");
+            assert_eq!(read, Some(Record::new(data.clone(), *created, *expires)));
+        }
+        let (key, data, created, _) = &self.rows[2];
+        let mut tied = data.clone();
+        tied.insert(USER_KEY.into(), json!(self.user));
+        let record = Record::new(tied, *created, now_ms() + 30 * MINUTE);
+        store
+            .write(
+                key,
+                &record,
+                &Changes::new().with_set(USER_KEY),
+                WriteMode::Update,
+            )
+            .await
+            .expect("tie");
+        let listed = store
+            .user_sessions(&self.user)
+            .await
+            .expect("user_sessions");
+        assert_eq!(listed.len(), 3, "{listed:?}");
+    }
+}
+
+/// Milliseconds since the epoch, for a test that writes rows by hand.
+pub(crate) fn millis(time: SystemTime) -> i64 {
+    i64::try_from(ms(time)).expect("ms fit")
+}
