@@ -613,3 +613,125 @@ async fn r21_migrate_brings_a_table_of_the_previous_layout_up_to_date() {
         logs.text()
     );
 }
+
+/// How many of 2,000 updates of 100 sessions PostgreSQL makes heap-only (HOT), which write
+/// no index entry: with the previous layout and its statement (an expression index on the
+/// data's user, no fill factor), and with this version's (the user in a column of its own),
+/// without and with its fill factor. Prints `n_tup_upd` and `n_tup_hot_upd`; a figure, not a
+/// check: `cargo test --all-features --test it -- --ignored --nocapture hot_updates`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn hot_updates_measured() {
+    const SESSIONS: usize = 100;
+    const UPDATES: usize = 2_000;
+    let payload = "p".repeat(200);
+    for layout in [
+        "previous",
+        "this version, fillfactor 100",
+        "this version, fillfactor 80",
+    ] {
+        let name = unique("sessions_hot");
+        let _table = DropOnExit(format!("DROP TABLE IF EXISTS {name}"));
+        let store = Postgres::on_table(&name).await;
+        let keys: Vec<_> = (0..SESSIONS).map(|_| fresh_key()).collect();
+        let now = now_ms();
+        let data = |n: usize| {
+            let mut data = Map::new();
+            data.insert("__user".into(), json!(format!("user{}", n % 10)));
+            data.insert("n".into(), json!(n));
+            data.insert("payload".into(), json!(payload));
+            data
+        };
+        if layout == "previous" {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE TABLE {name} (key TEXT PRIMARY KEY, data JSONB NOT NULL, \
+                 created_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL); \
+                 CREATE INDEX {name}_user ON {name} ((data->>'__user')) WHERE data ? '__user'"
+            )))
+            .execute(store.pool())
+            .await
+            .expect("the old table");
+            for (n, key) in keys.iter().enumerate() {
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {name} VALUES ($1, $2::jsonb, now(), now() + interval '1 hour')"
+                )))
+                .bind(key.as_str())
+                .bind(Value::Object(data(n)).to_string())
+                .execute(store.pool())
+                .await
+                .expect("a row");
+            }
+            // The statement of the previous version's patch.
+            let patch = format!(
+                "UPDATE {name} SET data = (data - $3::text[]) || $4::jsonb, \
+                 expires_at = now() + interval '1 hour' WHERE key = $1 \
+                 AND expires_at > 'epoch'::timestamptz + $2::int8 * interval '1 millisecond'"
+            );
+            for i in 0..UPDATES {
+                sqlx::query(AssertSqlSafe(patch.clone()))
+                    .bind(keys[i % SESSIONS].as_str())
+                    .bind(super::sql::millis(now_ms()))
+                    .bind(Vec::<String>::new())
+                    .bind(json!({ "n": i }).to_string())
+                    .execute(store.pool())
+                    .await
+                    .expect("an update");
+            }
+        } else {
+            store.migrate().await.expect("migrate");
+            if layout.ends_with("100") {
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "ALTER TABLE {name} RESET (fillfactor)"
+                )))
+                .execute(store.pool())
+                .await
+                .expect("RESET");
+            }
+            for (n, key) in keys.iter().enumerate() {
+                insert(
+                    &store,
+                    key,
+                    &Record::new(data(n), now, now + Duration::from_secs(3600)),
+                )
+                .await;
+            }
+            for i in 0..UPDATES {
+                let n = i % SESSIONS;
+                let mut changed = data(n);
+                changed.insert("n".into(), json!(i));
+                let now = now_ms();
+                let record = Record::new(changed, now, now + Duration::from_secs(3600)).with_rule(
+                    session_engine::store::ExpiryRule::new(now, Duration::from_secs(3600), None),
+                );
+                store
+                    .write(
+                        &keys[n],
+                        &record,
+                        &Changes::new().with_set("n"),
+                        WriteMode::Update,
+                    )
+                    .await
+                    .expect("an update");
+            }
+        }
+        // The statistics reach the view within a second or so of each transaction.
+        let mut figures: (i64, i64) = (0, 0);
+        for _ in 0..50 {
+            figures = sqlx::query_as(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = $1",
+            )
+            .bind(&name)
+            .fetch_one(store.pool())
+            .await
+            .expect("the statistics");
+            if figures.0 >= i64::try_from(UPDATES).expect("fits") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "{layout}: n_tup_upd {}, n_tup_hot_upd {} ({} sessions, {UPDATES} updates)",
+            figures.0, figures.1, SESSIONS
+        );
+    }
+}
