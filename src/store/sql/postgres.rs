@@ -18,8 +18,17 @@
 //! ```
 //!
 //! Each session is one row: its key, its data as `jsonb`, its creation and expiry times as
-//! `timestamptz`. Every hook is one statement, so the rules of the store contract hold in the
-//! database itself:
+//! `timestamptz`, and three columns kept beside the data, in step with it by every insert and
+//! update statement:
+//!
+//! - `user_name` (`text`): the user the session is tied to (the data's `__user`, when a
+//!   string). Listing a user's sessions is one lookup of a partial index on it (`WHERE
+//!   user_name IS NOT NULL`), and reads only the columns, never the data, however large;
+//! - `duration_ms` (`bigint`): the session's own idle lifetime (`__cust_dur`), in ms;
+//! - `login_ms` (`bigint`): its last login (`__login`), in ms since the Unix epoch.
+//!
+//! Every hook is one statement, so the rules of the store contract hold in the database
+//! itself:
 //!
 //! - an insert is `INSERT … ON CONFLICT DO UPDATE … WHERE` the old row has expired, so it never
 //!   overwrites a live session;
@@ -27,7 +36,26 @@
 //!   a touch only matches the expiry its request read;
 //! - an update patches the stored `jsonb` (`data - removed_keys || set_values`), and a
 //!   concurrent update of the same row re-applies its patch to the row the other one left, so
-//!   two requests that change different keys both keep their change.
+//!   two requests that change different keys both keep their change;
+//! - the same statement sets the columns of the reserved keys it changes, and computes the
+//!   expiry from them as the update leaves them, and from the engine's rule (now, its
+//!   duration, its `max_lifetime`): `min(now + duration, (login or creation) +
+//!   max_lifetime)`, to the millisecond, as the engine computes it; it returns that expiry.
+//!   So a slow request that changes one key never undoes the duration or the login another
+//!   request stored meanwhile.
+//!
+//! The table is made with a fill factor of 80: each page keeps a fifth of its room for the
+//! new versions of its rows. An update that changes no indexed column (the key, the user)
+//! and finds room on its row's page is then a heap-only tuple (HOT) update, which writes no
+//! index entry, and its dead version is pruned from the page without a vacuum. (Earlier
+//! versions indexed an expression on `data`, which kept every update from being HOT.)
+//!
+//! `jsonb` and `text` cannot hold the character U+0000, which session data may. The store
+//! escapes it in every string of the data (keys and values, at any depth) and in the user
+//! name, as U+0001 `0`, and U+0001 itself as U+0001 `1`, and reverses that when it reads:
+//! any key or value round-trips exactly. Only data that holds either character is rewritten
+//! (a scan of its JSON text says so); other data is stored as it is, and other programs that
+//! read the table see it unchanged.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -396,10 +424,17 @@ impl PostgresStore {
         Ok(Self::new(pool))
     }
 
-    /// Creates the table and its index of users if they do not exist, and drops the expiry
-    /// index that earlier versions made (the clean-up no longer needs it; dropping it locks
-    /// the table for a moment, once). Safe to run at every start, from several instances at
-    /// once.
+    /// Creates the table and its index of users if they do not exist, and brings a table of
+    /// earlier versions up to date: drops their expiry index (the clean-up no longer needs
+    /// it), adds the user, duration and login columns and fills them from the data of the
+    /// rows that hold those keys, indexes the user column and drops their index on the data's
+    /// user, and sets the fill factor (unless one was set by hand). Safe to run at every
+    /// start, from several instances at once.
+    ///
+    /// Bringing an earlier table up to date locks it while the rows that hold a user, a
+    /// duration or a login are rewritten, once. Run it before instances of this version
+    /// serve: an instance of an earlier version writing meanwhile leaves the columns behind
+    /// its rows' data.
     ///
     /// It first reads the catalog (`pg_class`, in the table's own schema): on a current
     /// schema, that is all it does, so it takes no lock that would wait for the sessions'

@@ -18,8 +18,17 @@
 //! ```
 //!
 //! Each session is one row: its key, its data as JSON text, its creation and expiry times as
-//! milliseconds since the Unix epoch. Every hook is one statement (a large patch, one
-//! transaction), so the rules of the store contract hold in the database itself:
+//! milliseconds since the Unix epoch, and three columns kept beside the data, in step with it
+//! by every insert and update statement:
+//!
+//! - `user_name`: the user the session is tied to (the data's `__user`, when a string).
+//!   Listing a user's sessions is one lookup of a partial index on it, and reads only the
+//!   columns, never the data, however large;
+//! - `duration_ms`: the session's own idle lifetime (`__cust_dur`), in ms;
+//! - `login_ms`: its last login (`__login`), in ms since the Unix epoch.
+//!
+//! Every hook is one statement (a large patch, one transaction), so the rules of the store
+//! contract hold in the database itself:
 //!
 //! - an insert is an upsert whose update applies only to an expired row, so it never
 //!   overwrites a live session;
@@ -28,7 +37,13 @@
 //! - an update patches the stored JSON with `json_set` and `json_remove`, changing only the keys
 //!   the request changed, so two requests that change different keys both keep their change.
 //!   SQLite takes at most 1000 arguments per function, so a patch of many keys is applied in
-//!   chunks, in one transaction: any number of keys is written.
+//!   chunks, in one transaction: any number of keys is written;
+//! - the same statement sets the columns of the reserved keys it changes, and computes the
+//!   expiry from them as the update leaves them, and from the engine's rule (now, its
+//!   duration, its `max_lifetime`): `min(now + duration, (login or creation) +
+//!   max_lifetime)`, to the millisecond, as the engine computes it; it returns that expiry
+//!   (`RETURNING`). So a slow request that changes one key never undoes the duration or the
+//!   login another request stored meanwhile.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -364,9 +379,14 @@ impl SqliteStore {
         Ok(Self::new(pool))
     }
 
-    /// Creates the table and its index of users if they do not exist, and drops the expiry
-    /// index that earlier versions made (the clean-up no longer needs it). Safe to run at
-    /// every start, from several processes at once.
+    /// Creates the table and its index of users if they do not exist, and brings a table of
+    /// earlier versions up to date: drops their expiry index (the clean-up no longer needs
+    /// it), adds the user, duration and login columns and fills them from the data of the
+    /// rows that hold those keys, indexes the user column and drops their index on the data's
+    /// user. Safe to run at every start, from several processes at once.
+    ///
+    /// Bringing an earlier table up to date holds the write lock while the rows that hold a
+    /// user, a duration or a login are rewritten, once.
     ///
     /// It first reads the schema (`sqlite_master`): on a current schema, that is all it does,
     /// so it never waits for the write lock that the sessions' writes take. Only what is
