@@ -356,7 +356,7 @@ pub(crate) async fn users_the_listing_summarises_each_session(store: &dyn Sessio
     .await;
 
     let mut listed = store.user_sessions(&user).await.expect("user_sessions");
-    listed.sort_by(|a, b| a.1.expires_at.cmp(&b.1.expires_at));
+    listed.sort_by_key(|a| a.1.expires_at);
     let expected = vec![
         (
             k_plain,
@@ -371,7 +371,7 @@ pub(crate) async fn users_the_listing_summarises_each_session(store: &dyn Sessio
         ),
     ];
     let mut expected = expected;
-    expected.sort_by(|a, b| a.1.expires_at.cmp(&b.1.expires_at));
+    expected.sort_by_key(|a| a.1.expires_at);
     assert_eq!(listed, expected);
 
     // Deleting the login and the duration by a patch clears them from the summary.
@@ -456,7 +456,7 @@ impl OldRows {
             .user_sessions(&self.user)
             .await
             .expect("user_sessions");
-        listed.sort_by(|a, b| b.1.expires_at.cmp(&a.1.expires_at));
+        listed.sort_by_key(|b| std::cmp::Reverse(b.1.expires_at));
         let [(k0, _, created, expires0), (k1, _, _, expires1), ..] = &self.rows[..] else {
             unreachable!()
         };
