@@ -29,6 +29,8 @@ pub mod guide;
 mod id;
 mod layer;
 mod lifetime;
+pub mod observability;
+mod observe;
 pub mod rules;
 mod session;
 mod signing;

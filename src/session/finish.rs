@@ -33,6 +33,7 @@ use super::state::{Phase, State};
 use crate::error::Error;
 use crate::id::{SessionId, StoreKey};
 use crate::lifetime::Lifetime;
+use crate::observe::{Event, Marks};
 use crate::store::{Changes, Record, StoreError, StoreFuture, Touched, WriteMode};
 
 /// How many fresh ids an insert tries before giving up.
@@ -106,6 +107,8 @@ struct Writing {
     /// When the end of the request decided: the `Max-Age` of the cookie counts from it.
     now: SystemTime,
     tries: usize,
+    /// Whether the record replaces one that a roll left behind.
+    rolled: bool,
 }
 
 enum Step {
@@ -173,6 +176,7 @@ impl Session {
                     expires_at: lifetime.expiry(now, state.anchor(), duration),
                     now,
                     tries: 1,
+                    rolled: state.rolled_from.is_some(),
                 };
                 let changes = state.data.take_changes();
                 let step = match stored {
@@ -318,6 +322,12 @@ impl Finishing {
                 return Next::Step(Step::Login(writing, call));
             }
         }
+        let (mark, event) = match (inserted, writing.rolled) {
+            (true, true) => (Marks::ROLLED, Event::Rolled),
+            (true, false) => (Marks::CREATED, Event::Created),
+            (false, _) => (Marks::WRITTEN, Event::Written),
+        };
+        Session::happened(&mut state, mark, event);
         // An insert may have moved to a fresh id (the first was taken): the cookie follows.
         state.id = Some(writing.id);
         state.key = Some(writing.key);
@@ -495,6 +505,7 @@ impl Finishing {
             Ok(Touched::Moved) => {
                 state.expires_at = to;
                 state.stored_expires_at = to;
+                Session::happened(&mut state, Marks::TOUCHED, Event::Touched);
                 Outcome::Set(cookie)
             }
             // Another request wrote or touched it since: its response carries the newer
