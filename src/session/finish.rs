@@ -107,8 +107,9 @@ struct Writing {
     /// When the end of the request decided: the `Max-Age` of the cookie counts from it.
     now: SystemTime,
     tries: usize,
-    /// Whether the record replaces one that a roll left behind.
-    rolled: bool,
+    /// What writing it does to the session, once it is in: `Created`, `Rolled` (an insert
+    /// that replaces the record a roll left behind) or `Written` (an update).
+    event: Event,
 }
 
 enum Step {
@@ -176,7 +177,11 @@ impl Session {
                     expires_at: lifetime.expiry(now, state.anchor(), duration),
                     now,
                     tries: 1,
-                    rolled: state.rolled_from.is_some(),
+                    event: match (&stored, &state.rolled_from) {
+                        (Some(_), _) => Event::Written,
+                        (None, Some(_)) => Event::Rolled,
+                        (None, None) => Event::Created,
+                    },
                 };
                 let changes = state.data.take_changes();
                 let step = match stored {
@@ -322,12 +327,12 @@ impl Finishing {
                 return Next::Step(Step::Login(writing, call));
             }
         }
-        let (mark, event) = match (inserted, writing.rolled) {
-            (true, true) => (Marks::ROLLED, Event::Rolled),
-            (true, false) => (Marks::CREATED, Event::Created),
-            (false, _) => (Marks::WRITTEN, Event::Written),
+        let mark = match writing.event {
+            Event::Rolled => Marks::ROLLED,
+            Event::Created => Marks::CREATED,
+            _ => Marks::WRITTEN,
         };
-        Session::happened(&mut state, mark, event);
+        Session::happened(&mut state, mark, writing.event);
         // An insert may have moved to a fresh id (the first was taken): the cookie follows.
         state.id = Some(writing.id);
         state.key = Some(writing.key);
