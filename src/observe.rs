@@ -9,8 +9,7 @@
 //! cached interest, and no field is formatted; each metric is a static key (its hash computed
 //! at compile time) handed to the no-op recorder, with no allocation.
 
-use std::time::Instant;
-
+use tokio::time::Instant;
 use tracing::Span;
 
 use crate::store::StoreError;
@@ -145,7 +144,8 @@ fn error_kind(error: &StoreError) -> &'static str {
 }
 
 /// One store call being made: its span, and when it began (read only when someone wants the
-/// duration).
+/// duration). Tokio's clock, as the deadline's: a test that pauses time sees a time-out take
+/// the store timeout.
 #[derive(Debug)]
 pub(crate) struct StoreCall {
     hook: Hook,
