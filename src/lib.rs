@@ -10,6 +10,7 @@
 #![doc = "[stores]: crate::guide::stores"]
 #![doc = "[custom-store]: crate::guide::custom_store"]
 #![doc = "[testing-handlers]: crate::guide::testing_handlers"]
+#![doc = "[observability]: crate::guide::observability"]
 #![doc = "[performance]: crate::guide::performance"]
 #![doc = "[tower-sessions]: crate::guide::tower_sessions"]
 #![doc = "[axum-login]: crate::guide::axum_login"]
