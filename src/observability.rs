@@ -1,6 +1,7 @@
-//! The names of the metrics session-engine records (feature `metrics`), and
-//! [`describe_metrics`] to give them their help text. The spans, the metrics, what each means
-//! and the alerts to set on them: the [observability guide](crate::guide::observability).
+//! The names of the metrics session-engine records (feature `metrics`), with their help text,
+//! and (with the feature) `describe_metrics`, which gives the recorder that text. The spans,
+//! the metrics, what each means and the alerts to set on them: the
+//! [observability guide](crate::guide::observability).
 //!
 //! Every metric goes through the [`metrics`](https://docs.rs/metrics) facade: the application
 //! installs the recorder it wants (Prometheus, OpenTelemetry, StatsD…), or none, and nothing is

@@ -158,13 +158,17 @@ impl StoreCall {
     /// request's session span, when a request makes it).
     #[inline]
     pub(crate) fn begin(hook: Hook, store: &'static str) -> Self {
-        let span = tracing::debug_span!(
-            "session_store",
-            hook = hook.name(),
-            store,
-            outcome = tracing::field::Empty,
-            duration_ms = tracing::field::Empty,
-        );
+        let span = if tracing::dispatcher::has_been_set() {
+            tracing::debug_span!(
+                "session_store",
+                hook = hook.name(),
+                store,
+                outcome = tracing::field::Empty,
+                duration_ms = tracing::field::Empty,
+            )
+        } else {
+            no_span()
+        };
         let started = (METRICS || !span.is_disabled()).then(Instant::now);
         Self {
             hook,
@@ -253,6 +257,14 @@ impl Marks {
 /// The span of a request that uses its session; its `outcome` is recorded once known.
 pub(crate) fn session_span() -> Span {
     tracing::info_span!("session", outcome = tracing::field::Empty)
+}
+
+/// The span of a store call made while no `tracing` subscriber was ever set: none at all (the
+/// session's span is none then too). A disabled span from the macros would, where a dependency turns on `tracing`'s `log` feature, hand its fields
+/// and each enter and exit to the `log` crate instead, at a cost of hundreds of instructions
+/// a request for nothing, when no logger is set either; `log` users lose only those lines.
+fn no_span() -> Span {
+    Span::none()
 }
 
 /// The name spans give a store: its type's, without the path and the generic arguments

@@ -97,8 +97,13 @@ impl Session {
         &self.inner.engine
     }
 
-    /// The request's `session` span, made on first use.
+    /// The request's `session` span, made on first use; none at all, and nothing to make,
+    /// while no `tracing` subscriber was ever set.
     fn span(&self) -> &Span {
+        static NONE: Span = Span::none();
+        if !tracing::dispatcher::has_been_set() {
+            return &NONE;
+        }
         self.inner.span.get_or_init(observe::session_span)
     }
 
