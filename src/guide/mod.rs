@@ -51,7 +51,6 @@ pub mod axum_login {}
 
 #[doc = "[session-store-name]: crate::SessionStore::name"]
 #[doc = "[observability]: crate::observability"]
-#[doc = "[performance]: crate::guide::performance"]
 #[doc = include_str!("../../docs/observability.md")]
 pub mod observability {}
 
