@@ -22,7 +22,7 @@ pub mod memory;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+pub(crate) mod sql;
 
 pub use crate::id::{MAX_ID_LEN, StoreKey, is_valid_id};
 pub use future::StoreFuture;

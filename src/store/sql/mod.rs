@@ -88,6 +88,16 @@ pub(crate) fn from_millis(ms: i64) -> Result<SystemTime, StoreError> {
     crate::store::from_ms(u64::try_from(ms).unwrap_or(0))
 }
 
+/// A record from the columns of its row: the data as JSON text, the creation and the expiry
+/// in milliseconds (see [`from_millis`]).
+pub(crate) fn record_from_row(data: &str, created: i64, expires: i64) -> Result<Record, StoreError> {
+    Ok(Record::new(
+        crate::store::decode_data(data.as_bytes())?,
+        from_millis(created)?,
+        from_millis(expires)?,
+    ))
+}
+
 /// What `migrate` does: steps, each checked with a plain read of the database's catalog and
 /// run only when it is missing, so that a schema that is current takes no lock at all.
 pub(crate) struct Migration {
@@ -441,11 +451,7 @@ macro_rules! sql_store {
                 let data: &str = row.try_get(0).map_err(StoreError::undecodable)?;
                 let created: i64 = row.try_get(1).map_err(StoreError::undecodable)?;
                 let expires: i64 = row.try_get(2).map_err(StoreError::undecodable)?;
-                Ok(Some(Record::new(
-                    crate::store::decode_data(data.as_bytes())?,
-                    sql::from_millis(created)?,
-                    sql::from_millis(expires)?,
-                )))
+                sql::record_from_row(data, created, expires).map(Some)
             }
 
             async fn write_row(&self, key: &str, write: sql::Write) -> Result<(), StoreError> {
