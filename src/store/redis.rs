@@ -589,7 +589,10 @@ pub(crate) fn write_args(
 ///
 /// The fields are read as bytes: a value that is not text, or not JSON, makes the record
 /// undecodable (absent for the request), never a failure of every request until it expires.
-pub(crate) fn record_from(fields: HashMap<Bytes, Bytes>, now_ms: u64) -> Result<Option<Record>, StoreError> {
+pub(crate) fn record_from(
+    fields: HashMap<Bytes, Bytes>,
+    now_ms: u64,
+) -> Result<Option<Record>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }

@@ -90,7 +90,11 @@ pub(crate) fn from_millis(ms: i64) -> Result<SystemTime, StoreError> {
 
 /// A record from the columns of its row: the data as JSON text, the creation and the expiry
 /// in milliseconds (see [`from_millis`]).
-pub(crate) fn record_from_row(data: &str, created: i64, expires: i64) -> Result<Record, StoreError> {
+pub(crate) fn record_from_row(
+    data: &str,
+    created: i64,
+    expires: i64,
+) -> Result<Record, StoreError> {
     Ok(Record::new(
         crate::store::decode_data(data.as_bytes())?,
         from_millis(created)?,
