@@ -49,7 +49,9 @@ impl Keys {
     #[must_use]
     pub fn verify(&self, value: &str) -> Option<Found> {
         self.0.verify(value).map(|verified| Found {
-            resend: verified.id.signed().map(str::to_owned),
+            resend: (verified.current)
+                .then(|| verified.id.signed().map(str::to_owned))
+                .flatten(),
             id: verified.id.as_str().to_owned(),
             current: verified.current,
         })

@@ -55,14 +55,21 @@ fn free_form(
     let mut raw = false;
     for _ in 0..u.int_in_range(0..=4)? {
         let text: &[u8] = u.arbitrary()?;
-        let text = replace(&replace(text, b"@S", signed.as_bytes()), b"@E", encoded.as_bytes());
+        let text = replace(
+            &replace(text, b"@S", signed.as_bytes()),
+            b"@E",
+            encoded.as_bytes(),
+        );
         raw |= contains(&text, signed.as_bytes());
         if let Ok(value) = HeaderValue::from_bytes(&text) {
             headers.append(COOKIE, value);
         }
     }
     if let Some(found) = presented(&headers, Some(name), None, keys) {
-        assert_eq!(found.id, id, "a request presented an id the engine never signed");
+        assert_eq!(
+            found.id, id,
+            "a request presented an id the engine never signed"
+        );
         if found.current {
             // Only the value itself, signed with the current key, is sent back as it is.
             assert!(raw, "a value that was not sent is called current");
@@ -140,13 +147,21 @@ fn round_trip(
 
 fn trim(bytes: &[u8]) -> &[u8] {
     let is_space = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = bytes.iter().position(|b| !is_space(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !is_space(b)).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !is_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 fn replace(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {

@@ -14,10 +14,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use session_engine::fuzzing::{redis_insert, redis_record};
 use session_engine::store::redis::fred::bytes::Bytes;
 use session_engine::store::to_ms;
 use session_engine::{Record, StoreError};
-use session_engine::fuzzing::{redis_insert, redis_record};
 use session_engine_fuzz::{json_map, millis};
 
 fuzz_target!(|data: &[u8]| {
@@ -51,11 +51,17 @@ fn any_hash(u: &mut Unstructured<'_>) -> Result<()> {
     match redis_record(fields.clone(), now_ms) {
         Ok(Some(record)) => {
             let number = |name: &[u8]| -> u64 {
-                std::str::from_utf8(&fields[name]).expect("text").parse().expect("a number")
+                std::str::from_utf8(&fields[name])
+                    .expect("text")
+                    .parse()
+                    .expect("a number")
             };
             assert_eq!(to_ms(record.created_at), number(b"c"));
             assert_eq!(to_ms(record.expires_at), number(b"e"));
-            assert!(to_ms(record.expires_at) > now_ms, "a record past its expiry");
+            assert!(
+                to_ms(record.expires_at) > now_ms,
+                "a record past its expiry"
+            );
             let data_fields = fields.keys().filter(|name| name.starts_with(b".")).count();
             assert_eq!(record.data.len(), data_fields);
             for key in record.data.keys() {
@@ -73,7 +79,7 @@ fn any_hash(u: &mut Unstructured<'_>) -> Result<()> {
 fn round_trip(u: &mut Unstructured<'_>) -> Result<()> {
     let data = json_map(u, 3)?;
     let created = UNIX_EPOCH + Duration::from_millis(millis(u)?);
-    let expires = UNIX_EPOCH + Duration::from_millis(millis(u)?);
+    let expires = UNIX_EPOCH + Duration::from_millis(millis(u)?.max(1));
     let record = Record::new(data, created, expires);
     let hash = redis_insert(&record).expect("any JSON map is written");
     let now_ms = to_ms(expires).saturating_sub(1);
@@ -84,6 +90,10 @@ fn round_trip(u: &mut Unstructured<'_>) -> Result<()> {
     assert_eq!(read.created_at, record.created_at);
     assert_eq!(read.expires_at, record.expires_at);
     // Past its expiry, it is gone.
-    assert!(redis_record(hash, to_ms(expires)).expect("decodes").is_none());
+    assert!(
+        redis_record(hash, to_ms(expires))
+            .expect("decodes")
+            .is_none()
+    );
     Ok(())
 }

@@ -50,8 +50,15 @@ struct Plan {
 
 /// The handler: starts the session, answers `found` when it has `visits` (else `new`), and
 /// the `k` it holds, if any; then does what the plan says.
-async fn handle(request: Request<String>, plan: Plan) -> std::result::Result<Response<String>, Infallible> {
-    let session = request.extensions().get::<Session>().cloned().expect("a SessionLayer");
+async fn handle(
+    request: Request<String>,
+    plan: Plan,
+) -> std::result::Result<Response<String>, Infallible> {
+    let session = request
+        .extensions()
+        .get::<Session>()
+        .cloned()
+        .expect("a SessionLayer");
     let Ok(session) = session.start().await else {
         return Ok(status(StatusCode::INTERNAL_SERVER_ERROR));
     };
@@ -109,8 +116,14 @@ fn set_value(response: &Response<String>, cookie: bool, header: bool) -> Option<
     let from_header = headers
         .get(HEADER)
         .map(|value| value.to_str().expect("a signed id is text").to_owned());
-    assert!(cookie || from_cookie.is_none(), "a cookie set while the cookie is off");
-    assert!(header || from_header.is_none(), "a session header while it is off");
+    assert!(
+        cookie || from_cookie.is_none(),
+        "a cookie set while the cookie is off"
+    );
+    assert!(
+        header || from_header.is_none(),
+        "a session header while it is off"
+    );
     if cookie && header {
         assert_eq!(from_cookie, from_header, "the cookie and the header differ");
     }
@@ -136,7 +149,10 @@ fn set_value(response: &Response<String>, cookie: bool, header: bool) -> Option<
         .iter()
         .flatten()
         .all(|field| directives.contains(&format!("no-cache=\"{field}\"")));
-    assert!(unshared || each, "an id open to shared caches: {directives:?}");
+    assert!(
+        unshared || each,
+        "an id open to shared caches: {directives:?}"
+    );
     Some(value)
 }
 
@@ -155,7 +171,10 @@ fn check_vary(response: &Response<String>, cookie: bool, header: bool) {
 }
 
 fn request(path: &str, headers: HeaderMap) -> Request<String> {
-    let mut request = Request::builder().uri(path).body(String::new()).expect("a request");
+    let mut request = Request::builder()
+        .uri(path)
+        .body(String::new())
+        .expect("a request");
     *request.headers_mut() = headers;
     request
 }
@@ -173,7 +192,12 @@ async fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let engine = builder.build().expect("a valid engine");
 
     // The session: made by a first request, which sets its signed value.
-    let made = send(&engine, request("/login", HeaderMap::new()), Plan::default()).await;
+    let made = send(
+        &engine,
+        request("/login", HeaderMap::new()),
+        Plan::default(),
+    )
+    .await;
     let signed = set_value(&made, cookie, header).expect("a new session sets its id");
     let encoded = percent_encode_some(u, &signed)?;
 
@@ -186,7 +210,11 @@ async fn run(u: &mut Unstructured<'_>) -> Result<()> {
             _ => HeaderName::from_static("x-other"),
         };
         let text: &[u8] = u.arbitrary()?;
-        let text = replace(&replace(text, b"@S", signed.as_bytes()), b"@E", encoded.as_bytes());
+        let text = replace(
+            &replace(text, b"@S", signed.as_bytes()),
+            b"@E",
+            encoded.as_bytes(),
+        );
         if let Ok(value) = HeaderValue::from_bytes(&text) {
             headers.append(name, value);
         }
@@ -236,7 +264,10 @@ async fn run(u: &mut Unstructured<'_>) -> Result<()> {
         Some(value) => value,
         None if found => signed.clone(),
         None => {
-            assert!(written.is_none(), "a new session was written and set no id: {body}");
+            assert!(
+                written.is_none(),
+                "a new session was written and set no id: {body}"
+            );
             return Ok(());
         }
     };
@@ -247,7 +278,10 @@ async fn run(u: &mut Unstructured<'_>) -> Result<()> {
     if header {
         headers.insert(HEADER, HeaderValue::from_str(&value).expect("text"));
     } else {
-        headers.insert(COOKIE, HeaderValue::from_str(&format!("sid={value}")).expect("text"));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("sid={value}")).expect("text"),
+        );
     }
     let again = send(&engine, request("/", headers), Plan::default()).await;
     let expected = format!("{} {written:?}", if found { "found" } else { "new" });
@@ -258,7 +292,9 @@ async fn run(u: &mut Unstructured<'_>) -> Result<()> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 fn replace(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {

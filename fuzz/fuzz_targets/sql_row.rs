@@ -39,7 +39,9 @@ fn any_row(u: &mut Unstructured<'_>) -> Result<()> {
             assert_eq!(to_ms(record.expires_at), expires.max(0).unsigned_abs());
         }
         Err(StoreError::Undecodable(_)) => {
-            assert!(serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(data).is_err());
+            assert!(
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(data).is_err()
+            );
         }
         Err(other) => panic!("a row that cannot be decoded is undecodable: {other:?}"),
     }

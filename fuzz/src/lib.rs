@@ -27,7 +27,11 @@ const ID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 pub fn session_id(u: &mut Unstructured<'_>) -> Result<String> {
     let len = u.int_in_range(1..=128usize)?;
     (0..len)
-        .map(|_| Ok(char::from(ID_ALPHABET[usize::from(u.arbitrary::<u8>()? % 64)])))
+        .map(|_| {
+            Ok(char::from(
+                ID_ALPHABET[usize::from(u.arbitrary::<u8>()? % 64)],
+            ))
+        })
         .collect()
 }
 
