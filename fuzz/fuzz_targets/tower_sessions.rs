@@ -153,9 +153,16 @@ async fn apply(
                 let expiry = kind.map(|kind| match kind {
                     ExpiryKind::OnSessionEnd => Expiry::OnSessionEnd,
                     ExpiryKind::OnInactivity(ms) => {
-                        // Under a millisecond: refused, as `set_duration` refuses it.
+                        // Under a millisecond: refused, as `set_duration` refuses it. Others
+                        // last an hour at least, so that no session expires between the
+                        // requests (one of a millisecond rightly did).
                         model.refused |= ms < 1;
-                        Expiry::OnInactivity(time::Duration::milliseconds(ms.into()))
+                        let ms = if ms < 1 {
+                            i64::from(ms)
+                        } else {
+                            3_600_000 + i64::from(ms)
+                        };
+                        Expiry::OnInactivity(time::Duration::milliseconds(ms))
                     }
                     ExpiryKind::AtDateTime => {
                         model.refused = true;
@@ -208,6 +215,10 @@ async fn run(u: &mut Unstructured<'_>) -> Result<()> {
         let calls: Vec<Call> = (0..u.int_in_range(0..=8)?)
             .map(|_| call(u))
             .collect::<Result<_>>()?;
+        // FUZZ_DEBUG=1 shows what a crash's input does.
+        if std::env::var_os("FUZZ_DEBUG").is_some() {
+            eprintln!("request with {cookie:?}: {calls:?}");
+        }
         let shared = Arc::clone(&model);
         let service = SessionLayer::new(engine.clone()).layer(TowerSessionsLayer::new().layer(
             service_fn(move |request| handle(request, calls.clone(), Arc::clone(&shared))),
@@ -217,6 +228,14 @@ async fn run(u: &mut Unstructured<'_>) -> Result<()> {
             .await
             .expect("infallible");
         let refused = model.lock().expect("not poisoned").refused;
+        if std::env::var_os("FUZZ_DEBUG").is_some() {
+            eprintln!(
+                "-> {} {:?} {:?}",
+                response.status(),
+                response.headers(),
+                model.lock().expect("not poisoned")
+            );
+        }
         if response.status() != StatusCode::OK {
             assert!(
                 refused,
