@@ -1,4 +1,4 @@
-//! The header transport (R21): the session header, alone or beside the cookie.
+//! The header transport (SPEC 7.3): the session header, alone or beside the cookie.
 //!
 //! Properties: no panic; one session header decides alone, exactly as the signature check reads
 //! its raw value (never percent-decoded, at most 4096 bytes), whatever the cookies say; two or

@@ -1,5 +1,6 @@
 //! Whole requests through `SessionLayer` on the memory store, with fuzzed `Cookie` and session
-//! headers, and fuzzed `Cache-Control` and `Vary` from the app (R2, R3, R13, R21).
+//! headers, and fuzzed `Cache-Control` and `Vary` from the app (R2, R3, R13, and the header
+//! transport of SPEC 7.3).
 //!
 //! Each run makes a session (`visits` = 1) with a first request, then sends one request with
 //! any headers, where `@S` stands for that session's signed value and `@E` for a
