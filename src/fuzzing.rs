@@ -148,23 +148,51 @@ pub fn redis_insert(
     Ok(hash)
 }
 
-/// The SQL stores' decoding of a row: its data column (JSON text) and its creation and expiry
-/// columns (milliseconds).
+/// The SQL stores' decoding of a row: its data column (JSON text, as `PostgresStore` when
+/// `postgres`, which unescapes NUL, else as `SqliteStore`) and its creation and expiry columns
+/// (milliseconds).
 ///
 /// # Errors
 ///
 /// What the store's `read` answers for a row it cannot decode.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(feature = "postgres")]
 pub fn sql_record(
+    postgres: bool,
     data: &str,
     created_ms: i64,
     expires_ms: i64,
 ) -> Result<crate::Record, crate::StoreError> {
-    crate::store::sql::record_from_row(data, created_ms, expires_ms)
+    use crate::store::sql;
+    if postgres {
+        sql::record_from_row(data, created_ms, expires_ms, sql::nul::decode)
+    } else {
+        sql::record_from_row(data, created_ms, expires_ms, |data| {
+            crate::store::decode_data(data.as_bytes())
+        })
+    }
+}
+
+/// The data column the SQL stores write for `data`: its JSON text, with NUL escaped when
+/// `postgres`, as `PostgresStore` writes it.
+///
+/// # Errors
+///
+/// What the store's `write` answers for data it cannot encode.
+#[cfg(feature = "postgres")]
+pub fn sql_data(
+    postgres: bool,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, crate::StoreError> {
+    let text = crate::store::encode_data(data);
+    if postgres {
+        crate::store::sql::nul::escape_json(text)
+    } else {
+        Ok(text)
+    }
 }
 
 /// A time as the SQL stores bind it: integer milliseconds since the Unix epoch.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(feature = "postgres")]
 #[must_use]
 pub fn sql_millis(time: std::time::SystemTime) -> i64 {
     crate::store::sql::millis(time)

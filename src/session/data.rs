@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 
 use crate::error::{DataError, Error};
 use crate::store::{
-    Changes, DURATION_KEY, LOGIN_KEY, USER_KEY, custom_duration_of, login_of, to_ms, user_of,
+    Changes, DURATION_KEY, LOGIN_KEY, MAX_DEPTH, USER_KEY, custom_duration_of, login_of, to_ms,
+    user_of,
 };
 
 /// The data key that keeps a session's own choice of a persistent cookie (a boolean), when it
@@ -307,12 +308,6 @@ fn to_object(object: impl Serialize) -> Result<Map<String, Value>, Error> {
         _ => Err(Error::NotAnObject),
     }
 }
-
-/// How deep a value may nest (arrays and objects within each other, the value itself
-/// counting as one): what every store reads back. The data is one more level, and JSON
-/// parsers stop at 128 (serde_json's limit), so a deeper value could be stored and then never
-/// read again.
-pub(crate) const MAX_DEPTH: usize = 64;
 
 /// Refuses a value nested deeper than [`MAX_DEPTH`], looking no deeper than that.
 fn check_depth(value: &Value) -> Result<(), Error> {

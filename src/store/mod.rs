@@ -49,6 +49,15 @@ pub const DURATION_KEY: &str = "__cust_dur";
 /// lifetime (`max_lifetime`) runs from it (see [`ExpiryRule`]).
 pub const LOGIN_KEY: &str = "__login";
 
+/// How deep a value of the data may nest (arrays and objects within each other, the value
+/// itself counting as one): `Session::set` refuses deeper ones ([`Error::TooDeep`]), and every
+/// store must read back any value up to this depth. The data is one more level, and JSON
+/// parsers stop at 128 (serde_json's limit), so a deeper value could be stored and then never
+/// read again.
+///
+/// [`Error::TooDeep`]: crate::Error::TooDeep
+pub const MAX_DEPTH: usize = 64;
+
 /// A stored session: its data, when it expires and when it was created.
 ///
 /// `data` holds the user's keys and the engine's reserved ones (those beginning with `__`, such
@@ -481,6 +490,14 @@ pub trait SessionStore: Send + Sync + 'static {
     fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         let _ = user;
         StoreFuture::ready(Err(StoreError::unsupported("user_sessions")))
+    }
+
+    /// The name the engine's spans give this store (their `store` field; see the
+    /// [observability guide](crate::guide::observability)). The default is the type's name
+    /// without its path and generic arguments (`MemoryStore`): override it only to tell apart
+    /// two stores of one type.
+    fn name(&self) -> &'static str {
+        crate::observe::short_type_name(std::any::type_name::<Self>())
     }
 
     /// Whether this store implements [`user_sessions`](Self::user_sessions). Default false.

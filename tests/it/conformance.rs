@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use serde_json::{Map, Value};
 use session_engine::testing::{Options, assert_conforms, check_with};
 use session_engine::{
-    Changes, MemoryStore, Record, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
-    WriteMode,
+    Changes, MemoryStore, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey,
+    Touched, WriteMode,
 };
 
 /// Which rule a [`Broken`] store breaks.
@@ -37,6 +38,13 @@ enum Defect {
     DestroyNeverTrue,
     /// Cleanup removes nothing.
     CleanupDoesNothing,
+    /// An update stores the expiry the writing request saw, not the one the updated record
+    /// calls for (the rule its write carries is dropped).
+    ExpiryFromTheRequest,
+    /// Writes drop NUL characters from keys and values, as a backend that refuses them might.
+    DropsNuls,
+    /// `user_sessions` answers every summary without the record's own idle lifetime.
+    SummaryWithoutDuration,
 }
 
 /// A `MemoryStore` with one defect.
@@ -74,6 +82,36 @@ impl Broken {
 /// The answer of a `MemoryStore` hook, which it gives at once.
 fn now<T>(future: StoreFuture<T>) -> Result<T, StoreError> {
     future.into_ready().expect("MemoryStore answers at once")
+}
+
+fn strip(text: &str) -> String {
+    text.replace('\0', "")
+}
+
+/// `data` with every NUL character removed from its keys and string values.
+fn without_nuls(data: &Map<String, Value>) -> Map<String, Value> {
+    fn value(v: &Value) -> Value {
+        match v {
+            Value::String(text) => Value::String(strip(text)),
+            Value::Array(items) => items.iter().map(value).collect(),
+            Value::Object(map) => Value::Object(without_nuls(map)),
+            other => other.clone(),
+        }
+    }
+    data.iter().map(|(k, v)| (strip(k), value(v))).collect()
+}
+
+/// `changes` with every NUL character removed from the keys it names.
+fn without_nuls_in(changes: &Changes) -> Changes {
+    if changes.is_replace() {
+        return Changes::replace_all();
+    }
+    let set = changes
+        .set_keys()
+        .fold(Changes::new(), |c, key| c.with_set(strip(key)));
+    changes
+        .deleted_keys()
+        .fold(set, |c, key| c.with_deleted(strip(key)))
 }
 
 /// The first 1,000 keys of `changes`: those set, then those deleted.
@@ -122,6 +160,17 @@ impl SessionStore for Broken {
             }
             (Defect::DropsKeysPastAThousand, WriteMode::Update) if !changes.is_replace() => {
                 now(inner.write(key, record, &first_thousand(changes), mode))
+            }
+            (Defect::ExpiryFromTheRequest, WriteMode::Update) => {
+                let as_seen =
+                    Record::new(record.data.clone(), record.created_at, record.expires_at);
+                now(inner.write(key, &as_seen, changes, mode))
+            }
+            (Defect::DropsNuls, _) => {
+                let mut stripped = record.clone();
+                stripped.data = without_nuls(&record.data);
+                let changes = without_nuls_in(changes);
+                now(inner.write(key, &stripped, &changes, mode))
             }
             _ => now(inner.write(key, record, changes, mode)),
         };
@@ -181,6 +230,29 @@ impl SessionStore for Broken {
         }
         self.inner.cleanup()
     }
+
+    fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
+        let listed = now(self.inner.user_sessions(user));
+        if self.defect != Defect::SummaryWithoutDuration {
+            return listed.into();
+        }
+        listed
+            .map(|list| {
+                list.into_iter()
+                    .map(|(key, summary)| (key, summary.with_duration(None)))
+                    .collect()
+            })
+            .into()
+    }
+
+    /// The checks of `user_sessions` run for the faithful wrapper and the one whose defect is
+    /// in them only, so that every other wrapper fails exactly the checks of its own defect.
+    fn indexes_users(&self) -> bool {
+        matches!(
+            self.defect,
+            Defect::Faithful | Defect::SummaryWithoutDuration
+        )
+    }
 }
 
 /// The checks `defect` fails, with `options`.
@@ -220,8 +292,31 @@ async fn r9_suite_catches_an_update_that_recreates() {
 
 #[tokio::test]
 async fn suite_catches_a_store_that_ignores_deltas() {
-    let expected = ["update_applies_deltas", "concurrent_deltas_both_survive"];
+    // A whole-data write also carries the request's stale view of the custom duration.
+    let expected = [
+        "update_applies_deltas",
+        "concurrent_deltas_both_survive",
+        "update_expiry_follows_the_updated_record",
+    ];
     assert_caught(Defect::IgnoresDeltas, &expected).await;
+}
+
+#[tokio::test]
+async fn r17_suite_catches_an_update_that_keeps_the_requests_own_expiry() {
+    let expected = ["update_expiry_follows_the_updated_record"];
+    assert_caught(Defect::ExpiryFromTheRequest, &expected).await;
+}
+
+#[tokio::test]
+async fn r20_suite_catches_a_store_that_drops_nul_characters() {
+    let expected = ["nul_characters_and_the_deepest_values_round_trip"];
+    assert_caught(Defect::DropsNuls, &expected).await;
+}
+
+#[tokio::test]
+async fn suite_catches_a_listing_whose_summaries_lose_the_duration() {
+    let expected = ["users_listing_summarizes_each_record"];
+    assert_caught(Defect::SummaryWithoutDuration, &expected).await;
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use super::{Failure, Options};
 use crate::store::{
-    Changes, MAX_ID_LEN, Record, SessionStore, StoreError, StoreKey, Touched, WriteMode,
-    is_valid_id, random_id,
+    Changes, DURATION_KEY, ExpiryRule, LOGIN_KEY, MAX_DEPTH, MAX_ID_LEN, Record, SessionStore,
+    StoreError, StoreKey, Touched, WriteMode, is_valid_id, random_id, to_ms,
 };
 
 type CheckResult = Result<(), String>;
@@ -57,6 +57,8 @@ pub(super) async fn run(store: &dyn SessionStore, options: Options) -> Vec<Failu
         expired_record_is_gone_for_update_and_touch,
         insert_over_expired_record_succeeds,
         cleanup_removes_only_expired,
+        update_expiry_follows_the_updated_record,
+        nul_characters_and_the_deepest_values_round_trip,
     );
     // `user_sessions` is optional: checked where the store says it has it.
     if store.indexes_users() {
@@ -64,6 +66,7 @@ pub(super) async fn run(store: &dyn SessionStore, options: Options) -> Vec<Failu
             users_every_tied_record_is_listed_and_no_other,
             users_updates_tie_move_and_untie,
             users_destroyed_expired_and_rolled_records_leave_the_list,
+            users_listing_summarizes_each_record,
         );
     }
     failures

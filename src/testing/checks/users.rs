@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::store::USER_KEY;
+use crate::store::{RecordSummary, USER_KEY};
 
 /// A user name of this run's own, so that checks never see each other's records.
 fn user() -> String {
@@ -174,4 +174,87 @@ pub(super) async fn users_destroyed_expired_and_rolled_records_leave_the_list(
         "after an insert over the expired key",
     )
     .await
+}
+
+/// Section 7.2 (v3): each listed record comes with its summary (its tie, its times, its own
+/// idle lifetime and its last login), true to the record after every write; a user name holds
+/// any character, NUL included (R20).
+pub(super) async fn users_listing_summarizes_each_record(
+    store: &dyn SessionStore,
+    _: Options,
+) -> CheckResult {
+    let ada = format!("{}\u{0}é", user());
+    let (own, plain) = (key(), key());
+    let now = now();
+    let login = now - Duration::from_secs(60);
+    let mut own_record = tied(
+        &ada,
+        json!({"__cust_dur": 60_000, "__login": to_ms(login), "big": "x".repeat(10_000)}),
+    );
+    own_record.created_at = now - Duration::from_secs(600);
+    own_record.expires_at = now + Duration::from_secs(60);
+    let plain_record = tied(&ada, json!({}));
+    insert(store, &own, &own_record).await?;
+    insert(store, &plain, &plain_record).await?;
+
+    let want = |record: &Record, duration: Option<u64>, login: Option<SystemTime>| {
+        RecordSummary::new(ada.as_str(), record.created_at, record.expires_at)
+            .with_duration(duration.map(Duration::from_millis))
+            .with_login(login)
+    };
+    expect_summaries(
+        store,
+        &ada,
+        &[
+            (&own, want(&own_record, Some(60_000), Some(login))),
+            (&plain, want(&plain_record, None, None)),
+        ],
+        "as inserted",
+    )
+    .await?;
+
+    // A write that gives the plain record a duration of its own moves its expiry with it.
+    let mut changed = plain_record.clone();
+    changed.data.insert(DURATION_KEY.to_owned(), json!(120_000));
+    let at = super::now();
+    changed.expires_at = at + Duration::from_secs(120);
+    let changed = changed.with_rule(ExpiryRule::new(at, HOUR, None));
+    expect_ok(
+        "an update",
+        update(
+            store,
+            &plain,
+            &changed,
+            &Changes::new().with_set(DURATION_KEY),
+        )
+        .await?,
+    )?;
+    expect_summaries(
+        store,
+        &ada,
+        &[
+            (&own, want(&own_record, Some(60_000), Some(login))),
+            (&plain, want(&changed, Some(120_000), None)),
+        ],
+        "after an update of the duration",
+    )
+    .await
+}
+
+async fn expect_summaries(
+    store: &dyn SessionStore,
+    user: &str,
+    want: &[(&StoreKey, RecordSummary)],
+    when: &str,
+) -> CheckResult {
+    let mut found = timed("user_sessions", store.user_sessions(user)).await?;
+    found.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut want: Vec<_> = want
+        .iter()
+        .map(|(key, summary)| ((*key).clone(), summary.clone()))
+        .collect();
+    want.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    expect(found == want, || {
+        format!("{when}: user_sessions answered {found:?}, want {want:?}")
+    })
 }

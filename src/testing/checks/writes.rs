@@ -256,3 +256,150 @@ pub(super) async fn thousands_of_keys_at_once(store: &dyn SessionStore, _: Optio
         )
     })
 }
+
+/// R17 (v3): an update stores the expiry that the record calls for once the update is applied,
+/// not the one the writing request saw. A request that read the record before another one set
+/// a custom duration (or logged in) and then wrote another key must not undo that duration.
+pub(super) async fn update_expiry_follows_the_updated_record(
+    store: &dyn SessionStore,
+    _: Options,
+) -> CheckResult {
+    const IDLE: Duration = Duration::from_secs(30 * 60);
+    const OWN: Duration = Duration::from_secs(60);
+    let key = key();
+    let before = record(json!({"a": 1}), IDLE);
+    insert(store, &key, &before).await?;
+
+    // One request sets a custom duration of 60 s.
+    let now_a = now();
+    let mut a = before.clone();
+    a.data.insert(DURATION_KEY.to_owned(), json!(60_000));
+    a.expires_at = now_a + OWN;
+    let a = a.with_rule(ExpiryRule::new(now_a, IDLE, None));
+    let stored = expect_ok(
+        "the update that sets the duration",
+        update(store, &key, &a, &Changes::new().with_set(DURATION_KEY)).await?,
+    )?;
+    same_time("the expiry it returns", stored, now_a + OWN)?;
+
+    // A slower request, which read the record before that, writes another key with its own
+    // view of the expiry: the engine's 30 minutes.
+    let now_b = now();
+    let mut b = before.clone();
+    b.data.insert("x".to_owned(), json!(2));
+    b.expires_at = now_b + IDLE;
+    let b = b.with_rule(ExpiryRule::new(now_b, IDLE, None));
+    let stored = expect_ok(
+        "the slow update of another key",
+        update(store, &key, &b, &Changes::new().with_set("x")).await?,
+    )?;
+    same_time(
+        "the expiry the slow update returns (the record's duration, not its own)",
+        stored,
+        now_b + OWN,
+    )?;
+    let found = read_record(store, &key).await?;
+    same_time("the expiry read after it", found.expires_at, now_b + OWN)?;
+    expect(
+        found.data.get(DURATION_KEY) == Some(&json!(60_000))
+            && found.data.get("x") == Some(&json!(2)),
+        || format!("both writes must survive: {:?}", found.data),
+    )?;
+
+    // Removing the custom duration brings the engine's back.
+    let now_c = now();
+    let mut c = found.clone();
+    c.data.remove(DURATION_KEY);
+    let c = c.with_rule(ExpiryRule::new(now_c, IDLE, None));
+    let stored = expect_ok(
+        "the update that removes the duration",
+        update(store, &key, &c, &Changes::new().with_deleted(DURATION_KEY)).await?,
+    )?;
+    same_time(
+        "the expiry after the duration is removed",
+        stored,
+        now_c + IDLE,
+    )?;
+
+    // The absolute lifetime runs from the last login: a login stored by one request holds
+    // for a slower request that saw none, whose own view would end the session sooner.
+    const MAX: Duration = Duration::from_secs(3600);
+    let key = super::key();
+    let created = now() - Duration::from_secs(50 * 60);
+    let before = Record::new(object(json!({"a": 1})), created, created + MAX);
+    insert(store, &key, &before).await?;
+    let now_l = now();
+    let mut login = before.clone();
+    login.data.insert(LOGIN_KEY.to_owned(), json!(to_ms(now_l)));
+    let login = login.with_rule(ExpiryRule::new(now_l, IDLE, Some(MAX)));
+    let stored = expect_ok(
+        "the update that logs in",
+        update(store, &key, &login, &Changes::new().with_set(LOGIN_KEY)).await?,
+    )?;
+    same_time("the expiry after the login", stored, now_l + IDLE)?;
+    let now_s = now();
+    let mut slow = before.clone();
+    slow.data.insert("x".to_owned(), json!(2));
+    slow.expires_at = created + MAX;
+    let slow = slow.with_rule(ExpiryRule::new(now_s, IDLE, Some(MAX)));
+    let stored = expect_ok(
+        "the slow update that saw no login",
+        update(store, &key, &slow, &Changes::new().with_set("x")).await?,
+    )?;
+    same_time(
+        "the expiry the slow update returns (capped from the login, not the creation)",
+        stored,
+        now_s + IDLE,
+    )
+}
+
+/// R20: any key or value JSON holds round-trips, NUL characters included, and values nested as
+/// deep as `Session::set` accepts ([`MAX_DEPTH`]), through an insert and a delta write alike.
+pub(super) async fn nul_characters_and_the_deepest_values_round_trip(
+    store: &dyn SessionStore,
+    _: Options,
+) -> CheckResult {
+    fn nested(depth: usize) -> Value {
+        (1..depth).fold(json!([]), |inner, _| json!({ "d": [inner] }))
+    }
+    let deepest = (1..MAX_DEPTH).fold(json!([]), |inner, _| json!([inner]));
+    let key = key();
+    let mut written = record(
+        json!({
+            "k\u{0}ey": "va\u{0}lue",
+            "nul": "\u{0}",
+            "nested": {"a\u{0}b": ["\u{0}", {"\u{0}": "\\u0000"}]},
+            "lookalike": "\\u0000 is not a NUL",
+            "private": "\u{f8ff}\u{e000}\u{0}\u{f8ff}",
+            "deep": deepest,
+            "deep_objects": nested(MAX_DEPTH / 2),
+        }),
+        HOUR,
+    );
+    insert(store, &key, &written).await?;
+    let found = read_data(store, &key).await?;
+    expect(found == written.data, || {
+        format!(
+            "an insert changed the data: wrote {:?}, read {:?}",
+            written.data, found
+        )
+    })?;
+
+    // A delta write: a key set, a key with a NUL deleted.
+    written.data.remove("k\u{0}ey");
+    written
+        .data
+        .insert("set\u{0}".to_owned(), json!({"v": "\u{0}\u{0}"}));
+    let changes = Changes::new().with_deleted("k\u{0}ey").with_set("set\u{0}");
+    expect_ok(
+        "a delta write",
+        update(store, &key, &written, &changes).await?,
+    )?;
+    let found = read_data(store, &key).await?;
+    expect(found == written.data, || {
+        format!(
+            "a delta write changed the data: want {:?}, read {:?}",
+            written.data, found
+        )
+    })
+}

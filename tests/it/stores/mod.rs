@@ -13,11 +13,13 @@ use serde_json::{Map, Value, json};
 use session_engine::testing::{Options, assert_conforms_with};
 use session_engine::{Changes, Record, SessionStore, StoreError, StoreKey, WriteMode};
 
+mod model;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod outage;
 mod over_http;
 mod users;
 
+pub(crate) use model::*;
 pub(crate) use over_http::*;
 pub(crate) use users::*;
 
@@ -70,6 +72,7 @@ macro_rules! store_tests {
             users_a_logout_an_expiry_and_a_roll_keep_the_list_true,
             users_r19_a_login_in_flight_during_log_out_everywhere_is_ended,
             users_a_login_beyond_the_limit_ends_the_least_recently_used,
+            model_no_acknowledged_write_lost_and_no_logout_undone,
         );
     };
     ($backend:ty, spoilable) => {
@@ -97,6 +100,8 @@ mod redis;
 mod scripts;
 #[cfg(feature = "redis")]
 pub(crate) mod sentinel;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "redis-tls")]
