@@ -5,9 +5,9 @@ mod format;
 mod parse;
 
 pub(crate) use format::CookieFormat;
-pub(crate) use parse::{
-    Credentials, MAX_CANDIDATES, MAX_VALUE_LEN, Presented, decode_signed, presented,
-};
+pub(crate) use parse::{Credentials, Presented, decode_signed, presented};
+#[cfg(feature = "fuzzing")]
+pub(crate) use parse::{MAX_CANDIDATES, MAX_VALUE_LEN};
 
 use crate::error::ConfigError;
 
