@@ -34,7 +34,15 @@
 //!   touch only moves the expiry its request read;
 //! - an update sets the fields of the keys that were set, removes those of the keys that were
 //!   deleted and moves the expiry, so two requests that change different keys both keep
-//!   their change.
+//!   their change;
+//! - an update's expiry is the one the hash calls for as it stands after the update
+//!   ([`Record::expiry_after`]): `now` plus its own duration (`.__cust_dur`) or the engine's,
+//!   capped by `max_lifetime` from its last login (`.__login`) or its creation (`c`), to the
+//!   millisecond. The store computes it from the request's view of the record and the script
+//!   keeps it when those three fields are still what the request saw; when another request
+//!   changed them meanwhile (a `set_duration`, a login), the script computes it again from the
+//!   stored fields, so a slow request that changes another key never undoes them (R17).
+//!   `write` returns that expiry, and Redis's own expiry follows it.
 //!
 //! Every script names one key, so every hook works on a Cluster. The scripts are sent by their
 //! SHA-1 (`EVALSHA`) and loaded again when a server answers that it does not know them (after a
@@ -44,12 +52,16 @@
 //!
 //! A session tied to a user (`Session::set_user`) is also a member of the sorted set
 //! `PREFIX + "user:" + user`, scored by when it was last indexed (the server's clock), which
-//! [`user_sessions`](SessionStore::user_sessions) reads. On a Cluster that set and the user's sessions live in different slots, which no script or
-//! transaction can span, so the index is self-healing instead of atomic, on every deployment
+//! [`user_sessions`](SessionStore::user_sessions) reads. On a Cluster that set and the user's
+//! sessions live in different slots, which no script or transaction can span, so the index is self-healing instead of atomic, on every deployment
 //! alike:
 //!
 //! - a write of a tied session adds it to the set *before* the session is written, and keeps
-//!   the set alive for twice the session's remaining life; a touch that moves a tied session's
+//!   the set alive for twice the session's remaining life. The write script writes nothing
+//!   when the hash, as the update leaves it, is tied to another user than the one indexed
+//!   (another request tied it meanwhile) or would expire later than the set was stretched
+//!   for (another request gave it a longer duration): the store then indexes it under that
+//!   user, for that expiry, and runs the script again. A touch that moves a tied session's
 //!   expiry stretches the set's life in the same way, after it (and if that fails, moves the
 //!   expiry back and fails the touch). So a live session is never missing from the set: a
 //!   crash between the two steps leaves at worst a member whose session was never written;
@@ -57,8 +69,10 @@
 //!   stale member. A session that expires, or that an update unties or ties to another user,
 //!   leaves its member behind too.
 //!
-//! [`user_sessions`](SessionStore::user_sessions) reads the set, then every member's hash in
-//! one pipeline, and keeps the live sessions still tied to that user. Then one script on the
+//! [`user_sessions`](SessionStore::user_sessions) reads the set, then the fields of a summary
+//! of every member's hash (`c`, `e`, `.__user`, `.__cust_dur`, `.__login`: an `HMGET` each, in
+//! one pipeline that the client routes per node on a Cluster), never the data, and keeps the
+//! live sessions still tied to that user. Then one script on the
 //! set removes the other members, each only if it was last indexed more than a minute ago
 //! ([`STALE_AFTER`]) by the time the script runs: a younger one may belong to a write that has
 //! indexed its session and not yet written it, and a write that indexes a member while the
@@ -85,9 +99,10 @@ use fred::types::scripts::Script;
 use fred::types::{Builder, Value as RedisValue};
 use serde_json::{Map, Value};
 
+use crate::lifetime::MAX_DURATION;
 use crate::store::{
-    Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
-    WriteMode, from_ms, to_ms, user_of,
+    Changes, DURATION_KEY, LOGIN_KEY, Record, RecordSummary, SessionStore, StoreError, StoreFuture,
+    StoreKey, Touched, USER_KEY, WriteMode, from_ms, to_ms, user_of,
 };
 
 pub use fred;
@@ -119,21 +134,106 @@ const USER_SET: &str = "user:";
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 const STALE_AFTER_MS: u64 = STALE_AFTER.as_secs() * 1000;
 
+/// How many times a write runs [`WRITE`] at most: once, and again each time it finds the
+/// record tied to a user whose set must first be stretched (another request changed the
+/// record's user or its own duration meanwhile, which is rare, so this is never reached but
+/// under a storm of such changes).
+const WRITE_ATTEMPTS: usize = 4;
+
 /// Insert, update (replace or patch) a session hash; see the argument list at its top.
+///
+/// An update's expiry follows the fields as they stand after the update
+/// ([`Record::expiry_after`]): `min(now + (own duration or the engine's), (last login or
+/// creation) + max_lifetime)`, to the millisecond, as `crate::lifetime::expiry` computes it.
+/// The store computes it from the request's view of the record; the script takes it as it is
+/// when the stored creation, own duration and login that the update leaves are those the
+/// request saw (nearly always), and computes it again from them when another request changed
+/// them meanwhile. It writes nothing when the record is then tied to a user whose set was not
+/// stretched to that expiry beforehand: it answers that user and the expiry, and
+/// [`RedisStore::write`] stretches the set and runs it again. So a live session never
+/// outlives its user's set.
 static WRITE: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
-        r"
--- KEYS[1]: the session's hash.
--- ARGV: mode ('insert', 'replace' or 'patch'), expiry (ms), creation (ms), the number n of
--- fields to delete, those n fields, then the fields to set, each followed by its value.
+        r#"
+-- KEYS[1]: the session's hash. ARGV:
+--  [1] mode: 'insert', 'replace' or 'patch';
+--  [2] the expiry (ms): an insert's, an update's without a rule, else the one the rule gives
+--      the request's view of the record;
+--  [3] the creation (ms) of the request's view (an update keeps the stored one);
+--  [4], [5], [6]: what the write leaves in '.__cust_dur', '.__login' and '.__user': 's' what
+--      is stored, 'n' nothing, '=' followed by the value (JSON);
+--  [7], [8]: '.__cust_dur' and '.__login' in the request's view (JSON, '' for none);
+--  [9] the rule's now (ms), '' for no rule; [10] now + the engine's duration (ms), to the
+--      millisecond; [11] the max lifetime (ms), '' for none; [12] the longest duration (ms);
+--  [13] the expiry (ms) up to which the set of the user [14] (its '.__user' field, '' for
+--      none) was stretched;
+--  [15] the number n of fields to delete, those n fields, then the fields to set, each
+--      followed by its value.
+-- Returns {0} when the hash exists for an insert or not for an update, {1, expiry} once
+-- written, {2, expiry, user field} when nothing was written because the set of that user must
+-- first be stretched to that expiry.
 local key = KEYS[1]
 local mode = ARGV[1]
-local live = redis.call('EXISTS', key) == 1
-if (mode == 'insert') == live then
-  return 0
+local stored = {}
+if mode == 'insert' then
+  if redis.call('EXISTS', key) == 1 then
+    return {0}
+  end
+else
+  stored = redis.call('HMGET', key, 'c', '.__cust_dur', '.__login', '.__user')
+  if not stored[1] then
+    return {0}
+  end
+end
+local created = stored[1] or ARGV[3]
+local at = ARGV[2]
+if ARGV[9] ~= '' and (created ~= ARGV[3]
+    or (ARGV[4] == 's' and (stored[2] or '') ~= ARGV[7])
+    or (ARGV[5] == 's' and (stored[3] or '') ~= ARGV[8])) then
+  -- Another request changed what the expiry follows: compute it from the record as it
+  -- stands. A JSON integer from 0 to 2^64 - 1 (what a u64 holds) counts, as a number.
+  local function whole(i)
+    local json = ARGV[3 + i]
+    if json == 's' then
+      json = stored[1 + i]
+    elseif json == 'n' then
+      return nil
+    else
+      json = string.sub(json, 2)
+    end
+    if not json or not string.find(json, '^%d+$') then
+      return nil
+    end
+    if #json > 20 or (#json == 20 and json > '18446744073709551615') then
+      return nil
+    end
+    return tonumber(json)
+  end
+  local expires = tonumber(ARGV[10])
+  local own = whole(1)
+  if own then
+    expires = tonumber(ARGV[9]) + math.min(own, tonumber(ARGV[12]))
+  end
+  if ARGV[11] ~= '' then
+    local anchor = whole(2) or tonumber(created) or tonumber(ARGV[3])
+    expires = math.min(expires, anchor + tonumber(ARGV[11]))
+  end
+  at = string.format('%.0f', expires)
+end
+-- A JSON string is the only value that ties the session to a user.
+local user = ARGV[6]
+if user == 's' then
+  user = stored[4]
+elseif user == 'n' then
+  user = false
+else
+  user = string.sub(user, 2)
+end
+if user and string.byte(user, 1) == 34
+    and (user ~= ARGV[14] or tonumber(at) > tonumber(ARGV[13])) then
+  return {2, tonumber(at), user}
 end
 if mode == 'replace' then
-  ARGV[3] = redis.call('HGET', key, 'c') or ARGV[3]
   redis.call('DEL', key)
 end
 local function chunked(command, first, last)
@@ -141,20 +241,20 @@ local function chunked(command, first, last)
     redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
-local deleted = tonumber(ARGV[4])
-chunked('HDEL', 5, 4 + deleted)
+local deleted = tonumber(ARGV[15])
+chunked('HDEL', 16, 15 + deleted)
 -- The times go in one HSET with the first 499 fields set (each call costs), the rest after.
-local first = 5 + deleted
+local first = 16 + deleted
 local last = math.min(first + 997, #ARGV)
 if mode == 'patch' then
-  redis.call('HSET', key, 'e', ARGV[2], unpack(ARGV, first, last))
+  redis.call('HSET', key, 'e', at, unpack(ARGV, first, last))
 else
-  redis.call('HSET', key, 'e', ARGV[2], 'c', ARGV[3], unpack(ARGV, first, last))
+  redis.call('HSET', key, 'e', at, 'c', created, unpack(ARGV, first, last))
 end
 chunked('HSET', last + 1, #ARGV)
-redis.call('PEXPIREAT', key, ARGV[2])
-return 1
-",
+redis.call('PEXPIREAT', key, at)
+return {1, tonumber(at)}
+"#,
     )
 });
 
@@ -375,11 +475,14 @@ async fn index(
 /// session to no one, as [`user_of`] says.
 fn reply(reply: &[RedisValue]) -> (i64, Option<String>) {
     let code = reply.first().and_then(RedisValue::as_i64).unwrap_or(0);
-    let user = reply
-        .get(1)
+    (code, user_named(reply.get(1)))
+}
+
+/// The user that a session's `.__user` field names, when it is a JSON string.
+fn user_named(field: Option<&RedisValue>) -> Option<String> {
+    field
         .and_then(RedisValue::as_bytes)
-        .and_then(|field| serde_json::from_slice::<String>(field).ok());
-    (code, user)
+        .and_then(|field| serde_json::from_slice::<String>(field).ok())
 }
 
 impl fmt::Debug for RedisStore {
@@ -547,42 +650,149 @@ fn json(value: &Value) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(StoreError::backend)
 }
 
-/// The arguments of [`WRITE`].
-fn write_args(
-    record: &Record,
+/// The data keys whose fields [`WRITE`] reads to compute an update's expiry and to find the
+/// user it is tied to, in the order of its arguments 4 to 6.
+const RULE_KEYS: [&str; 3] = [DURATION_KEY, LOGIN_KEY, USER_KEY];
+
+/// Where the arguments of [`WRITE`] say up to when the set of which user was stretched.
+const INDEXED_UNTIL: usize = 12;
+const INDEXED_USER: usize = 13;
+
+/// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves as it is stored.
+const STORED: &str = "s";
+/// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves absent.
+const NONE: &str = "n";
+
+/// The arguments of [`WRITE`], and the expiry the write expects to store; `tied` is the
+/// `.__user` field (JSON) of the user whose set is stretched to that expiry before the write.
+fn write_args<'a>(
+    record: &'a Record,
     changes: &Changes,
     mode: WriteMode,
-) -> Result<Vec<RedisValue>, StoreError> {
+    tied: Option<&str>,
+) -> Result<(Vec<RedisValue>, SystemTime), StoreError> {
+    // An insert's expiry is its own: it follows no rule.
+    let rule = record.rule.filter(|_| mode == WriteMode::Update);
     let mode = match (mode, changes.is_replace()) {
         (WriteMode::Insert, _) => "insert",
         (WriteMode::Update, true) => "replace",
         (WriteMode::Update, false) => "patch",
     };
+    // What the write leaves in each field of RULE_KEYS: `None` as stored, unless it sets
+    // (`Some(Some(value))`) or deletes (`Some(None)`) it.
+    let mut after: [Option<Option<&Value>>; 3] = [None; 3];
+    let mut leaves = |key: &str, value: Option<&'a Value>| {
+        if let Some(i) = RULE_KEYS.iter().position(|rule_key| *rule_key == key) {
+            after[i] = Some(value);
+        }
+    };
     let mut deleted = Vec::new();
     let mut set = Vec::new();
     if mode == "patch" {
         for key in changes.deleted_keys() {
+            leaves(key, None);
             deleted.push(field(key).into());
         }
         for key in changes.set_keys() {
-            match record.data.get(key) {
+            let value = record.data.get(key);
+            leaves(key, value);
+            match value {
                 Some(value) => set.extend([field(key).into(), json(value)?.into()]),
                 None => deleted.push(field(key).into()),
             }
         }
     } else {
+        for key in RULE_KEYS {
+            leaves(key, record.data.get(key));
+        }
         for (key, value) in &record.data {
             set.extend([field(key).into(), json(value)?.into()]);
         }
     }
-    let mut args: Vec<RedisValue> = Vec::with_capacity(4 + deleted.len() + set.len());
+    // The expiry the request expects: the rule applied to its own view of the record,
+    // with what this write leaves in the fields it follows. The script keeps it when the
+    // stored fields are those the request saw, and computes it again when they are not.
+    let expires = match rule {
+        Some(rule) => {
+            let mut follows = Map::new();
+            for (i, key) in [DURATION_KEY, LOGIN_KEY].into_iter().enumerate() {
+                if let Some(value) = after[i].unwrap_or_else(|| record.data.get(key)) {
+                    follows.insert(key.to_owned(), value.clone());
+                }
+            }
+            rule.expiry(&follows, record.created_at)
+        }
+        None => record.expires_at,
+    };
+    let mut args: Vec<RedisValue> = Vec::with_capacity(15 + deleted.len() + set.len());
     args.push(mode.into());
-    args.push(to_ms(record.expires_at).to_string().into());
+    args.push(to_ms(expires).to_string().into());
     args.push(to_ms(record.created_at).to_string().into());
+    for left in after {
+        args.push(match left {
+            None => STORED.into(),
+            Some(None) => NONE.into(),
+            Some(Some(value)) => format!("={}", json(value)?).into(),
+        });
+    }
+    // The request's view of the fields the expiry follows, which the script compares with
+    // those stored that the write leaves.
+    for key in [DURATION_KEY, LOGIN_KEY] {
+        let seen = record.data.get(key).map(json).transpose()?;
+        args.push(seen.unwrap_or_default().into());
+    }
+    match rule {
+        Some(rule) => {
+            let idle = crate::lifetime::expiry(rule.now, rule.now, rule.duration, None);
+            let max = rule.max_lifetime.map(|max| ms(max.min(MAX_DURATION)));
+            args.push(to_ms(rule.now).to_string().into());
+            args.push(to_ms(idle).to_string().into());
+            args.push(max.map_or_else(String::new, |max| max.to_string()).into());
+        }
+        None => args.extend(["", "", ""].map(RedisValue::from)),
+    }
+    args.push(ms(MAX_DURATION).to_string().into());
+    match tied {
+        Some(user) => args.extend([to_ms(expires).to_string().into(), user.into()]),
+        None => args.extend(["0", ""].map(RedisValue::from)),
+    }
     args.push(deleted.len().to_string().into());
     args.extend(deleted);
     args.extend(set);
-    Ok(args)
+    Ok((args, expires))
+}
+
+/// Whole milliseconds in `duration`.
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The fields of a session hash that [`RecordSummary`] needs: the times, then the fields of
+/// the data keys [`USER_KEY`], [`DURATION_KEY`] and [`LOGIN_KEY`].
+const SUMMARY_FIELDS: [&str; 5] = [CREATED, EXPIRES, ".__user", ".__cust_dur", ".__login"];
+
+/// The summary of a live session hash from its [`SUMMARY_FIELDS`] (as HMGET answers them);
+/// `None` for no such hash, an expired one or one tied to no user. The data keys are read
+/// as [`RecordSummary::of`] reads them in a whole record.
+fn summary_from(
+    fields: Vec<Option<Bytes>>,
+    now_ms: u64,
+) -> Result<Option<RecordSummary>, StoreError> {
+    let mut fields = fields.into_iter();
+    let (Some(Some(created)), Some(Some(expires))) = (fields.next(), fields.next()) else {
+        return Ok(None);
+    };
+    let mut hash = HashMap::from([
+        (Bytes::from(CREATED), created),
+        (Bytes::from(EXPIRES), expires),
+    ]);
+    for (name, value) in SUMMARY_FIELDS[2..].iter().zip(fields) {
+        if let Some(value) = value {
+            hash.insert(Bytes::from(*name), value);
+        }
+    }
+    let record = record_from(hash, now_ms)?;
+    Ok(record.as_ref().and_then(RecordSummary::of))
 }
 
 /// A record from the fields of its hash; `None` for an empty hash (no such key).
@@ -641,27 +851,63 @@ impl SessionStore for RedisStore {
         changes: &Changes,
         mode: WriteMode,
     ) -> StoreFuture<SystemTime> {
-        let args = match write_args(record, changes, mode) {
-            Ok(args) => args,
+        // The user the request sees the record tied to: its set is stretched before the
+        // write, so that a live session is never missing from it.
+        let tied = user_of(&record.data);
+        let field = match tied.map(serde_json::to_string).transpose() {
+            Ok(field) => field,
+            Err(failed) => return StoreFuture::ready(Err(StoreError::backend(failed))),
+        };
+        let (args, until) = match write_args(record, changes, mode, field.as_deref()) {
+            Ok(written) => written,
             Err(error) => return StoreFuture::ready(Err(error)),
         };
-        // Indexed before it is written: a live session is never missing from its user's set.
-        let tie = user_of(&record.data).map(|user| (self.user_set(user), key.clone()));
-        let expires_at = record.expires_at;
-        let (client, key) = (self.client.clone(), self.redis_key(key));
+        let set = tied.map(|user| self.user_set(user));
+        let (store, member) = (self.clone(), key.clone());
+        let key = self.redis_key(&member);
         StoreFuture::boxed(async move {
-            if let Some((set, member)) = tie {
-                index(&client, set, member.as_str(), expires_at).await?;
+            if let Some(set) = set {
+                index(&store.client, set, member.as_str(), until).await?;
             }
-            let written: i64 = WRITE
-                .evalsha_with_reload(&client, key, args)
-                .await
-                .map_err(error)?;
-            match (written, mode) {
-                (0, WriteMode::Insert) => Err(StoreError::IdTaken),
-                (0, WriteMode::Update) => Err(StoreError::Gone),
-                _ => Ok(expires_at),
+            let mut args = args;
+            for _ in 0..WRITE_ATTEMPTS {
+                // Kept for another attempt: a clone shares each argument's bytes.
+                let written: Vec<RedisValue> = WRITE
+                    .evalsha_with_reload(&store.client, key.as_str(), args.clone())
+                    .await
+                    .map_err(error)?;
+                let code = written.first().and_then(RedisValue::as_i64);
+                let expires = written.get(1).and_then(RedisValue::as_u64);
+                match (code, expires, mode) {
+                    (Some(0), _, WriteMode::Insert) => return Err(StoreError::IdTaken),
+                    (Some(0), _, WriteMode::Update) => return Err(StoreError::Gone),
+                    (Some(1), Some(expires), _) => return from_ms(expires),
+                    (Some(2), Some(expires), _) => {
+                        // Tied to a user whose set does not yet outlive the expiry the
+                        // record calls for (another request tied it to that user, or gave
+                        // it a longer duration): stretch that set, then write again.
+                        let field = written.get(2).cloned().unwrap_or(RedisValue::Null);
+                        let Some(user) = user_named(Some(&field)) else {
+                            return Err(StoreError::undecodable(
+                                "the user field of a session hash is not a JSON string",
+                            ));
+                        };
+                        let until = from_ms(expires)?;
+                        let set = store.user_set(&user);
+                        index(&store.client, set, member.as_str(), until).await?;
+                        args[INDEXED_UNTIL] = to_ms(until).to_string().into();
+                        args[INDEXED_USER] = field;
+                    }
+                    _ => {
+                        return Err(StoreError::backend(format!(
+                            "unexpected answer of the write script: {written:?}"
+                        )));
+                    }
+                }
             }
+            Err(StoreError::unavailable(format!(
+                "the user of a session changed under {WRITE_ATTEMPTS} writes in a row"
+            )))
         })
     }
 
@@ -727,8 +973,10 @@ impl SessionStore for RedisStore {
         StoreFuture::ready(Ok(0))
     }
 
-    /// Reads the user's set and every member's hash (one pipeline), and removes the members
-    /// that name no live session of that user and are older than [`STALE_AFTER`].
+    /// Reads the user's set, then the times and the fields of `__user`, `__cust_dur` and
+    /// `__login` of every member's hash (an `HMGET` each, in one pipeline), never the data;
+    /// and removes the members that name no live session of that user and are older than
+    /// [`STALE_AFTER`].
     fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
         let (store, user) = (self.clone(), user.to_owned());
         StoreFuture::boxed(async move {
@@ -741,20 +989,25 @@ impl SessionStore for RedisStore {
             if members.is_empty() {
                 return Ok(Vec::new());
             }
+            // Only the fields of a summary, never the data: one HMGET per member, in one
+            // pipeline (fred sends each command to the node of its key on a Cluster).
             let pipeline = store.client.pipeline();
             for member in &members {
                 let mut key = String::with_capacity(store.prefix.len() + member.len());
                 key.push_str(&store.prefix);
                 key.push_str(member);
-                let () = pipeline.hgetall(key).await.map_err(error)?;
+                let () = pipeline
+                    .hmget(key, SUMMARY_FIELDS.to_vec())
+                    .await
+                    .map_err(error)?;
             }
-            let hashes = pipeline.try_all::<HashMap<Bytes, Bytes>>().await;
+            let hashes = pipeline.try_all::<Vec<Option<Bytes>>>().await;
             let now = to_ms(SystemTime::now());
             let (mut live, mut stale) = (Vec::new(), Vec::new());
-            for (member, hash) in members.into_iter().zip(hashes) {
-                // An undecodable record counts as absent (R12).
-                let record = record_from(hash.map_err(error)?, now).unwrap_or(None);
-                match record.as_ref().and_then(RecordSummary::of) {
+            for (member, fields) in members.into_iter().zip(hashes) {
+                // An undecodable summary counts as absent (R12).
+                let summary = summary_from(fields.map_err(error)?, now).unwrap_or(None);
+                match summary {
                     Some(summary) if summary.user == user => {
                         live.push((StoreKey::from(member), summary));
                     }
@@ -784,11 +1037,15 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ExpiryRule;
     use serde_json::json;
 
     #[test]
-    fn the_scripts_read_the_field_that_holds_the_user() {
-        assert_eq!(field(crate::store::USER_KEY), ".__user");
+    fn the_scripts_and_the_listing_read_the_fields_of_the_reserved_keys() {
+        assert_eq!(field(USER_KEY), ".__user");
+        let reserved = [USER_KEY, DURATION_KEY, LOGIN_KEY].map(field);
+        assert_eq!(SUMMARY_FIELDS[2..], reserved);
+        assert_eq!(RULE_KEYS.map(field), [".__cust_dur", ".__login", ".__user"]);
     }
 
     #[test]
@@ -818,15 +1075,33 @@ mod tests {
             .collect()
     }
 
+    /// `MAX_DURATION` in milliseconds, as the script gets it.
+    const LONGEST: &str = "3153600000000";
+
     #[test]
-    fn an_insert_sends_every_key() {
-        let args = write_args(&record(), &Changes::replace_all(), WriteMode::Insert).unwrap();
+    fn an_insert_sends_every_key_and_its_own_expiry() {
+        let rule = ExpiryRule::new(from_ms(1_500).unwrap(), Duration::from_secs(1), None);
+        let record = record().with_rule(rule);
+        let changes = Changes::replace_all();
+        let (args, expires) = write_args(&record, &changes, WriteMode::Insert, None).unwrap();
+        assert_eq!(expires, record.expires_at);
         assert_eq!(
             strings(&args),
             [
                 "insert",
                 "2000",
                 "1000",
+                "n",
+                "n",
+                "n",
+                "",
+                "",
+                "",
+                "",
+                "",
+                LONGEST,
+                "0",
+                "",
                 "0",
                 ".a",
                 "1",
@@ -842,11 +1117,144 @@ mod tests {
             .with_set("a")
             .with_deleted("z")
             .with_set("missing");
-        let args = write_args(&record(), &changes, WriteMode::Update).unwrap();
+        let (args, _) = write_args(&record(), &changes, WriteMode::Update, None).unwrap();
         assert_eq!(
             strings(&args),
-            ["patch", "2000", "1000", "2", ".z", ".missing", ".a", "1"]
+            [
+                "patch", "2000", "1000", "s", "s", "s", "", "", "", "", "", LONGEST, "0", "", "2",
+                ".z", ".missing", ".a", "1"
+            ]
         );
+    }
+
+    /// The rule goes to the script to the millisecond, as `lifetime::expiry` rounds: now
+    /// and the default expiry floored, the max lifetime in whole milliseconds; and with it
+    /// what the patch leaves in the reserved keys, the request's view of them, the expiry
+    /// that view calls for, and the user whose set is stretched to it.
+    #[test]
+    fn a_patch_sends_its_rule_its_view_and_what_it_leaves_in_the_reserved_keys() {
+        let now = from_ms(1_500).unwrap() + Duration::from_micros(700);
+        let rule = ExpiryRule::new(
+            now,
+            Duration::from_micros(100_500),
+            Some(Duration::from_micros(10_900)),
+        );
+        let mut record = record().with_rule(rule);
+        record.data.insert(DURATION_KEY.into(), json!(5));
+        record.data.insert(LOGIN_KEY.into(), json!(1_495));
+        let changes = Changes::new().with_set(DURATION_KEY).with_deleted(USER_KEY);
+        let tied = Some(r#""ann""#);
+        let (args, expires) = write_args(&record, &changes, WriteMode::Update, tied).unwrap();
+        // min(1500 + 5, 1495 + 10)
+        assert_eq!(expires, from_ms(1_505).unwrap());
+        assert_eq!(
+            strings(&args),
+            [
+                "patch",
+                "1505",
+                "1000",
+                "=5",
+                "s",
+                "n",
+                "5",
+                "1495",
+                "1500",
+                "1601",
+                "10",
+                LONGEST,
+                "1505",
+                r#""ann""#,
+                "1",
+                ".__user",
+                ".__cust_dur",
+                "5"
+            ]
+        );
+        assert_eq!(
+            strings(&args[INDEXED_UNTIL..=INDEXED_USER]),
+            ["1505", r#""ann""#]
+        );
+        let huge = ExpiryRule::new(now, Duration::MAX, Some(Duration::MAX));
+        let (args, _) = write_args(
+            &record.with_rule(huge),
+            &Changes::new(),
+            WriteMode::Update,
+            None,
+        )
+        .unwrap();
+        let longest = LONGEST.parse::<u64>().unwrap();
+        let default = (1_500 + longest).to_string();
+        assert_eq!(strings(&args[8..11]), ["1500", &default, LONGEST]);
+        // What is stored is left as it is, and the view of it (5 ms, the login) expected.
+        assert_eq!(strings(&args[1..2]), ["1505"]);
+    }
+
+    /// What a write leaves in a reserved key, not the request's data, sets the expected
+    /// expiry: a delete of the duration whose key the data still holds.
+    #[test]
+    fn the_expected_expiry_follows_what_the_write_leaves() {
+        let rule = ExpiryRule::new(from_ms(1_500).unwrap(), Duration::from_millis(300), None);
+        let mut record = record().with_rule(rule);
+        record.data.insert(DURATION_KEY.into(), json!(5));
+        let changes = Changes::new().with_deleted(DURATION_KEY);
+        let (args, expires) = write_args(&record, &changes, WriteMode::Update, None).unwrap();
+        assert_eq!(expires, from_ms(1_800).unwrap());
+        assert_eq!(
+            strings(&args[1..8]),
+            ["1800", "1000", "n", "s", "s", "5", ""]
+        );
+    }
+
+    #[test]
+    fn a_replacement_says_what_it_leaves_in_each_reserved_key() {
+        let mut record = record();
+        record.data.insert(USER_KEY.into(), json!("ann"));
+        record.data.insert(LOGIN_KEY.into(), json!(1_200));
+        let changes = Changes::replace_all();
+        let (args, _) = write_args(&record, &changes, WriteMode::Update, None).unwrap();
+        assert_eq!(strings(&args[..1]), ["replace"]);
+        assert_eq!(
+            strings(&args[3..8]),
+            ["n", "=1200", r#"="ann""#, "", "1200"]
+        );
+    }
+
+    #[test]
+    fn a_summary_holds_the_times_and_the_reserved_keys_only() {
+        let some = |value: &[u8]| Some(Bytes::copy_from_slice(value));
+        let fields = vec![
+            some(b"1000"),
+            some(b"5000"),
+            some(br#""ann""#),
+            some(b"60000"),
+            some(b"1500"),
+        ];
+        let summary = summary_from(fields.clone(), 4_999).unwrap().unwrap();
+        let expected = RecordSummary::new("ann", from_ms(1_000).unwrap(), from_ms(5_000).unwrap())
+            .with_duration(Some(Duration::from_secs(60)))
+            .with_login(Some(from_ms(1_500).unwrap()));
+        assert_eq!(summary, expected);
+        assert_eq!(
+            summary_from(fields.clone(), 5_000).unwrap(),
+            None,
+            "expired"
+        );
+        let mut odd = fields.clone();
+        (odd[3], odd[4]) = (some(b"1.5"), some(br#""1500""#));
+        let summary = summary_from(odd, 0).unwrap().unwrap();
+        assert_eq!((summary.duration, summary.login_at), (None, None));
+        let mut untied = fields.clone();
+        untied[2] = some(b"42");
+        assert_eq!(summary_from(untied, 0).unwrap(), None);
+        assert_eq!(
+            summary_from(vec![None; 5], 0).unwrap(),
+            None,
+            "no such hash"
+        );
+        let mut spoiled = fields;
+        spoiled[3] = some(b"{\"secret");
+        let error = summary_from(spoiled, 0).unwrap_err();
+        assert!(matches!(error, StoreError::Undecodable(_)), "{error:?}");
     }
 
     #[test]

@@ -39,3 +39,5 @@ async fn the_client_knows_it_talks_to_a_cluster() {
         url()
     );
 }
+
+super::redis::redis_tests!(On<Cluster>);

@@ -119,3 +119,4 @@ async fn the_store_follows_the_primary_through_a_failover() {
         "the promoted replica is the primary"
     );
 }
+super::redis::redis_tests!(On<Sentinel>);
