@@ -144,13 +144,18 @@ async fn track(client: &Client, prefix: &str) -> Result<(), RedisError> {
             return Err(RedisError::new(ErrorKind::Cluster, "no primary is known"));
         }
         for server in primaries {
-            client
-                .with_cluster_node(server)
-                .client_tracking::<(), _, _>("on", None, prefix, true, false, false, false)
+            let node = client.with_cluster_node(server);
+            // A connection that kept tracking (the loss was another's) refuses to track the
+            // same prefix twice: off first.
+            node.client_tracking::<(), _, _>("off", None, None, false, false, false, false)
+                .await?;
+            node.client_tracking::<(), _, _>("on", None, prefix, true, false, false, false)
                 .await?;
         }
         Ok(())
     } else {
+        // As above: a connection that kept tracking refuses to track the prefix twice.
+        client.stop_tracking().await?;
         client
             .start_tracking(prefix, true, false, false, false)
             .await
