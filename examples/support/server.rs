@@ -204,13 +204,15 @@ async fn open_store(
              or `postgres://…`"
         ))
     })?;
-    let opened = open_feature_store(feature, text, near_cache).await.ok_or_else(|| {
-        Fatal(format!(
-            "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, which is \
+    let opened = open_feature_store(feature, text, near_cache)
+        .await
+        .ok_or_else(|| {
+            Fatal(format!(
+                "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, which is \
              not built into this binary: run with `--features {feature}`, or use \
              SESSION_STORE=memory"
-        ))
-    })?;
+            ))
+        })?;
     opened.map_err(|error| {
         let mut message = format!("SESSION_STORE: the {scheme} store could not be opened: {error}");
         let mut source = std::error::Error::source(&error);
@@ -261,7 +263,10 @@ async fn open_redis(
         #[cfg(feature = "near-cache")]
         Some(capacity) => {
             let cached = session_engine::store::cache::NearCache::redis(store, capacity).await?;
-            tracing::info!(capacity, "near cache on, kept coherent by Redis client tracking");
+            tracing::info!(
+                capacity,
+                "near cache on, kept coherent by Redis client tracking"
+            );
             Ok(Arc::new(cached))
         }
         #[cfg(not(feature = "near-cache"))]

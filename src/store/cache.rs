@@ -221,11 +221,7 @@ impl<S> NearCache<S> {
     }
 
     /// Drops `key` now and once `change` is answered, whatever the answer.
-    fn around<T: Send + 'static>(
-        &self,
-        key: &StoreKey,
-        change: StoreFuture<T>,
-    ) -> StoreFuture<T> {
+    fn around<T: Send + 'static>(&self, key: &StoreKey, change: StoreFuture<T>) -> StoreFuture<T> {
         self.shared.invalidate(key.as_str());
         let change = match change.into_ready() {
             Ok(answer) => {
@@ -296,7 +292,8 @@ impl Invalidations {
     /// Empties the cache and refuses every read in flight, keeping it serving: for a channel
     /// that is up but lost messages.
     pub fn clear(&self) {
-        self.shared.reset(self.shared.healthy.load(Ordering::Acquire));
+        self.shared
+            .reset(self.shared.healthy.load(Ordering::Acquire));
     }
 
     /// The channel is down or behind: empties the cache and serves nothing until [`up`](Self::up).
@@ -513,7 +510,12 @@ mod tests {
         let mut changed = record(2, Duration::from_secs(60));
         changed.created_at = read.created_at;
         cache
-            .write(&key, &changed, &Changes::new().with_set("n"), WriteMode::Update)
+            .write(
+                &key,
+                &changed,
+                &Changes::new().with_set("n"),
+                WriteMode::Update,
+            )
             .await
             .unwrap();
         assert_eq!(value(&cache.read(&key).await.unwrap().unwrap()), 2);

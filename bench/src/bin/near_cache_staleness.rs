@@ -52,7 +52,10 @@ fn main() -> ExitCode {
 
 async fn run(trials: usize) -> Result<(), String> {
     let url = std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("bench:staleness:{}:", random_id().map_err(|e| e.to_string())?);
+    let prefix = format!(
+        "bench:staleness:{}:",
+        random_id().map_err(|e| e.to_string())?
+    );
     let connect = || async {
         RedisStore::connect(&url)
             .await
@@ -110,14 +113,21 @@ async fn measure(
                 break;
             }
             if started.elapsed() > GIVE_UP {
-                return Err(format!("trial {trial}: B never served the record from memory"));
+                return Err(format!(
+                    "trial {trial}: B never served the record from memory"
+                ));
             }
         }
         let invalidations = b.stats().invalidations;
         let sent = Instant::now();
-        a.write(key, &record(trial), &Changes::new().with_set("n"), WriteMode::Update)
-            .await
-            .map_err(|e| e.to_string())?;
+        a.write(
+            key,
+            &record(trial),
+            &Changes::new().with_set("n"),
+            WriteMode::Update,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let acknowledged = Instant::now();
         let dropped = loop {
             if b.stats().invalidations > invalidations {
@@ -136,7 +146,11 @@ async fn measure(
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     // The index is within the slice: p is at most 1.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
 }

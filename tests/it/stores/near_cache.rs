@@ -180,7 +180,9 @@ async fn r9_r10_r11_r17_another_instances_changes_drop_the_cached_record() {
     let seen = cache_it(&two, &key).await;
     let later = seen.expires_at + Duration::from_secs(60);
     assert_eq!(
-        one.touch(&key, seen.expires_at, later).await.expect("touch"),
+        one.touch(&key, seen.expires_at, later)
+            .await
+            .expect("touch"),
         Touched::Moved
     );
     until_fresh(&two, &key, "a touch", |r| {
@@ -239,9 +241,15 @@ async fn r9_r17_an_instances_own_changes_are_seen_at_once() {
     }
     let seen = cache_it(&one, &key).await;
     let later = seen.expires_at + Duration::from_secs(1);
-    one.touch(&key, seen.expires_at, later).await.expect("touch");
+    one.touch(&key, seen.expires_at, later)
+        .await
+        .expect("touch");
     assert_eq!(
-        one.read(&key).await.expect("read").expect("live").expires_at,
+        one.read(&key)
+            .await
+            .expect("read")
+            .expect("live")
+            .expires_at,
         later
     );
     cache_it(&one, &key).await;
@@ -288,7 +296,10 @@ async fn r16_the_cache_holds_at_most_its_capacity() {
         keys.push(key);
     }
     for (n, key) in (0..).zip(&keys) {
-        assert_eq!(n_of(&cache.read(key).await.expect("read").expect("live")), n);
+        assert_eq!(
+            n_of(&cache.read(key).await.expect("read").expect("live")),
+            n
+        );
         assert!(cache.len() <= 50, "{} records held", cache.len());
     }
     assert!(cache.stats().fills >= 500);

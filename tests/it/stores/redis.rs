@@ -763,7 +763,7 @@ pub(crate) mod v3 {
         tokio::time::sleep(Duration::from_millis(400)).await;
 
         let mut listed = store.user_sessions("ann").await.expect("a listing");
-        listed.sort_by(|a, b| a.1.created_at.cmp(&b.1.created_at));
+        listed.sort_by_key(|a| a.1.created_at);
         let expected = vec![
             (
                 own,
