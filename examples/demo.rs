@@ -23,7 +23,10 @@
 //! | `SESSION_COOKIE` | whether the cookie is sent and read (`false` needs `SESSION_HEADER`) | `true` |
 //! | `RUST_LOG` | log filter, such as `info` or `warn,session_engine=debug` | `info` |
 //!
-//! `GET /` answers the list of routes ([`ROUTES`]), one a line.
+//! `GET /` answers the list of routes ([`ROUTES`]), one a line. `GET /metrics` answers the
+//! library's metrics (SPEC 7.4) in Prometheus' text format, through `metrics-exporter-prometheus`
+//! installed as the process's recorder; the session spans go to the log (`RUST_LOG=info` shows
+//! each request's `session{outcome=…}`, `RUST_LOG=info,session_engine=debug` its store calls too).
 //!
 //! The cookie is `Secure` by default. Browsers and recent curl releases send `Secure` cookies to
 //! `127.0.0.1` and `localhost` over plain HTTP; for any other host over plain HTTP (behind a
@@ -40,8 +43,10 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use session_engine::observability::{self, STORE_CALL_SECONDS};
 use session_engine::{Error, Session, SessionEngine, SessionLayer};
 
 #[path = "support/server.rs"]
@@ -49,15 +54,49 @@ mod server;
 
 use server::MAX_DURATION;
 
+/// The upper bounds of the store latency histogram's buckets, in seconds: from half a
+/// millisecond (an in-process store) to the default store timeout (5 s).
+const LATENCY_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// How often the recorder drains its histograms when no one scrapes `/metrics`, so that they
+/// never grow without bound.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    server::main("demo", app).await
+    // The recorder goes in first: whatever the engine records from its start on is kept.
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(STORE_CALL_SECONDS.to_owned()),
+            &LATENCY_BUCKETS,
+        )
+        .and_then(PrometheusBuilder::install_recorder);
+    let metrics = match metrics {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("demo: cannot install the metrics recorder: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    observability::describe_metrics();
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            ticks.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    server::main("demo", |engine| app(engine, metrics)).await
 }
 
 /// What `GET /` answers: the routes, one a line.
 const ROUTES: &str = "\
 GET  /                     this list
 GET  /health               ok; never touches the session
+GET  /metrics              the session metrics, in Prometheus' text format; never touches the session
 GET  /visits               adds 1 to this visitor's count; body = the new count
 GET  /peek                 body = the count (0 if none); writes nothing
 POST /login?user=NAME      a new id, the user NAME, the session tied to NAME; body ok
@@ -71,12 +110,13 @@ POST /duration?ms=N        this session's idle lifetime, in milliseconds; body o
 
 /// The demo's routes, behind the session layer.
 ///
-/// `/` and `/health` sit behind the layer too: they take no session, so they cause no store
-/// call and no `Set-Cookie`: sessions are lazy.
-fn app(engine: SessionEngine) -> Router {
+/// `/`, `/health` and `/metrics` sit behind the layer too: they take no session, so they cause
+/// no store call and no `Set-Cookie`: sessions are lazy.
+fn app(engine: SessionEngine, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/", get(routes))
         .route("/health", get(health))
+        .route("/metrics", get(move || render(metrics.clone())))
         .route("/visits", get(visits))
         .route("/peek", get(peek))
         .route("/login", post(login))
@@ -97,6 +137,12 @@ async fn routes() -> &'static str {
 
 async fn health() -> &'static str {
     "ok"
+}
+
+/// `GET /metrics`: what the recorder holds, in Prometheus' text format (version 0.0.4).
+async fn render(metrics: PrometheusHandle) -> Response {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(CONTENT_TYPE, content_type)], metrics.render()).into_response()
 }
 
 async fn visits(session: Session) -> Result<String, Error> {

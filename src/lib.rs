@@ -10,6 +10,7 @@
 #![doc = "[stores]: crate::guide::stores"]
 #![doc = "[custom-store]: crate::guide::custom_store"]
 #![doc = "[testing-handlers]: crate::guide::testing_handlers"]
+#![doc = "[observability]: crate::guide::observability"]
 #![doc = "[performance]: crate::guide::performance"]
 #![doc = "[tower-sessions]: crate::guide::tower_sessions"]
 #![doc = "[axum-login]: crate::guide::axum_login"]
@@ -29,6 +30,8 @@ pub mod guide;
 mod id;
 mod layer;
 mod lifetime;
+pub mod observability;
+mod observe;
 pub mod rules;
 mod session;
 mod signing;

@@ -78,6 +78,12 @@ impl Credentials {
     fn cookies(&self) -> impl Iterator<Item = &HeaderValue> {
         self.first.iter().chain(self.rest.iter())
     }
+
+    /// Whether the request names a session at all: a session header, or a cookie named
+    /// `name` (whether or not it verifies).
+    pub(crate) fn names_session(&self, name: &str) -> bool {
+        !matches!(self.header, Carried::Absent) || find(self.cookies(), name, |_| true)
+    }
 }
 
 /// The session id a request presented, verified.

@@ -22,6 +22,7 @@ pub mod header_transport {}
 #[doc = include_str!("../../docs/security.md")]
 pub mod security {}
 
+#[doc = "[observability]: crate::guide::observability"]
 #[doc = include_str!("../../docs/features.md")]
 pub mod features {}
 
@@ -47,6 +48,11 @@ pub mod tower_sessions {}
 #[doc = "[tower-sessions]: crate::guide::tower_sessions"]
 #[doc = include_str!("../../docs/axum-login.md")]
 pub mod axum_login {}
+
+#[doc = "[session-store-name]: crate::SessionStore::name"]
+#[doc = "[observability]: crate::observability"]
+#[doc = include_str!("../../docs/observability.md")]
+pub mod observability {}
 
 #[doc = include_str!("../../docs/hyper-express-session.md")]
 pub mod hyper_express_session {}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -76,20 +77,35 @@ where
                         if session.was_used() {
                             response::vary(response.headers_mut(), session.engine());
                         }
+                        session.record_outcome(true);
                         return Poll::Ready(Ok(response));
                     }
-                    match session.finish() {
-                        Finish::Untouched => return Poll::Ready(Ok(response)),
-                        Finish::Done(outcome) => {
-                            response::apply(response.headers_mut(), &session, outcome);
+                    // The end of the request's store calls belong to its session span. A
+                    // store that answers at once finishes here, in this poll, with nothing
+                    // moved into the state.
+                    let finish = session.in_span(|| {
+                        let mut finish = session.finish();
+                        if let Finish::Running(finishing) = &mut finish {
+                            if let Poll::Ready(result) = Pin::new(finishing).poll(cx) {
+                                return ControlFlow::Break(result);
+                            }
+                        }
+                        ControlFlow::Continue(finish)
+                    });
+                    match finish {
+                        ControlFlow::Break(result) => {
+                            return Poll::Ready(Ok(respond(response, &session, result)));
+                        }
+                        ControlFlow::Continue(Finish::Untouched) => {
+                            session.record_outcome(false);
                             return Poll::Ready(Ok(response));
                         }
-                        Finish::Running(mut finishing) => {
-                            // A store that answers at once finishes here, in this poll, with
-                            // nothing moved into the state.
-                            if let Poll::Ready(result) = Pin::new(&mut finishing).poll(cx) {
-                                return Poll::Ready(Ok(respond(response, &session, result)));
-                            }
+                        ControlFlow::Continue(Finish::Done(outcome)) => {
+                            response::apply(response.headers_mut(), &session, outcome);
+                            session.record_outcome(false);
+                            return Poll::Ready(Ok(response));
+                        }
+                        ControlFlow::Continue(Finish::Running(finishing)) => {
                             this.state.set(State::Finishing {
                                 finishing: Box::pin(finishing),
                                 response: Some(response),
@@ -101,9 +117,9 @@ where
                     finishing,
                     response,
                 } => {
-                    let result = ready!(finishing.as_mut().poll(cx));
-                    let response = response.take().expect("set with the state");
                     let session = finishing.session().clone();
+                    let result = ready!(session.in_span(|| finishing.as_mut().poll(cx)));
+                    let response = response.take().expect("set with the state");
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(respond(response, &session, result)));
                 }
@@ -120,6 +136,7 @@ fn respond<B: Default>(
     session: &Session,
     result: Result<Outcome, Error>,
 ) -> Response<B> {
+    session.record_outcome(result.is_err());
     match result {
         Ok(outcome) => {
             response::apply(response.headers_mut(), session, outcome);

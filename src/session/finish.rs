@@ -33,6 +33,7 @@ use super::state::{Phase, State};
 use crate::error::Error;
 use crate::id::{SessionId, StoreKey};
 use crate::lifetime::Lifetime;
+use crate::observe::{Event, Marks};
 use crate::store::{Changes, Record, StoreError, StoreFuture, Touched, WriteMode};
 
 /// How many fresh ids an insert tries before giving up.
@@ -106,6 +107,9 @@ struct Writing {
     /// When the end of the request decided: the `Max-Age` of the cookie counts from it.
     now: SystemTime,
     tries: usize,
+    /// What writing it does to the session, once it is in: `Created`, `Rolled` (an insert
+    /// that replaces the record a roll left behind) or `Written` (an update).
+    event: Event,
 }
 
 enum Step {
@@ -173,6 +177,11 @@ impl Session {
                     expires_at: lifetime.expiry(now, state.anchor(), duration),
                     now,
                     tries: 1,
+                    event: match (&stored, &state.rolled_from) {
+                        (Some(_), _) => Event::Written,
+                        (None, Some(_)) => Event::Rolled,
+                        (None, None) => Event::Created,
+                    },
                 };
                 let changes = state.data.take_changes();
                 let step = match stored {
@@ -318,6 +327,12 @@ impl Finishing {
                 return Next::Step(Step::Login(writing, call));
             }
         }
+        let mark = match writing.event {
+            Event::Rolled => Marks::ROLLED,
+            Event::Created => Marks::CREATED,
+            _ => Marks::WRITTEN,
+        };
+        Session::happened(&mut state, mark, writing.event);
         // An insert may have moved to a fresh id (the first was taken): the cookie follows.
         state.id = Some(writing.id);
         state.key = Some(writing.key);
@@ -495,6 +510,7 @@ impl Finishing {
             Ok(Touched::Moved) => {
                 state.expires_at = to;
                 state.stored_expires_at = to;
+                Session::happened(&mut state, Marks::TOUCHED, Event::Touched);
                 Outcome::Set(cookie)
             }
             // Another request wrote or touched it since: its response carries the newer

@@ -5,6 +5,7 @@ use super::state::{Phase, State};
 use super::{Session, data};
 use crate::error::Error;
 use crate::id::SessionId;
+use crate::observe::{Absence, Event, Marks};
 use crate::store::{StoreError, Touched, login_of};
 
 impl Session {
@@ -64,39 +65,63 @@ impl Session {
             }
             self.candidate(&mut state)
         };
-        if let Some(id) = candidate {
-            let key = engine.store_key(&id);
-            let record = match engine.gateway().read(&key).await {
-                Ok(record) => record,
-                Err(StoreError::Undecodable(_)) => {
-                    // Never the source: it may quote the data.
-                    tracing::warn!("a session record cannot be decoded; starting a fresh session");
-                    None
+        let absence = match candidate {
+            Some(id) => {
+                let key = engine.store_key(&id);
+                let read = self.call(|gateway| gateway.read(&key));
+                let (record, undecodable) = match read.await {
+                    Ok(record) => (record, false),
+                    Err(StoreError::Undecodable(_)) => {
+                        // Never the source: it may quote the data.
+                        tracing::warn!(
+                            "a session record cannot be decoded; starting a fresh session"
+                        );
+                        (None, true)
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                let lifetime = engine.lifetime();
+                // The engine checks expiry itself: a store may hold an expired record.
+                let now = lifetime.now();
+                match record {
+                    Some(record)
+                        if !lifetime.is_expired(
+                            now,
+                            login_of(&record.data).unwrap_or(record.created_at),
+                            record.expires_at,
+                        ) =>
+                    {
+                        let mut state = self.state();
+                        state.phase = Phase::Started;
+                        state.id = Some(id);
+                        state.key = Some(key);
+                        state.data = data::Data::stored(record.data);
+                        state.created_at = record.created_at;
+                        state.started_at = now;
+                        state.expires_at = record.expires_at;
+                        state.stored_expires_at = record.expires_at;
+                        state.marks.set(Marks::READ);
+                        return Ok(());
+                    }
+                    Some(_) => Some(Absence::Expired),
+                    None if undecodable => Some(Absence::Undecodable),
+                    None => Some(Absence::Missing),
                 }
-                Err(error) => return Err(error.into()),
-            };
-            let lifetime = engine.lifetime();
-            // The engine checks expiry itself: a store may hold an expired record.
-            let now = lifetime.now();
-            if let Some(record) = record.filter(|r| {
-                let anchor = login_of(&r.data).unwrap_or(r.created_at);
-                !lifetime.is_expired(now, anchor, r.expires_at)
-            }) {
-                let mut state = self.state();
-                state.phase = Phase::Started;
-                state.id = Some(id);
-                state.key = Some(key);
-                state.data = data::Data::stored(record.data);
-                state.created_at = record.created_at;
-                state.started_at = now;
-                state.expires_at = record.expires_at;
-                state.stored_expires_at = record.expires_at;
-                return Ok(());
             }
-        }
+            // A cookie or header that names a session but does not verify.
+            None => self
+                .inner
+                .credentials
+                .names_session(engine.cookie_name())
+                .then_some(Absence::Invalid),
+        };
         // No valid cookie, or no live record: a fresh id, never the presented one.
         let id = self.new_id().await?;
-        self.begin(&mut self.state(), id);
+        let mut state = self.state();
+        if let Some(absence) = absence {
+            Self::happened(&mut state, Marks::ABSENT, Event::Absent(absence));
+        }
+        self.begin(&mut state, id);
         Ok(())
     }
 
@@ -106,6 +131,7 @@ impl Session {
         let now = lifetime.now();
         state.phase = Phase::Started;
         state.id = Some(id);
+        state.marks.set(Marks::BEGUN);
         state.created_at = now;
         state.started_at = now;
         state.expires_at = lifetime.expiry(now, now, lifetime.duration(None));
@@ -192,13 +218,14 @@ impl Session {
             let to = lifetime.expiry(lifetime.now(), state.anchor(), duration);
             (key, state.stored_expires_at, to)
         };
-        let touched = self.engine().gateway().touch(&key, from, to).await;
+        let touched = self.call(|gateway| gateway.touch(&key, from, to)).await;
         let mut state = self.state();
         match touched {
             Ok(Touched::Moved) if state.phase == Phase::Started => {
                 state.expires_at = to;
                 state.stored_expires_at = to;
                 state.touched = true;
+                Self::happened(&mut state, Marks::TOUCHED, Event::Touched);
             }
             Ok(Touched::Superseded) => state.superseded = true,
             Ok(Touched::Moved) => {}
@@ -296,15 +323,20 @@ impl Session {
         // dropped half-way by a caller's time-out), the guard tells it so.
         let _destroying = Destroying(self);
         let removed = match key {
-            Some(key) => self.engine().gateway().destroy(&key).await?,
+            Some(key) => self.call(|gateway| gateway.destroy(&key)).await?,
             None => false,
         };
         let mut state = self.state();
+        state.marks.set(Marks::DESTROYED);
+        if removed {
+            crate::observe::count(Event::Destroyed);
+        }
         state.end(Phase::Destroyed);
         if let Some(id) = fresh.filter(|_| !state.finishing) {
             // Nothing of the destroyed session is kept but the request's own cookie.
             *state = State {
                 presented: state.presented.take(),
+                marks: state.marks,
                 invalidated: true,
                 ..State::new()
             };

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use tracing::Span;
 
 pub(crate) use finish::{Finish, Finishing, Outcome};
 use state::{Phase, State};
@@ -25,7 +26,10 @@ use crate::cookie::{self, Credentials, Presented};
 use crate::engine::SessionEngine;
 use crate::error::Error;
 use crate::id::SessionId;
+use crate::observe::{self, Event, Marks};
 use crate::signing::{Key, Verified};
+use crate::store::StoreFuture;
+use crate::store::gateway::Gateway;
 
 /// The session of one request: a cheap, `Clone + Send + Sync` handle.
 ///
@@ -70,6 +74,9 @@ struct Inner {
     /// Told when a `destroy()` ends, for the end of the request to wait on it; made by the
     /// first `destroy()`, so that a request that never destroys pays nothing for it.
     destroyed: OnceLock<Arc<tokio::sync::Notify>>,
+    /// The request's `session` span, made when the session is first used (a request that
+    /// never uses it has none), in the span current then.
+    span: OnceLock<Span>,
 }
 
 impl Session {
@@ -81,12 +88,52 @@ impl Session {
                 state: Mutex::new(State::new()),
                 gate: tokio::sync::Mutex::new(()),
                 destroyed: OnceLock::new(),
+                span: OnceLock::new(),
             }),
         }
     }
 
     pub(crate) fn engine(&self) -> &SessionEngine {
         &self.inner.engine
+    }
+
+    /// The request's `session` span, made on first use; none at all, and nothing to make,
+    /// while no `tracing` subscriber was ever set.
+    fn span(&self) -> &Span {
+        static NONE: Span = Span::none();
+        if !tracing::dispatcher::has_been_set() {
+            return &NONE;
+        }
+        self.inner.span.get_or_init(observe::session_span)
+    }
+
+    /// Runs `f` within the request's span, if the session was used.
+    pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _entered = self.inner.span.get().map(Span::enter);
+        f()
+    }
+
+    /// A store call, made within the request's span, so that its own span is a child of it.
+    fn call<T>(&self, call: impl FnOnce(&Gateway) -> StoreFuture<T>) -> StoreFuture<T> {
+        let _entered = self.span().enter();
+        call(self.engine().gateway())
+    }
+
+    /// Records the request's outcome on its span (`failed` when the session made the request
+    /// fail, or nothing of it was saved because the response is a server error).
+    pub(crate) fn record_outcome(&self, failed: bool) {
+        let Some(span) = self.inner.span.get().filter(|span| !span.is_disabled()) else {
+            return;
+        };
+        if let Some(outcome) = self.state().marks.outcome(failed) {
+            span.record("outcome", outcome);
+        }
+    }
+
+    /// Marks what happened to the session, and counts it.
+    fn happened(state: &mut State, mark: Marks, event: Event) {
+        state.marks.set(mark);
+        observe::count(event);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -226,7 +273,7 @@ impl Session {
     }
 
     async fn new_id(&self) -> Result<SessionId, Error> {
-        let id = self.engine().gateway().id().await?;
+        let id = self.call(Gateway::id).await?;
         SessionId::parse(&id).ok_or(Error::InvalidId)
     }
 

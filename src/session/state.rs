@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use super::data::Data;
 use crate::cookie::Presented;
 use crate::id::{SessionId, StoreKey};
+use crate::observe::{self, Absence, Event, Marks};
 
 /// Where the session stands in its request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub(super) struct State {
     /// Whether the end of the request has begun: an `invalidate()` from a clone then ends the
     /// session without beginning another, so that its destroy wins as a `destroy()` does.
     pub(super) finishing: bool,
+    /// What happened to the session in this request: its span's outcome.
+    pub(super) marks: Marks,
 }
 
 impl State {
@@ -82,6 +85,7 @@ impl State {
             login: false,
             invalidated: false,
             finishing: false,
+            marks: Marks::default(),
         }
     }
 
@@ -109,6 +113,10 @@ impl State {
 
     /// The record was found gone, unless a `destroy()` ended the session first.
     pub(super) fn vanish(&mut self) {
+        if self.phase == Phase::Started {
+            self.marks.set(Marks::ABSENT);
+            observe::count(Event::Absent(Absence::Gone));
+        }
         if self.phase != Phase::Destroyed {
             self.end(Phase::Vanished);
         }

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use super::Session;
 use crate::engine::SessionEngine;
@@ -100,6 +101,7 @@ impl Session {
         let engine = self.engine();
         Ok(engine
             .records_of(&user)
+            .instrument(self.span().clone())
             .await?
             .iter()
             .map(|(key, summary)| engine.listed(summary, mine.contains(key)))
@@ -117,7 +119,10 @@ impl Session {
     pub async fn end_other_sessions(&self) -> Result<u64, Error> {
         let (user, mine) = self.user_and_keys()?;
         match user {
-            Some(user) => self.engine().end_sessions_of(&user, &mine).await,
+            Some(user) => {
+                let ending = self.engine().end_sessions_of(&user, &mine);
+                ending.instrument(self.span().clone()).await
+            }
             None => Ok(0),
         }
     }
@@ -209,6 +214,7 @@ impl SessionEngine {
         let mut ended = 0;
         for (key, _) in self.records_of(user).await? {
             if !keep.contains(&key) && self.gateway().destroy(&key).await? {
+                crate::observe::count(crate::observe::Event::Destroyed);
                 ended += 1;
             }
         }
@@ -308,7 +314,9 @@ impl SessionEngine {
         });
         let excess = sessions.len() + 1 - max;
         for (key, _) in sessions.into_iter().take(excess) {
-            self.gateway().destroy(&key).await?;
+            if self.gateway().destroy(&key).await? {
+                crate::observe::count(crate::observe::Event::Destroyed);
+            }
         }
         Ok(())
     }

@@ -1,10 +1,18 @@
 //! [`Gateway`]: the engine's one way to the store. Every hook call passes here, and every one
 //! that has to wait gets the engine's deadline (`store_timeout`), so no request waits on a
 //! store for ever; an answer given at once passes through untouched, with no timer.
+//!
+//! Each call is observed here too (SPEC 7.4): a `session_store` span around it, with its hook,
+//! the store's name, its outcome and its duration, and, with the `metrics` feature, its
+//! latency, errors and time-outs counted by hook.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use crate::observe::{Hook, StoreCall};
+
+use tracing::Instrument as _;
 
 use super::{
     Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
@@ -15,12 +23,19 @@ use super::{
 #[derive(Clone)]
 pub(crate) struct Gateway {
     store: Arc<dyn SessionStore>,
+    /// The store's name, as spans give it.
+    name: &'static str,
     timeout: Option<Duration>,
 }
 
 impl Gateway {
     pub(crate) fn new(store: Arc<dyn SessionStore>, timeout: Option<Duration>) -> Self {
-        Self { store, timeout }
+        let name = store.name();
+        Self {
+            store,
+            name,
+            timeout,
+        }
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn SessionStore> {
@@ -28,11 +43,11 @@ impl Gateway {
     }
 
     pub(crate) fn id(&self) -> StoreFuture<String> {
-        self.deadline(self.store.id())
+        self.call(Hook::Id, |store| store.id())
     }
 
     pub(crate) fn read(&self, key: &StoreKey) -> StoreFuture<Option<Record>> {
-        self.deadline(self.store.read(key))
+        self.call(Hook::Read, |store| store.read(key))
     }
 
     pub(crate) fn write(
@@ -42,7 +57,7 @@ impl Gateway {
         changes: &Changes,
         mode: WriteMode,
     ) -> StoreFuture<SystemTime> {
-        self.deadline(self.store.write(key, record, changes, mode))
+        self.call(Hook::Write, |store| store.write(key, record, changes, mode))
     }
 
     pub(crate) fn touch(
@@ -51,32 +66,60 @@ impl Gateway {
         from: SystemTime,
         to: SystemTime,
     ) -> StoreFuture<Touched> {
-        self.deadline(self.store.touch(key, from, to))
+        self.call(Hook::Touch, |store| store.touch(key, from, to))
     }
 
     pub(crate) fn destroy(&self, key: &StoreKey) -> StoreFuture<bool> {
-        self.deadline(self.store.destroy(key))
+        self.call(Hook::Destroy, |store| store.destroy(key))
     }
 
     pub(crate) fn cleanup(&self) -> StoreFuture<u64> {
-        self.deadline(self.store.cleanup())
+        self.call(Hook::Cleanup, |store| store.cleanup())
     }
 
     pub(crate) fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
-        self.deadline(self.store.user_sessions(user))
+        self.call(Hook::UserSessions, |store| store.user_sessions(user))
     }
 
-    /// `future` as it is when it is ready; else under the deadline, past which it counts as
-    /// the store being unavailable.
-    fn deadline<T: Send + 'static>(&self, future: StoreFuture<T>) -> StoreFuture<T> {
-        match (future.into_ready(), self.timeout) {
-            (Ok(result), _) => StoreFuture::ready(result),
-            (Err(waiting), None) => waiting,
-            (Err(waiting), Some(limit)) => StoreFuture::boxed(async move {
-                tokio::time::timeout(limit, waiting)
-                    .await
-                    .unwrap_or_else(|elapsed| Err(StoreError::unavailable(elapsed)))
-            }),
+    /// Calls `hook` on the store, within its span: the answer as it is when it is given at
+    /// once; else the future, under the deadline, past which it counts as the store being
+    /// unavailable.
+    fn call<T: Send + 'static>(
+        &self,
+        hook: Hook,
+        call: impl FnOnce(&dyn SessionStore) -> StoreFuture<T>,
+    ) -> StoreFuture<T> {
+        let observed = StoreCall::begin(hook, self.name);
+        let future = {
+            let _entered = observed.span().enter();
+            call(&*self.store)
+        };
+        let waiting = match future.into_ready() {
+            Ok(result) => {
+                observed.end(&result, false);
+                return StoreFuture::ready(result);
+            }
+            Err(waiting) => waiting,
+        };
+        match (self.timeout, observed.observed()) {
+            (None, false) => waiting,
+            (limit, _) => {
+                let span = observed.span().clone();
+                StoreFuture::boxed(
+                    async move {
+                        let (result, timed_out) = match limit {
+                            Some(limit) => match tokio::time::timeout(limit, waiting).await {
+                                Ok(result) => (result, false),
+                                Err(elapsed) => (Err(StoreError::unavailable(elapsed)), true),
+                            },
+                            None => (waiting.await, false),
+                        };
+                        observed.end(&result, timed_out);
+                        result
+                    }
+                    .instrument(span),
+                )
+            }
         }
     }
 }
@@ -84,6 +127,7 @@ impl Gateway {
 impl fmt::Debug for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gateway")
+            .field("store", &self.name)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }

@@ -495,6 +495,14 @@ pub trait SessionStore: Send + Sync + 'static {
         StoreFuture::ready(Err(StoreError::unsupported("user_sessions")))
     }
 
+    /// The name the engine's spans give this store (their `store` field; see the
+    /// [observability guide](crate::guide::observability)). The default is the type's name
+    /// without its path and generic arguments (`MemoryStore`): override it only to tell apart
+    /// two stores of one type.
+    fn name(&self) -> &'static str {
+        crate::observe::short_type_name(std::any::type_name::<Self>())
+    }
+
     /// Whether this store implements [`user_sessions`](Self::user_sessions). Default false.
     fn indexes_users(&self) -> bool {
         false

@@ -163,26 +163,27 @@ static WRITE: LazyLock<Script> = LazyLock::new(|| {
 --  [4], [5], [6]: what the write leaves in '.__cust_dur', '.__login' and '.__user': 's' what
 --      is stored, 'n' nothing, '=' followed by the value (JSON);
 --  [7], [8]: '.__cust_dur' and '.__login' in the request's view (JSON, '' for none);
---  [9] the rule's now (ms), '' for no rule; [10] now + the engine's duration (ms), to the
---      millisecond; [11] the max lifetime (ms), '' for none; [12] the longest duration (ms);
---  [13] the expiry (ms) up to which the set of the user [14] (its '.__user' field, '' for
+--  [9] the rule, '' for none: its now (ms), now + the engine's duration (ms, to the
+--      millisecond), the longest duration (ms) and the max lifetime (ms, absent for none),
+--      separated by spaces (one argument, not four: each argument costs every call);
+--  [10] the expiry (ms) up to which the set of the user [11] (its '.__user' field, '' for
 --      none) was stretched;
---  [15] the number n of fields to delete, those n fields, then the fields to set, each
+--  [12] the number n of fields to delete, those n fields, then the fields to set, each
 --      followed by its value.
--- Returns {0} when the hash exists for an insert or not for an update, {1, expiry} once
--- written, {2, expiry, user field} when nothing was written because the set of that user must
--- first be stretched to that expiry.
+-- Returns -1 when the hash exists for an insert or not for an update, the expiry (ms) once
+-- written, {expiry, user field} when nothing was written because the set of that user must
+-- first be stretched to that expiry. (A number costs less to answer than a table.)
 local key = KEYS[1]
 local mode = ARGV[1]
 local stored = {}
 if mode == 'insert' then
   if redis.call('EXISTS', key) == 1 then
-    return {0}
+    return -1
   end
 else
   stored = redis.call('HMGET', key, 'c', '.__cust_dur', '.__login', '.__user')
   if not stored[1] then
-    return {0}
+    return -1
   end
 end
 local created = stored[1] or ARGV[3]
@@ -209,14 +210,15 @@ if ARGV[9] ~= '' and (created ~= ARGV[3]
     end
     return tonumber(json)
   end
-  local expires = tonumber(ARGV[10])
+  local now, idle, longest, max = string.match(ARGV[9], '^(%d+) (%d+) (%d+) ?(%d*)$')
+  local expires = tonumber(idle)
   local own = whole(1)
   if own then
-    expires = tonumber(ARGV[9]) + math.min(own, tonumber(ARGV[12]))
+    expires = tonumber(now) + math.min(own, tonumber(longest))
   end
-  if ARGV[11] ~= '' then
+  if max ~= '' then
     local anchor = whole(2) or tonumber(created) or tonumber(ARGV[3])
-    expires = math.min(expires, anchor + tonumber(ARGV[11]))
+    expires = math.min(expires, anchor + tonumber(max))
   end
   at = string.format('%.0f', expires)
 end
@@ -230,8 +232,8 @@ else
   user = string.sub(user, 2)
 end
 if user and string.byte(user, 1) == 34
-    and (user ~= ARGV[14] or tonumber(at) > tonumber(ARGV[13])) then
-  return {2, tonumber(at), user}
+    and (user ~= ARGV[11] or tonumber(at) > tonumber(ARGV[10])) then
+  return {tonumber(at), user}
 end
 if mode == 'replace' then
   redis.call('DEL', key)
@@ -241,10 +243,10 @@ local function chunked(command, first, last)
     redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
-local deleted = tonumber(ARGV[15])
-chunked('HDEL', 16, 15 + deleted)
+local deleted = tonumber(ARGV[12])
+chunked('HDEL', 13, 12 + deleted)
 -- The times go in one HSET with the first 499 fields set (each call costs), the rest after.
-local first = 16 + deleted
+local first = 13 + deleted
 local last = math.min(first + 997, #ARGV)
 if mode == 'patch' then
   redis.call('HSET', key, 'e', at, unpack(ARGV, first, last))
@@ -253,7 +255,7 @@ else
 end
 chunked('HSET', last + 1, #ARGV)
 redis.call('PEXPIREAT', key, at)
-return {1, tonumber(at)}
+return tonumber(at)
 "#,
     )
 });
@@ -655,8 +657,8 @@ fn json(value: &Value) -> Result<String, StoreError> {
 const RULE_KEYS: [&str; 3] = [DURATION_KEY, LOGIN_KEY, USER_KEY];
 
 /// Where the arguments of [`WRITE`] say up to when the set of which user was stretched.
-const INDEXED_UNTIL: usize = 12;
-const INDEXED_USER: usize = 13;
+const INDEXED_UNTIL: usize = 9;
+const INDEXED_USER: usize = 10;
 
 /// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves as it is stored.
 const STORED: &str = "s";
@@ -724,7 +726,7 @@ fn write_args<'a>(
         }
         None => record.expires_at,
     };
-    let mut args: Vec<RedisValue> = Vec::with_capacity(15 + deleted.len() + set.len());
+    let mut args: Vec<RedisValue> = Vec::with_capacity(12 + deleted.len() + set.len());
     args.push(mode.into());
     args.push(to_ms(expires).to_string().into());
     args.push(to_ms(record.created_at).to_string().into());
@@ -741,17 +743,18 @@ fn write_args<'a>(
         let seen = record.data.get(key).map(json).transpose()?;
         args.push(seen.unwrap_or_default().into());
     }
-    match rule {
+    args.push(match rule {
         Some(rule) => {
             let idle = crate::lifetime::expiry(rule.now, rule.now, rule.duration, None);
-            let max = rule.max_lifetime.map(|max| ms(max.min(MAX_DURATION)));
-            args.push(to_ms(rule.now).to_string().into());
-            args.push(to_ms(idle).to_string().into());
-            args.push(max.map_or_else(String::new, |max| max.to_string()).into());
+            let (now, idle, longest) = (to_ms(rule.now), to_ms(idle), ms(MAX_DURATION));
+            match rule.max_lifetime {
+                Some(max) => format!("{now} {idle} {longest} {}", ms(max.min(MAX_DURATION))),
+                None => format!("{now} {idle} {longest}"),
+            }
+            .into()
         }
-        None => args.extend(["", "", ""].map(RedisValue::from)),
-    }
-    args.push(ms(MAX_DURATION).to_string().into());
+        None => "".into(),
+    });
     match tied {
         Some(user) => args.extend([to_ms(expires).to_string().into(), user.into()]),
         None => args.extend(["0", ""].map(RedisValue::from)),
@@ -872,22 +875,28 @@ impl SessionStore for RedisStore {
             let mut args = args;
             for _ in 0..WRITE_ATTEMPTS {
                 // Kept for another attempt: a clone shares each argument's bytes.
-                let written: Vec<RedisValue> = WRITE
+                let written: RedisValue = WRITE
                     .evalsha_with_reload(&store.client, key.as_str(), args.clone())
                     .await
                     .map_err(error)?;
-                let code = written.first().and_then(RedisValue::as_i64);
-                let expires = written.get(1).and_then(RedisValue::as_u64);
-                match (code, expires, mode) {
-                    (Some(0), _, WriteMode::Insert) => return Err(StoreError::IdTaken),
-                    (Some(0), _, WriteMode::Update) => return Err(StoreError::Gone),
-                    (Some(1), Some(expires), _) => return from_ms(expires),
-                    (Some(2), Some(expires), _) => {
+                match written {
+                    RedisValue::Integer(-1) if mode == WriteMode::Insert => {
+                        return Err(StoreError::IdTaken);
+                    }
+                    RedisValue::Integer(-1) => return Err(StoreError::Gone),
+                    RedisValue::Integer(expires) => {
+                        return u64::try_from(expires)
+                            .map_err(StoreError::backend)
+                            .and_then(from_ms);
+                    }
+                    RedisValue::Array(reply) => {
                         // Tied to a user whose set does not yet outlive the expiry the
                         // record calls for (another request tied it to that user, or gave
                         // it a longer duration): stretch that set, then write again.
-                        let field = written.get(2).cloned().unwrap_or(RedisValue::Null);
-                        let Some(user) = user_named(Some(&field)) else {
+                        let expires = reply.first().and_then(RedisValue::as_u64);
+                        let field = reply.get(1).cloned().unwrap_or(RedisValue::Null);
+                        let (Some(expires), Some(user)) = (expires, user_named(Some(&field)))
+                        else {
                             return Err(StoreError::undecodable(
                                 "the user field of a session hash is not a JSON string",
                             ));
@@ -898,7 +907,7 @@ impl SessionStore for RedisStore {
                         args[INDEXED_UNTIL] = to_ms(until).to_string().into();
                         args[INDEXED_USER] = field;
                     }
-                    _ => {
+                    written => {
                         return Err(StoreError::backend(format!(
                             "unexpected answer of the write script: {written:?}"
                         )));
@@ -1097,9 +1106,6 @@ mod tests {
                 "",
                 "",
                 "",
-                "",
-                "",
-                LONGEST,
                 "0",
                 "",
                 "0",
@@ -1121,8 +1127,8 @@ mod tests {
         assert_eq!(
             strings(&args),
             [
-                "patch", "2000", "1000", "s", "s", "s", "", "", "", "", "", LONGEST, "0", "", "2",
-                ".z", ".missing", ".a", "1"
+                "patch", "2000", "1000", "s", "s", "s", "", "", "", "0", "", "2", ".z", ".missing",
+                ".a", "1"
             ]
         );
     }
@@ -1158,10 +1164,7 @@ mod tests {
                 "n",
                 "5",
                 "1495",
-                "1500",
-                "1601",
-                "10",
-                LONGEST,
+                &format!("1500 1601 {LONGEST} 10"),
                 "1505",
                 r#""ann""#,
                 "1",
@@ -1176,7 +1179,7 @@ mod tests {
         );
         let huge = ExpiryRule::new(now, Duration::MAX, Some(Duration::MAX));
         let (args, _) = write_args(
-            &record.with_rule(huge),
+            &record.clone().with_rule(huge),
             &Changes::new(),
             WriteMode::Update,
             None,
@@ -1184,7 +1187,19 @@ mod tests {
         .unwrap();
         let longest = LONGEST.parse::<u64>().unwrap();
         let default = (1_500 + longest).to_string();
-        assert_eq!(strings(&args[8..11]), ["1500", &default, LONGEST]);
+        assert_eq!(
+            strings(&args[8..9]),
+            [format!("1500 {default} {LONGEST} {LONGEST}")]
+        );
+        let no_max = ExpiryRule::new(now, Duration::from_secs(1), None);
+        let (args, _) = write_args(
+            &record.with_rule(no_max),
+            &Changes::new(),
+            WriteMode::Update,
+            None,
+        )
+        .unwrap();
+        assert_eq!(strings(&args[8..9]), [format!("1500 2500 {LONGEST}")]);
         // What is stored is left as it is, and the view of it (5 ms, the login) expected.
         assert_eq!(strings(&args[1..2]), ["1505"]);
     }

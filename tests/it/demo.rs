@@ -203,6 +203,7 @@ async fn the_root_lists_every_route() {
         [
             "/",
             "/health",
+            "/metrics",
             "/visits",
             "/peek",
             "/login",
@@ -223,6 +224,97 @@ async fn the_root_lists_every_route() {
             StatusCode::METHOD_NOT_ALLOWED,
             "{method} {path}"
         );
+    }
+}
+
+/// The value of the sample `name` (with its labels, as the exposition writes them) in a
+/// Prometheus text exposition; 0 when it is not there yet.
+fn sample(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            (series == name).then(|| value.parse::<f64>().expect("a number"))
+        })
+        .unwrap_or(0.0)
+}
+
+/// SPEC section 6 (v3) and 7.4: `GET /metrics` answers the library's metrics in Prometheus'
+/// text format, and they move with the traffic; no sample carries an id or a user name.
+#[tokio::test]
+async fn the_metrics_route_counts_what_the_sessions_do() {
+    let demo = Demo::start(&[("SESSION_TOUCH_INTERVAL_MS", "0")]).await;
+    let before = demo.get("/metrics", None).await;
+    assert_eq!(before.status, StatusCode::OK, "{before:?}");
+    assert!(before.set_cookies.is_empty(), "{before:?}");
+    assert!(
+        before.header_values("content-type")[0].starts_with("text/plain; version=0.0.4"),
+        "{before:?}"
+    );
+
+    let first = demo.get("/visits", None).await;
+    let cookie = first.cookie();
+    assert_eq!(demo.get("/visits", Some(&cookie)).await.body, "2");
+    // A touch interval of 0: a read moves the expiry.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(demo.get("/peek", Some(&cookie)).await.body, "2");
+    let login = demo.post("/login?user=grace-hopper", Some(&cookie)).await;
+    let cookie = login.cookie();
+    assert_eq!(demo.post("/logout", Some(&cookie)).await.body, "ok");
+    // The logged-out id again, and a forged one.
+    assert_eq!(demo.get("/peek", Some(&cookie)).await.body, "0");
+    assert_eq!(
+        demo.get("/peek", Some("sid=forged.signature")).await.body,
+        "0"
+    );
+
+    let after = demo.get("/metrics", None).await;
+    let text = after.body.as_str();
+    let rose = |name: &str| sample(text, name) - sample(&before.body, name);
+    assert_eq!(rose("session_engine_sessions_created_total"), 1.0, "{text}");
+    assert_eq!(rose("session_engine_sessions_written_total"), 1.0, "{text}");
+    assert!(
+        rose("session_engine_sessions_touched_total") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(rose("session_engine_sessions_rolled_total"), 1.0, "{text}");
+    assert_eq!(
+        rose("session_engine_sessions_destroyed_total"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        rose("session_engine_sessions_absent_total{reason=\"missing\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        rose("session_engine_sessions_absent_total{reason=\"invalid\"}"),
+        1.0,
+        "{text}"
+    );
+    for hook in ["id", "read", "write", "destroy"] {
+        let count = format!("session_engine_store_call_seconds_count{{hook=\"{hook}\"}}");
+        assert!(rose(&count) >= 1.0, "{hook}: {text}");
+        let bucket =
+            format!("session_engine_store_call_seconds_bucket{{hook=\"{hook}\",le=\"+Inf\"}}");
+        assert_eq!(
+            sample(text, &bucket),
+            sample(text, &count),
+            "{hook}: {text}"
+        );
+    }
+    assert!(
+        text.contains("# HELP session_engine_sessions_created_total"),
+        "{text}"
+    );
+    for secret in [
+        first.cookie_id(),
+        login.cookie_id(),
+        "grace-hopper".to_owned(),
+    ] {
+        assert!(!text.contains(&secret), "{secret} in {text}");
     }
 }
 

@@ -15,6 +15,8 @@ mod faults;
 mod harness;
 mod logs;
 mod net;
+#[cfg(feature = "metrics")]
+mod observability;
 mod rules_destroy;
 mod rules_end;
 mod rules_failures;

@@ -3,6 +3,8 @@
 //! hooks ([`sql_store!`]), compiled for each driver.
 
 #[cfg(feature = "postgres")]
+mod nul;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -12,7 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
-use crate::store::{Changes, Record, StoreError, WriteMode, encode_data, to_ms};
+use crate::lifetime::{MAX_DURATION, expiry};
+use crate::store::{
+    Changes, DURATION_KEY, ExpiryRule, LOGIN_KEY, Record, StoreError, USER_KEY, WriteMode,
+    encode_data, to_ms, user_of,
+};
 
 /// The default table name of both SQL stores.
 pub(crate) const DEFAULT_TABLE: &str = "sessions";
@@ -71,16 +77,22 @@ pub(crate) fn longest_table_name() -> String {
 /// Whether a migration creates the index of users of `table`, for the stores' tests.
 #[cfg(test)]
 pub(crate) fn names_user_index(migration: &Migration, table: &str) -> bool {
-    let index = format!("\"{table}_user\"");
+    let index = format!("\"{table}_user_name\"");
     migration
         .steps
         .iter()
-        .any(|step| step.run.contains(&index) && step.done.contains(&format!("{table}_user")))
+        .any(|step| step.run.contains(&index) && step.done.contains(&format!("{table}_user_name")))
 }
 
 /// A time as integer milliseconds since the Unix epoch, as the SQL stores bind it.
 pub(crate) fn millis(time: SystemTime) -> i64 {
     i64::try_from(to_ms(time)).unwrap_or(i64::MAX)
+}
+
+/// A duration kept as integer milliseconds; negative values (never written by this crate)
+/// count as 0.
+pub(crate) fn duration_of_millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// The inverse of [`millis`]; negative values (never written by this crate) count as 0.
@@ -126,7 +138,8 @@ pub(crate) struct Statements {
     pub(crate) migration: Migration,
     /// (key, now) → (data as text, created ms, expires ms) of the live row.
     pub(crate) read: Arc<str>,
-    /// (key, data, created, expires, now): a row, or the expired row under the key replaced.
+    /// (key, data, created, expires, now, user, duration, login): a row, or the expired row
+    /// under the key replaced.
     pub(crate) insert: Arc<str>,
     /// (key, now, to, from): moves the expiry of the live row that still has `from`.
     pub(crate) touch: Arc<str>,
@@ -139,9 +152,10 @@ pub(crate) struct Statements {
     pub(crate) cleanup_end: Arc<str>,
     /// (after, through, now): removes the expired rows with keys in `(after, through]`.
     pub(crate) cleanup: Arc<str>,
-    /// (user, now) → (key, data as text, created ms, expires ms) of each live row tied to
-    /// `user`: an expression index on the data's user makes it one index lookup, always in
-    /// step with the rows themselves.
+    /// (user, now) → (key, user, created ms, expires ms, duration ms, login ms) of each live
+    /// row tied to `user`, from the columns beside the data, never the data itself: an index
+    /// on the user column makes it one index lookup, and every write keeps the columns in
+    /// step with the data in the same statement.
     pub(crate) user_sessions: Arc<str>,
 }
 
@@ -152,6 +166,7 @@ pub(crate) enum Write {
         data: String,
         created: i64,
         expires: i64,
+        columns: Columns,
     },
     Update(Update),
 }
@@ -159,9 +174,153 @@ pub(crate) enum Write {
 /// An update, as the database is sent it.
 pub(crate) enum Update {
     /// The whole data, replaced.
-    Replace { data: String, expires: i64 },
+    Replace {
+        data: String,
+        expiry: Expiry,
+        columns: Columns,
+    },
     /// Only the keys that changed.
-    Patch { delta: Delta, expires: i64 },
+    Patch {
+        delta: Delta,
+        expiry: Expiry,
+        /// The columns of the reserved keys the patch sets or removes; `None` for the others,
+        /// which keep their value.
+        columns: Patched,
+    },
+}
+
+/// What the columns beside the data hold, as the data calls for: the user the record is tied
+/// to ([`USER_KEY`](crate::store::USER_KEY), when a string), its own idle lifetime
+/// ([`DURATION_KEY`](crate::store::DURATION_KEY)) and its last login
+/// ([`LOGIN_KEY`](crate::store::LOGIN_KEY)), in milliseconds, when non-negative integers
+/// (beyond `i64::MAX`, which no clock reaches, kept as `i64::MAX`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Columns {
+    pub(crate) user: Option<String>,
+    pub(crate) duration: Option<i64>,
+    pub(crate) login: Option<i64>,
+}
+
+impl Columns {
+    pub(crate) fn of(data: &Map<String, Value>) -> Self {
+        Self {
+            user: user_of(data).map(str::to_owned),
+            duration: data.get(DURATION_KEY).and_then(column_ms),
+            login: data.get(LOGIN_KEY).and_then(column_ms),
+        }
+    }
+}
+
+/// A reserved integer as its column holds it: what [`custom_duration_of`] and [`login_of`]
+/// read (a non-negative integer that fits a `u64`), capped at `i64::MAX`.
+///
+/// [`custom_duration_of`]: crate::store::custom_duration_of
+/// [`login_of`]: crate::store::login_of
+fn column_ms(value: &Value) -> Option<i64> {
+    value
+        .as_u64()
+        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// The columns a patch changes: `Some(value)` for a reserved key it sets or removes (a value
+/// of `None`: the column is cleared), `None` for one it leaves alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Patched {
+    pub(crate) user: Option<Option<String>>,
+    pub(crate) duration: Option<Option<i64>>,
+    pub(crate) login: Option<Option<i64>>,
+}
+
+impl Patched {
+    fn new(changes: &Changes, data: &Map<String, Value>) -> Self {
+        let touched = |key: &str| {
+            changes.set_keys().any(|set| set == key)
+                || changes.deleted_keys().any(|deleted| deleted == key)
+        };
+        let now = Columns::of(data);
+        Self {
+            user: touched(USER_KEY).then_some(now.user),
+            duration: touched(DURATION_KEY).then_some(now.duration),
+            login: touched(LOGIN_KEY).then_some(now.login),
+        }
+    }
+}
+
+/// What the expiry of an update is computed from, in the statement itself, from the columns
+/// as the update leaves them, so that it follows the record as it stands after the patch,
+/// whichever request set its duration or login ([`Record::expiry_after`]).
+///
+/// All times in integer milliseconds since the epoch, as [`crate::lifetime::expiry`] rounds
+/// them: the expiry is `min(idle, cap)` where `idle` is `now + duration` (the record's own
+/// duration, capped at [`MAX_DURATION`], else `default_idle`, the engine's) and `cap` is
+/// `login + max` (the record's last login), else `created_cap`, or none without a maximum.
+/// Every sum of an integer time and a duration is exact in milliseconds once the duration is
+/// rounded down, and `created_cap` and `default_idle`, whose times may hold a fraction of a
+/// millisecond, are rounded here as the engine rounds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    /// The record's `expires_at`: the expiry of an update without a rule.
+    pub(crate) fixed: i64,
+    /// The rule's terms; `None` without a rule.
+    pub(crate) rule: Option<RuleTerms>,
+}
+
+/// The terms of an [`ExpiryRule`] for the statement (see [`Expiry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RuleTerms {
+    /// The rule's `now`, rounded down to the millisecond.
+    pub(crate) now: i64,
+    /// `now + duration` with the engine's duration, rounded as the engine rounds it.
+    pub(crate) default_idle: i64,
+    /// The absolute lifetime, capped at [`MAX_DURATION`], rounded down; `None` for none.
+    pub(crate) max: Option<i64>,
+    /// `created_at + max`, rounded as the engine rounds it; `None` without a maximum.
+    pub(crate) created_cap: Option<i64>,
+}
+
+/// [`MAX_DURATION`] in milliseconds: the longest custom duration that counts.
+pub(crate) const MAX_DURATION_MS: i64 = 3_153_600_000_000;
+
+/// A login time the statements cap at before adding the absolute lifetime to it, so that the
+/// sum cannot overflow: 2^62 ms is some 146 million years away, where any cap lies past every
+/// idle expiry and so decides nothing.
+pub(crate) const LOGIN_CEILING_MS: i64 = 1 << 62;
+
+impl Expiry {
+    pub(crate) fn new(record: &Record) -> Self {
+        let fixed = millis(record.expires_at);
+        let rule = record.rule.map(|rule: ExpiryRule| {
+            let now = millis(rule.now);
+            let max = rule
+                .max_lifetime
+                .map(|max| i64::try_from(max.min(MAX_DURATION).as_millis()).unwrap_or(i64::MAX));
+            RuleTerms {
+                now,
+                default_idle: millis(expiry(rule.now, rule.now, rule.duration, None)),
+                max,
+                created_cap: rule
+                    .max_lifetime
+                    .map(|max| millis(expiry(record.created_at, record.created_at, max, None))),
+            }
+        });
+        Self { fixed, rule }
+    }
+
+    /// The expiry as [`Record::expiry_after`] computes it, from the columns of the data
+    /// after the update: what the statements compute, for the tests.
+    #[cfg(test)]
+    pub(crate) fn after(&self, duration: Option<i64>, login: Option<i64>) -> i64 {
+        let Some(rule) = self.rule else {
+            return self.fixed;
+        };
+        let idle = duration.map_or(rule.default_idle, |d| rule.now + d.min(MAX_DURATION_MS));
+        let cap = match (rule.max, login) {
+            (None, _) => None,
+            (Some(max), Some(login)) => Some(login.min(LOGIN_CEILING_MS) + max),
+            (Some(_), None) => rule.created_cap,
+        };
+        cap.map_or(idle, |cap| idle.min(cap))
+    }
 }
 
 impl Write {
@@ -170,20 +329,22 @@ impl Write {
         changes: &Changes,
         mode: WriteMode,
     ) -> Result<Self, StoreError> {
-        let expires = millis(record.expires_at);
         Ok(match mode {
             WriteMode::Insert => Self::Insert {
                 data: encode_data(&record.data),
                 created: millis(record.created_at),
-                expires,
+                expires: millis(record.expires_at),
+                columns: Columns::of(&record.data),
             },
             WriteMode::Update if changes.is_replace() => Self::Update(Update::Replace {
                 data: encode_data(&record.data),
-                expires,
+                expiry: Expiry::new(record),
+                columns: Columns::of(&record.data),
             }),
             WriteMode::Update => Self::Update(Update::Patch {
                 delta: Delta::new(changes, &record.data)?,
-                expires,
+                expiry: Expiry::new(record),
+                columns: Patched::new(changes, &record.data),
             }),
         })
     }
@@ -237,9 +398,13 @@ pub(crate) fn error(error: sqlx::Error, unavailable_code: fn(&str) -> bool) -> S
 ///
 /// The store is a `Clone` struct with the fields `pool`, `table`, `cleanup_batch`,
 /// `cleanup_budget`, `cleanup_after` (an `Arc<Mutex<String>>`) and `queries` (an `Arc` of a
-/// type with `new(table) -> Result<Self, StoreError>` and a field `statements`), and an async
-/// method `update(&self, key, Update) -> Result<u64, StoreError>` (rows changed) for the
-/// statements that differ; `$error` maps the driver's errors.
+/// type with `new(table) -> Result<Self, StoreError>` and a field `statements`), an async
+/// method `update(&self, key, Update) -> Result<Option<i64>, StoreError>` (the expiry the row
+/// now has, `None` when there is no live row) for the statements that differ, and the
+/// functions that turn data and user names into what the database holds and back:
+/// `encode_data(String) -> Result<String, StoreError>`, `decode_data(&str) -> Result<Map,
+/// StoreError>`, `encode_user(&str) -> String` and `decode_user(String) -> String`; `$error`
+/// maps the driver's errors.
 macro_rules! sql_store {
     ($store:ident, $pool:ty, $error:path, $name_rule:literal) => {
         impl $store {
@@ -442,39 +607,48 @@ macro_rules! sql_store {
                 let created: i64 = row.try_get(1).map_err(StoreError::undecodable)?;
                 let expires: i64 = row.try_get(2).map_err(StoreError::undecodable)?;
                 Ok(Some(Record::new(
-                    crate::store::decode_data(data.as_bytes())?,
+                    Self::decode_data(data)?,
                     sql::from_millis(created)?,
                     sql::from_millis(expires)?,
                 )))
             }
 
-            async fn write_row(&self, key: &str, write: sql::Write) -> Result<(), StoreError> {
-                let (data, created, expires) = match write {
+            /// Inserts or updates; returns the expiry the row now has.
+            async fn write_row(
+                &self,
+                key: &str,
+                write: sql::Write,
+            ) -> Result<SystemTime, StoreError> {
+                let (data, created, expires, columns) = match write {
                     sql::Write::Insert {
                         data,
                         created,
                         expires,
-                    } => (data, created, expires),
+                        columns,
+                    } => (data, created, expires, columns),
                     sql::Write::Update(update) => {
                         return match self.update(key, update).await? {
-                            0 => Err(StoreError::Gone),
-                            _ => Ok(()),
+                            None => Err(StoreError::Gone),
+                            Some(expires) => sql::from_millis(expires),
                         };
                     }
                 };
                 let statements = &self.queries.statements;
                 let inserted = sqlx::query(AssertSqlSafe(Arc::clone(&statements.insert)))
                     .bind(key)
-                    .bind(data)
+                    .bind(Self::encode_data(data)?)
                     .bind(created)
                     .bind(expires)
                     .bind(sql::millis(SystemTime::now()))
+                    .bind(columns.user.map(|user| Self::encode_user(&user)))
+                    .bind(columns.duration)
+                    .bind(columns.login)
                     .execute(&self.pool)
                     .await
                     .map_err($error)?;
                 match inserted.rows_affected() {
                     0 => Err(StoreError::IdTaken),
-                    _ => Ok(()),
+                    _ => sql::from_millis(expires),
                 }
             }
 
@@ -519,10 +693,15 @@ macro_rules! sql_store {
                 Ok(live.unwrap_or(false))
             }
 
-            async fn user_rows(&self, user: &str) -> Result<Vec<(StoreKey, Record)>, StoreError> {
+            /// The summary of each live row tied to `user`, from the columns beside the data,
+            /// which it never reads.
+            async fn user_rows(
+                &self,
+                user: &str,
+            ) -> Result<Vec<(StoreKey, RecordSummary)>, StoreError> {
                 let statements = &self.queries.statements;
                 let rows = sqlx::query(AssertSqlSafe(Arc::clone(&statements.user_sessions)))
-                    .bind(user)
+                    .bind(Self::encode_user(user))
                     .bind(sql::millis(SystemTime::now()))
                     .fetch_all(&self.pool)
                     .await
@@ -530,16 +709,19 @@ macro_rules! sql_store {
                 let mut found = Vec::with_capacity(rows.len());
                 for row in rows {
                     let key: String = row.try_get(0).map_err(StoreError::undecodable)?;
-                    let data: &str = row.try_get(1).map_err(StoreError::undecodable)?;
+                    let tied: String = row.try_get(1).map_err(StoreError::undecodable)?;
                     let created: i64 = row.try_get(2).map_err(StoreError::undecodable)?;
                     let expires: i64 = row.try_get(3).map_err(StoreError::undecodable)?;
-                    // A row that cannot be decoded is left out, as `read` counts it absent.
-                    let Ok(data) = crate::store::decode_data(data.as_bytes()) else {
-                        continue;
-                    };
-                    let record =
-                        Record::new(data, sql::from_millis(created)?, sql::from_millis(expires)?);
-                    found.push((StoreKey::from(key), record));
+                    let duration: Option<i64> = row.try_get(4).map_err(StoreError::undecodable)?;
+                    let login: Option<i64> = row.try_get(5).map_err(StoreError::undecodable)?;
+                    let summary = RecordSummary::new(
+                        Self::decode_user(tied),
+                        sql::from_millis(created)?,
+                        sql::from_millis(expires)?,
+                    )
+                    .with_duration(duration.map(sql::duration_of_millis))
+                    .with_login(login.map(sql::from_millis).transpose()?);
+                    found.push((StoreKey::from(key), summary));
                 }
                 Ok(found)
             }
@@ -588,10 +770,7 @@ macro_rules! sql_store {
                     Err(error) => return StoreFuture::ready(Err(error)),
                 };
                 let (this, key) = (self.clone(), key.as_str().to_owned());
-                let expires_at = record.expires_at;
-                StoreFuture::boxed(
-                    async move { this.write_row(&key, write).await.map(|()| expires_at) },
-                )
+                StoreFuture::boxed(async move { this.write_row(&key, write).await })
             }
 
             fn touch(
@@ -620,13 +799,7 @@ macro_rules! sql_store {
 
             fn user_sessions(&self, user: &str) -> StoreFuture<Vec<(StoreKey, RecordSummary)>> {
                 let (this, user) = (self.clone(), user.to_owned());
-                StoreFuture::boxed(async move {
-                    let rows = this.user_rows(&user).await?;
-                    Ok(rows
-                        .into_iter()
-                        .filter_map(|(key, record)| Some((key, RecordSummary::of(&record)?)))
-                        .collect())
-                })
+                StoreFuture::boxed(async move { this.user_rows(&user).await })
             }
 
             fn indexes_users(&self) -> bool {
@@ -681,5 +854,90 @@ mod tests {
             ]
         );
         assert_eq!(delta.removed, ["d", "gone"]);
+    }
+
+    /// The terms the statements compute the expiry from give, for every combination of
+    /// duration, login, maximum and times with a fraction of a millisecond, what
+    /// [`Record::expiry_after`] gives (R17).
+    #[test]
+    fn r17_the_expiry_terms_compute_what_the_rule_computes() {
+        use std::time::UNIX_EPOCH;
+
+        use serde_json::json;
+
+        use crate::store::ExpiryRule;
+
+        let base = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let nanos = |ns: u64| Duration::from_nanos(ns);
+        for now in [base, base + nanos(400_000), base + nanos(999_999)] {
+            for created in [base - Duration::from_secs(7200), base - nanos(1_700_001)] {
+                for duration in [
+                    Duration::from_secs(1800),
+                    nanos(1_500_000),
+                    MAX_DURATION * 2,
+                ] {
+                    for max in [
+                        None,
+                        Some(Duration::from_secs(3600)),
+                        Some(nanos(7_200_000_600_000)),
+                        Some(Duration::MAX),
+                    ] {
+                        for (custom, login) in [
+                            (None, None),
+                            (Some(json!(60_000)), None),
+                            (None, Some(json!(1_799_999_000_000_u64))),
+                            (Some(json!(0)), Some(json!(1_799_996_000_000_u64))),
+                            (Some(json!(u64::MAX)), Some(json!(u64::MAX))),
+                            (Some(json!(-5)), Some(json!("soon"))),
+                        ] {
+                            let mut data = Map::new();
+                            if let Some(custom) = custom {
+                                data.insert(DURATION_KEY.into(), custom);
+                            }
+                            if let Some(login) = login {
+                                data.insert(LOGIN_KEY.into(), login);
+                            }
+                            let record = Record::new(data.clone(), created, base)
+                                .with_rule(ExpiryRule::new(now, duration, max));
+                            let columns = Columns::of(&data);
+                            let computed =
+                                Expiry::new(&record).after(columns.duration, columns.login);
+                            assert_eq!(
+                                computed,
+                                millis(record.expiry_after(&data)),
+                                "{now:?} {created:?} {duration:?} {max:?} {data:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let fixed = Record::new(Map::new(), base, base + Duration::from_secs(5));
+        assert_eq!(
+            Expiry::new(&fixed).after(Some(1), Some(2)),
+            millis(fixed.expires_at)
+        );
+    }
+
+    #[test]
+    fn a_patch_changes_only_the_columns_of_the_reserved_keys_it_touches() {
+        let data: Map<String, Value> =
+            serde_json::from_str(r#"{"__user": "ann", "__cust_dur": 5, "x": 1}"#).unwrap();
+        let patched = Patched::new(&Changes::new().with_set("x"), &data);
+        assert_eq!(patched, Patched::default());
+        let patched = Patched::new(
+            &Changes::new().with_set(USER_KEY).with_deleted(LOGIN_KEY),
+            &data,
+        );
+        assert_eq!(patched.user, Some(Some("ann".to_owned())));
+        assert_eq!(patched.duration, None);
+        assert_eq!(patched.login, Some(None));
+        let columns =
+            Columns::of(&serde_json::from_str(r#"{"__user": 5, "__login": 1.5}"#).unwrap());
+        assert_eq!(columns, Columns::default());
+        assert_eq!(
+            MAX_DURATION_MS,
+            i64::try_from(MAX_DURATION.as_millis()).unwrap()
+        );
     }
 }

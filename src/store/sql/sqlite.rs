@@ -18,8 +18,17 @@
 //! ```
 //!
 //! Each session is one row: its key, its data as JSON text, its creation and expiry times as
-//! milliseconds since the Unix epoch. Every hook is one statement (a large patch, one
-//! transaction), so the rules of the store contract hold in the database itself:
+//! milliseconds since the Unix epoch, and three columns kept beside the data, in step with it
+//! by every insert and update statement:
+//!
+//! - `user_name`: the user the session is tied to (the data's `__user`, when a string).
+//!   Listing a user's sessions is one lookup of a partial index on it, and reads only the
+//!   columns, never the data, however large;
+//! - `duration_ms`: the session's own idle lifetime (`__cust_dur`), in ms;
+//! - `login_ms`: its last login (`__login`), in ms since the Unix epoch.
+//!
+//! Every hook is one statement (a large patch, one transaction), so the rules of the store
+//! contract hold in the database itself:
 //!
 //! - an insert is an upsert whose update applies only to an expired row, so it never
 //!   overwrites a live session;
@@ -28,7 +37,13 @@
 //! - an update patches the stored JSON with `json_set` and `json_remove`, changing only the keys
 //!   the request changed, so two requests that change different keys both keep their change.
 //!   SQLite takes at most 1000 arguments per function, so a patch of many keys is applied in
-//!   chunks, in one transaction: any number of keys is written.
+//!   chunks, in one transaction: any number of keys is written;
+//! - the same statement sets the columns of the reserved keys it changes, and computes the
+//!   expiry from them as the update leaves them, and from the engine's rule (now, its
+//!   duration, its `max_lifetime`): `min(now + duration, (login or creation) +
+//!   max_lifetime)`, to the millisecond, as the engine computes it; it returns that expiry
+//!   (`RETURNING`). So a slow request that changes one key never undoes the duration or the
+//!   login another request stored meanwhile.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -40,7 +55,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::store::sql::{self, Delta, Migration, MigrationStep, Statements, Update, sql_store};
+use crate::store::sql::{
+    self, Delta, Expiry, LOGIN_CEILING_MS, MAX_DURATION_MS, Migration, MigrationStep, Patched,
+    Statements, Update, sql_store,
+};
 use crate::store::{
     Changes, Record, RecordSummary, SessionStore, StoreError, StoreFuture, StoreKey, Touched,
     WriteMode,
@@ -65,10 +83,43 @@ pub struct SqliteStore {
 /// The statements of one table, built once.
 struct Queries {
     statements: Statements,
-    /// (key, now, data, expires).
+    /// (key, now, data, the [`Expiry`] terms, user, duration, login) → the new expiry.
     replace: Arc<str>,
     /// The start of a patch, up to `data = `.
     patch_prefix: String,
+}
+
+/// The first parameter of a patch's removed keys and keys set: 1 and 2 are the key and now,
+/// 3 to 7 the [`Expiry`] terms, 8 to 13 the user, duration and login, each as whether the
+/// patch changes it and its new value.
+const PATCH_KEYS_FROM: usize = 14;
+
+/// The expiry of an update in integer milliseconds, from the [`Expiry`] terms in parameters
+/// `first` to `first + 4` (fixed, now, default idle, max, created cap) and the record's
+/// duration and login as the update leaves them (`duration`, `login`): see [`Expiry`].
+fn expiry_ms(first: usize, duration: &str, login: &str) -> String {
+    let [fixed, now, idle, max, created_cap] = [0, 1, 2, 3, 4].map(|i| format!("?{}", first + i));
+    let idle = format!(
+        "(CASE WHEN {duration} IS NULL THEN {idle} \
+         ELSE {now} + min({duration}, {MAX_DURATION_MS}) END)"
+    );
+    format!(
+        "CASE WHEN {now} IS NULL THEN {fixed} WHEN {max} IS NULL THEN {idle} \
+         ELSE min({idle}, CASE WHEN {login} IS NULL THEN {created_cap} \
+         ELSE min({login}, {LOGIN_CEILING_MS}) + {max} END) END"
+    )
+}
+
+/// The column a reserved integer of the data fills when it is what the store reads
+/// ([`sql::Columns`]): a non-negative integer. Nested `CASE`s, so that no JSON function sees
+/// text that is not JSON.
+fn backfill(key: &str, kind: &str, condition: &str) -> String {
+    let value = format!("json_extract(data, '$.{key}')");
+    let condition = condition.replace("{value}", &value);
+    format!(
+        "CASE WHEN json_valid(data) THEN CASE WHEN json_type(data, '$.{key}') = '{kind}' \
+         {condition} THEN {value} END END"
+    )
 }
 
 impl Queries {
@@ -76,11 +127,23 @@ impl Queries {
         let t = sql::quote_table(table, false)?;
         // The name is checked above; an index takes it with a suffix.
         let old_index = format!("{table}_expires_ms");
-        let user_index = format!("\"{table}_user\"");
-        // Guarded, so that a row whose data is not JSON (another program's, or damaged) is
-        // left out of the index instead of failing its writes and the migration.
-        let user = "(CASE WHEN json_valid(data) THEN json_extract(data, '$.__user') END)";
+        let user_index = format!("{table}_user_name");
+        let old_user_index = format!("{table}_user");
         let live = "key = ?1 AND expires_ms > ?2";
+        let patched = |changed: usize, column: &str| {
+            format!(
+                "CASE WHEN ?{changed} THEN ?{} ELSE {column} END",
+                changed + 1
+            )
+        };
+        let (user, duration, login) = (
+            patched(8, "user_name"),
+            patched(10, "duration_ms"),
+            patched(12, "login_ms"),
+        );
+        let any_key = ["__user", "__cust_dur", "__login"]
+            .map(|key| format!("json_type(data, '$.{key}') IS NOT NULL"))
+            .join(" OR ");
         Ok(Self {
             statements: Statements {
                 migration: Migration {
@@ -97,7 +160,10 @@ impl Queries {
                                  key TEXT PRIMARY KEY NOT NULL, \
                                  data TEXT NOT NULL, \
                                  created_ms INTEGER NOT NULL, \
-                                 expires_ms INTEGER NOT NULL) WITHOUT ROWID"
+                                 expires_ms INTEGER NOT NULL, \
+                                 user_name TEXT, \
+                                 duration_ms INTEGER, \
+                                 login_ms INTEGER) WITHOUT ROWID"
                             ),
                         ),
                         // Made by earlier versions; the clean-up no longer needs it.
@@ -105,21 +171,49 @@ impl Queries {
                             format!("SELECT NOT ({})", named("index", &old_index)),
                             format!("DROP INDEX IF EXISTS \"{old_index}\""),
                         ),
+                        // The columns beside the data, added to a table of earlier versions
+                        // and filled from the data of its rows in the same step (only rows
+                        // that hold one of the keys are written).
                         MigrationStep::new(
-                            named("index", &format!("{table}_user")),
                             format!(
-                                "CREATE INDEX IF NOT EXISTS {user_index} ON {t} ({user}) \
-                                 WHERE {user} IS NOT NULL"
+                                "SELECT count(*) = 3 FROM pragma_table_info('{table}') \
+                                 WHERE name IN ('user_name', 'duration_ms', 'login_ms')"
                             ),
+                            format!(
+                                "ALTER TABLE {t} ADD COLUMN user_name TEXT; \
+                                 ALTER TABLE {t} ADD COLUMN duration_ms INTEGER; \
+                                 ALTER TABLE {t} ADD COLUMN login_ms INTEGER; \
+                                 UPDATE {t} SET user_name = {}, duration_ms = {}, login_ms = {} \
+                                 WHERE CASE WHEN json_valid(data) THEN {any_key} END",
+                                backfill("__user", "text", ""),
+                                backfill("__cust_dur", "integer", "AND {value} >= 0"),
+                                backfill("__login", "integer", "AND {value} >= 0"),
+                            ),
+                        ),
+                        MigrationStep::new(
+                            named("index", &user_index),
+                            format!(
+                                "CREATE INDEX IF NOT EXISTS \"{user_index}\" ON {t} (user_name) \
+                                 WHERE user_name IS NOT NULL"
+                            ),
+                        ),
+                        // The index on the data's user, of earlier versions.
+                        MigrationStep::new(
+                            format!("SELECT NOT ({})", named("index", &old_user_index)),
+                            format!("DROP INDEX IF EXISTS \"{old_user_index}\""),
                         ),
                     ]
                     .into(),
                 },
                 read: format!("SELECT data, created_ms, expires_ms FROM {t} WHERE {live}").into(),
                 insert: format!(
-                    "INSERT INTO {t} (key, data, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4) \
+                    "INSERT INTO {t} \
+                     (key, data, created_ms, expires_ms, user_name, duration_ms, login_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?6, ?7, ?8) \
                      ON CONFLICT (key) DO UPDATE SET data = excluded.data, \
-                     created_ms = excluded.created_ms, expires_ms = excluded.expires_ms \
+                     created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, \
+                     user_name = excluded.user_name, duration_ms = excluded.duration_ms, \
+                     login_ms = excluded.login_ms \
                      WHERE {t}.expires_ms <= ?5"
                 )
                 .into(),
@@ -137,24 +231,34 @@ impl Queries {
                 )
                 .into(),
                 user_sessions: format!(
-                    "SELECT key, data, created_ms, expires_ms FROM {t} \
-                     WHERE {user} = ?1 AND expires_ms > ?2"
+                    "SELECT key, user_name, created_ms, expires_ms, duration_ms, login_ms \
+                     FROM {t} WHERE user_name = ?1 AND expires_ms > ?2"
                 )
                 .into(),
             },
-            replace: format!("UPDATE {t} SET data = ?3, expires_ms = ?4 WHERE {live}").into(),
-            patch_prefix: format!("UPDATE {t} SET expires_ms = ?3, data = "),
+            replace: format!(
+                "UPDATE {t} SET data = ?3, user_name = ?9, duration_ms = ?10, login_ms = ?11, \
+                 expires_ms = {} WHERE {live} RETURNING expires_ms",
+                expiry_ms(4, "?10", "?11")
+            )
+            .into(),
+            patch_prefix: format!(
+                "UPDATE {t} SET user_name = {user}, duration_ms = {duration}, \
+                 login_ms = {login}, expires_ms = {}, data = ",
+                expiry_ms(3, &duration, &login)
+            ),
         })
     }
 
-    /// `UPDATE … SET data = json_set(json_remove(data, ?, …), ?, json(?), …) WHERE …` for
-    /// `removed` keys removed and `set` keys set; parameters 1 to 3 are the key, now and the
-    /// new expiry, then the removed keys' paths, then each set key's path and value.
+    /// `UPDATE … SET …, data = json_set(json_remove(data, ?, …), ?, json(?), …) WHERE …
+    /// RETURNING expires_ms` for `removed` keys removed and `set` keys set; parameters 1 to 13
+    /// are the key, now, the [`Expiry`] terms and the columns, then come the removed keys'
+    /// paths, then each set key's path and value.
     fn patch(&self, removed: usize, set: usize) -> String {
         let mut sql = String::with_capacity(self.patch_prefix.len() + 64 + 16 * (removed + set));
         sql.push_str(&self.patch_prefix);
         let mut expr = String::from("data");
-        let mut param = 3;
+        let mut param = PATCH_KEYS_FROM - 1;
         let mut next = || {
             param += 1;
             param
@@ -176,7 +280,7 @@ impl Queries {
             expr.push(')');
         }
         sql.push_str(&expr);
-        sql.push_str(" WHERE key = ?1 AND expires_ms > ?2");
+        sql.push_str(" WHERE key = ?1 AND expires_ms > ?2 RETURNING expires_ms");
         sql
     }
 }
@@ -275,9 +379,14 @@ impl SqliteStore {
         Ok(Self::new(pool))
     }
 
-    /// Creates the table and its index of users if they do not exist, and drops the expiry
-    /// index that earlier versions made (the clean-up no longer needs it). Safe to run at
-    /// every start, from several processes at once.
+    /// Creates the table and its index of users if they do not exist, and brings a table of
+    /// earlier versions up to date: drops their expiry index (the clean-up no longer needs
+    /// it), adds the user, duration and login columns and fills them from the data of the
+    /// rows that hold those keys, indexes the user column and drops their index on the data's
+    /// user. Safe to run at every start, from several processes at once.
+    ///
+    /// Bringing an earlier table up to date holds the write lock while the rows that hold a
+    /// user, a duration or a login are rewritten, once.
     ///
     /// It first reads the schema (`sqlite_master`): on a current schema, that is all it does,
     /// so it never waits for the write lock that the sessions' writes take. Only what is
@@ -290,38 +399,60 @@ impl SqliteStore {
         self.run_migration().await
     }
 
-    /// Replaces or patches the live row; returns how many rows changed (0: it is gone).
-    async fn update(&self, key: &str, update: Update) -> Result<u64, StoreError> {
+    /// Replaces or patches the live row; returns the expiry it now has, in ms (`None`: it is
+    /// gone).
+    async fn update(&self, key: &str, update: Update) -> Result<Option<i64>, StoreError> {
         let now = sql::millis(SystemTime::now());
-        let (delta, expires) = match update {
-            Update::Replace { data, expires } => {
-                let replaced = sqlx::query(AssertSqlSafe(Arc::clone(&self.queries.replace)))
-                    .bind(key)
-                    .bind(now)
-                    .bind(data)
-                    .bind(expires)
-                    .execute(&self.pool)
+        let (delta, expiry, columns) = match update {
+            Update::Replace {
+                data,
+                expiry,
+                columns,
+            } => {
+                let mut query =
+                    sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.queries.replace)))
+                        .bind(key)
+                        .bind(now)
+                        .bind(data);
+                for term in terms(expiry) {
+                    query = query.bind(term);
+                }
+                return query
+                    .bind(columns.user)
+                    .bind(columns.duration)
+                    .bind(columns.login)
+                    .fetch_optional(&self.pool)
                     .await
-                    .map_err(error)?;
-                return Ok(replaced.rows_affected());
+                    .map_err(error);
             }
-            Update::Patch { delta, expires } => (delta, expires),
+            Update::Patch {
+                delta,
+                expiry,
+                columns,
+            } => (delta, expiry, columns),
         };
         let mut chunks = chunks(delta);
         if chunks.len() == 1 {
             let chunk = chunks.pop().expect("one chunk");
-            return self.patch(&self.pool, key, now, expires, chunk).await;
+            return self
+                .patch(&self.pool, key, now, expiry, &columns, chunk)
+                .await;
         }
-        // Many keys: every chunk in one transaction, all or nothing.
+        // Many keys: every chunk in one transaction, all or nothing; each sets the columns
+        // and the expiry alike, and the last one's is the row's.
         let mut tx = self.pool.begin().await.map_err(error)?;
+        let mut expires = None;
         for chunk in chunks {
-            if self.patch(&mut *tx, key, now, expires, chunk).await? == 0 {
+            expires = self
+                .patch(&mut *tx, key, now, expiry, &columns, chunk)
+                .await?;
+            if expires.is_none() {
                 // Gone; dropping the transaction rolls it back.
-                return Ok(0);
+                return Ok(None);
             }
         }
         tx.commit().await.map_err(error)?;
-        Ok(1)
+        Ok(expires)
     }
 
     async fn patch<'e>(
@@ -329,26 +460,65 @@ impl SqliteStore {
         executor: impl sqlx::Executor<'e, Database = Sqlite>,
         key: &str,
         now: i64,
-        expires: i64,
+        expiry: Expiry,
+        columns: &Patched,
         chunk: Delta,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let statement = self.queries.patch(chunk.removed.len(), chunk.set.len());
-        let mut query = sqlx::query(AssertSqlSafe(statement))
+        let mut query = sqlx::query_scalar(AssertSqlSafe(statement))
             .bind(key.to_owned())
-            .bind(now)
-            .bind(expires);
+            .bind(now);
+        for term in terms(expiry) {
+            query = query.bind(term);
+        }
+        query = query
+            .bind(columns.user.is_some())
+            .bind(columns.user.clone().flatten())
+            .bind(columns.duration.is_some())
+            .bind(columns.duration.flatten())
+            .bind(columns.login.is_some())
+            .bind(columns.login.flatten());
         for removed in &chunk.removed {
             query = query.bind(path(removed));
         }
         for (set, value) in chunk.set {
             query = query.bind(path(&set)).bind(value);
         }
-        Ok(query
-            .execute(executor)
-            .await
-            .map_err(error)?
-            .rows_affected())
+        query.fetch_optional(executor).await.map_err(error)
     }
+
+    /// The data as the column takes it: as it is.
+    #[allow(clippy::unnecessary_wraps)]
+    fn encode_data(data: String) -> Result<String, StoreError> {
+        Ok(data)
+    }
+
+    /// The data from its column.
+    fn decode_data(data: &str) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        crate::store::decode_data(data.as_bytes())
+    }
+
+    /// A user name as the user column holds it: as it is.
+    fn encode_user(user: &str) -> String {
+        user.to_owned()
+    }
+
+    /// A user name from the user column.
+    fn decode_user(user: String) -> String {
+        user
+    }
+}
+
+/// The [`Expiry`] terms, in the order of their parameters.
+fn terms(expiry: Expiry) -> [Option<i64>; 5] {
+    let rule = expiry.rule;
+    [
+        Some(expiry.fixed),
+        rule.map(|rule| rule.now),
+        rule.map(|rule| rule.default_idle),
+        rule.and_then(|rule| rule.max),
+        rule.and_then(|rule| rule.created_cap),
+    ]
 }
 
 sql_store!(
@@ -365,12 +535,10 @@ mod tests {
     #[test]
     fn a_patch_statement_numbers_its_parameters_in_order() {
         let queries = Queries::new("s").unwrap();
-        assert_eq!(
-            queries.patch(2, 1),
-            "UPDATE \"s\" SET expires_ms = ?3, data = \
-             json_set(json_remove(data, ?4, ?5), ?6, json(?7)) \
-             WHERE key = ?1 AND expires_ms > ?2"
-        );
+        assert!(queries.patch(2, 1).ends_with(
+            ", data = json_set(json_remove(data, ?14, ?15), ?16, json(?17)) \
+             WHERE key = ?1 AND expires_ms > ?2 RETURNING expires_ms"
+        ));
         assert!(queries.patch(0, 0).contains("data = data WHERE"));
     }
 
@@ -393,6 +561,19 @@ mod tests {
             set: Vec::new(),
         };
         assert_eq!(chunks(nothing).len(), 1, "the expiry still moves");
+    }
+
+    #[test]
+    fn users_the_listing_reads_the_columns_never_the_data() {
+        let queries = Queries::new("s").unwrap();
+        let listing = &queries.statements.user_sessions;
+        assert!(
+            listing.starts_with(
+                "SELECT key, user_name, created_ms, expires_ms, duration_ms, login_ms FROM"
+            ),
+            "{listing}"
+        );
+        assert!(!listing.contains("data"), "{listing}");
     }
 
     #[test]

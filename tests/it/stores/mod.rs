@@ -101,6 +101,8 @@ mod redis;
 mod scripts;
 #[cfg(feature = "redis")]
 pub(crate) mod sentinel;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "redis-tls")]

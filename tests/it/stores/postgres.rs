@@ -309,28 +309,6 @@ async fn r21_cleanup_cut_off_by_the_deadline_keeps_its_progress() {
     .await;
 }
 
-/// `jsonb` cannot hold U+0000: such a write fails with an error, and the stored record stays
-/// as it was.
-#[tokio::test]
-async fn a_nul_character_is_refused_and_loses_nothing() {
-    let pg = Postgres::open().await;
-    let store = pg.store();
-    let (key, now) = (fresh_key(), now_ms());
-    let mut data = Map::new();
-    data.insert("kept".into(), json!(1));
-    let record = Record::new(data.clone(), now, now + Duration::from_secs(60));
-    insert(&store, &key, &record).await;
-    data.insert("bad".into(), json!("a\u{0}b"));
-    let bad = Record::new(data, now, now + Duration::from_secs(120));
-    let changes = Changes::new().with_set("bad");
-    let error = store
-        .write(&key, &bad, &changes, WriteMode::Update)
-        .await
-        .expect_err("U+0000 is refused");
-    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
-    assert_eq!(store.read(&key).await.expect("read"), Some(record));
-}
-
 /// With the `postgres-tls` feature, `sslmode=require` talks TLS to the server (the test
 /// server has a self-signed certificate, which `require` accepts, as libpq does).
 #[cfg(feature = "postgres-tls")]
@@ -551,4 +529,209 @@ async fn migrate_on_a_current_schema_logs_no_notice() {
         "the capture sees a notice: {}",
         logs.text()
     );
+}
+
+/// Stamps the store-level scenarios of `super::sql` over a table of their own.
+macro_rules! sql_scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $scenario() {
+                let pg = Postgres::open().await;
+                super::sql::$scenario(&pg.store()).await;
+            }
+        )*
+    };
+}
+
+sql_scenarios!(
+    r17_a_slow_write_keeps_another_requests_duration,
+    r17_a_slow_write_keeps_another_requests_login,
+    r20_nul_characters_round_trip,
+    r20_a_value_nested_64_deep_round_trips,
+    users_the_listing_summarises_each_session,
+);
+
+/// A table made by the previous version (data only, an expression index on the data's
+/// user, no fill factor): `migrate` adds the columns beside the data and fills them from the
+/// rows, indexes the user column, drops the expression index and sets the fill factor; the
+/// rows are then listed and read as if written by this version (R21), and a second `migrate`
+/// finds nothing to do.
+#[tokio::test]
+async fn r21_migrate_brings_a_table_of_the_previous_layout_up_to_date() {
+    let name = unique("sessions_old");
+    let _table = DropOnExit(format!("DROP TABLE IF EXISTS {name}"));
+    let store = Postgres::on_table(&name).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE {name} (key TEXT PRIMARY KEY, data JSONB NOT NULL, \
+         created_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL); \
+         CREATE INDEX {name}_user ON {name} ((data->>'__user')) WHERE data ? '__user'"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("the old table");
+    let old = super::sql::OldRows::new();
+    for (key, data, created, expires) in &old.rows {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {name} VALUES ($1, $2::jsonb, \
+             'epoch'::timestamptz + $3::int8 * interval '1 millisecond', \
+             'epoch'::timestamptz + $4::int8 * interval '1 millisecond')"
+        )))
+        .bind(key.as_str())
+        .bind(Value::Object(data.clone()).to_string())
+        .bind(super::sql::millis(*created))
+        .bind(super::sql::millis(*expires))
+        .execute(store.pool())
+        .await
+        .expect("an old row");
+    }
+    store.migrate().await.expect("migrate");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname FROM pg_indexes WHERE tablename = $1 ORDER BY indexname",
+    )
+    .bind(&name)
+    .fetch_all(store.pool())
+    .await
+    .expect("the indexes");
+    assert_eq!(
+        indexes,
+        [format!("{name}_pkey"), format!("{name}_user_name")]
+    );
+    let options: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = to_regclass($1)")
+            .bind(&name)
+            .fetch_one(store.pool())
+            .await
+            .expect("the options");
+    assert_eq!(options, Some(vec!["fillfactor=80".to_owned()]));
+    old.check(&store).await;
+    let (logs, _guard) = crate::logs::capture();
+    store.migrate().await.expect("migrate again");
+    assert!(
+        !logs.text().contains("sqlx::postgres::notice"),
+        "{}",
+        logs.text()
+    );
+}
+
+/// How many of 2,000 updates of 100 sessions PostgreSQL makes heap-only (HOT), which write
+/// no index entry: with the previous layout and its statement (an expression index on the
+/// data's user, no fill factor), and with this version's (the user in a column of its own),
+/// without and with its fill factor. Prints `n_tup_upd` and `n_tup_hot_upd`; a figure, not a
+/// check: `cargo test --all-features --test it -- --ignored --nocapture hot_updates`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn hot_updates_measured() {
+    const SESSIONS: usize = 100;
+    const UPDATES: usize = 2_000;
+    let payload = "p".repeat(200);
+    for layout in [
+        "previous",
+        "this version, fillfactor 100",
+        "this version, fillfactor 80",
+    ] {
+        let name = unique("sessions_hot");
+        let _table = DropOnExit(format!("DROP TABLE IF EXISTS {name}"));
+        let store = Postgres::on_table(&name).await;
+        let keys: Vec<_> = (0..SESSIONS).map(|_| fresh_key()).collect();
+        let now = now_ms();
+        let data = |n: usize| {
+            let mut data = Map::new();
+            data.insert("__user".into(), json!(format!("user{}", n % 10)));
+            data.insert("n".into(), json!(n));
+            data.insert("payload".into(), json!(payload));
+            data
+        };
+        if layout == "previous" {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE TABLE {name} (key TEXT PRIMARY KEY, data JSONB NOT NULL, \
+                 created_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL); \
+                 CREATE INDEX {name}_user ON {name} ((data->>'__user')) WHERE data ? '__user'"
+            )))
+            .execute(store.pool())
+            .await
+            .expect("the old table");
+            for (n, key) in keys.iter().enumerate() {
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {name} VALUES ($1, $2::jsonb, now(), now() + interval '1 hour')"
+                )))
+                .bind(key.as_str())
+                .bind(Value::Object(data(n)).to_string())
+                .execute(store.pool())
+                .await
+                .expect("a row");
+            }
+            // The statement of the previous version's patch.
+            let patch = format!(
+                "UPDATE {name} SET data = (data - $3::text[]) || $4::jsonb, \
+                 expires_at = now() + interval '1 hour' WHERE key = $1 \
+                 AND expires_at > 'epoch'::timestamptz + $2::int8 * interval '1 millisecond'"
+            );
+            for i in 0..UPDATES {
+                sqlx::query(AssertSqlSafe(patch.clone()))
+                    .bind(keys[i % SESSIONS].as_str())
+                    .bind(super::sql::millis(now_ms()))
+                    .bind(Vec::<String>::new())
+                    .bind(json!({ "n": i }).to_string())
+                    .execute(store.pool())
+                    .await
+                    .expect("an update");
+            }
+        } else {
+            store.migrate().await.expect("migrate");
+            if layout.ends_with("100") {
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "ALTER TABLE {name} RESET (fillfactor)"
+                )))
+                .execute(store.pool())
+                .await
+                .expect("RESET");
+            }
+            for (n, key) in keys.iter().enumerate() {
+                insert(
+                    &store,
+                    key,
+                    &Record::new(data(n), now, now + Duration::from_secs(3600)),
+                )
+                .await;
+            }
+            for i in 0..UPDATES {
+                let n = i % SESSIONS;
+                let mut changed = data(n);
+                changed.insert("n".into(), json!(i));
+                let now = now_ms();
+                let record = Record::new(changed, now, now + Duration::from_secs(3600)).with_rule(
+                    session_engine::store::ExpiryRule::new(now, Duration::from_secs(3600), None),
+                );
+                store
+                    .write(
+                        &keys[n],
+                        &record,
+                        &Changes::new().with_set("n"),
+                        WriteMode::Update,
+                    )
+                    .await
+                    .expect("an update");
+            }
+        }
+        // The statistics reach the view within a second or so of each transaction.
+        let mut figures: (i64, i64) = (0, 0);
+        for _ in 0..50 {
+            figures = sqlx::query_as(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = $1",
+            )
+            .bind(&name)
+            .fetch_one(store.pool())
+            .await
+            .expect("the statistics");
+            if figures.0 >= i64::try_from(UPDATES).expect("fits") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "{layout}: n_tup_upd {}, n_tup_hot_upd {} ({} sessions, {UPDATES} updates)",
+            figures.0, figures.1, SESSIONS
+        );
+    }
 }

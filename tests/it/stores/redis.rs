@@ -365,6 +365,7 @@ redis_tests!(Redis);
 /// The scenarios of [`redis_tests!`].
 pub(crate) mod v3 {
     use super::*;
+    use session_engine::store::MAX_DEPTH;
 
     const MINUTE: Duration = Duration::from_secs(60);
 
@@ -663,16 +664,16 @@ pub(crate) mod v3 {
         );
     }
 
-    /// R20: NUL characters in keys and values, and values nested 64 deep (as deep as `set`
-    /// allows), round-trip through an insert, a delta update and a replacement.
+    /// R20: NUL characters in keys and values, and values nested [`MAX_DEPTH`] deep (as deep
+    /// as `set` allows), round-trip through an insert, a delta update and a replacement.
     pub(crate) async fn r20_nul_characters_and_deep_values_round_trip<B>(backend: &B)
     where
         B: Backend<Store = RedisStore>,
     {
         let store = backend.store();
         let (key, now) = (fresh_key(), now_ms());
-        let deep = (1..64).fold(json!(["\0 at the bottom"]), |inner, _| json!([inner]));
-        let deep_map = (1..64).fold(json!({"\0": 0}), |inner, _| json!({"k\0": inner}));
+        let deep = (1..MAX_DEPTH).fold(json!(["\0 at the bottom"]), |inner, _| json!([inner]));
+        let deep_map = (1..MAX_DEPTH).fold(json!({"\0": 0}), |inner, _| json!({"k\0": inner}));
         let mut data = Map::new();
         data.insert("nul\0key".into(), json!("nul\0value"));
         data.insert("\0".into(), json!({"\0": "\0\0"}));
@@ -763,7 +764,7 @@ pub(crate) mod v3 {
         tokio::time::sleep(Duration::from_millis(400)).await;
 
         let mut listed = store.user_sessions("ann").await.expect("a listing");
-        listed.sort_by_key(|a| a.1.created_at);
+        listed.sort_by_key(|(_, summary)| summary.created_at);
         let expected = vec![
             (
                 own,

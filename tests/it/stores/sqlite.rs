@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use serde_json::Map;
+use serde_json::{Map, Value};
 use session_engine::store::sqlite::SqliteStore;
 use session_engine::testing::{Options, assert_conforms_with};
 use session_engine::{Record, SessionStore, StoreError};
-use sqlx::{Connection as _, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection as _, SqliteConnection};
 
 use super::{Backend, BulkRows, Spoil, TempDir, bulk_key, fresh_key, insert, now_ms};
 use crate::harness::{engine_on, get_with, new_session, routes, serve};
@@ -241,9 +241,12 @@ async fn migrate_drops_the_expiry_index_of_earlier_versions() {
         .execute(store.pool())
         .await
         .expect("the old index");
-    assert_eq!(indexes().await, ["sessions_expires_ms", "sessions_user"]);
+    assert_eq!(
+        indexes().await,
+        ["sessions_expires_ms", "sessions_user_name"]
+    );
     store.migrate().await.expect("migrate");
-    assert_eq!(indexes().await, ["sessions_user"]);
+    assert_eq!(indexes().await, ["sessions_user_name"]);
 }
 
 /// Starting an app on a file whose schema is current takes no lock that waits for session
@@ -284,4 +287,106 @@ async fn r21_migrate_on_a_current_schema_waits_for_no_open_write() {
         .execute(&mut writer)
         .await
         .expect("ROLLBACK");
+}
+
+/// Stamps the store-level scenarios of `super::sql` over a database file of their own.
+macro_rules! sql_scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $scenario() {
+                let sqlite = Sqlite::open().await;
+                super::sql::$scenario(&sqlite.store()).await;
+            }
+        )*
+    };
+}
+
+sql_scenarios!(
+    r17_a_slow_write_keeps_another_requests_duration,
+    r17_a_slow_write_keeps_another_requests_login,
+    r20_nul_characters_round_trip,
+    r20_a_value_nested_64_deep_round_trips,
+    users_the_listing_summarises_each_session,
+);
+
+/// A table made by the previous version (data only, an expression index on the data's user):
+/// `migrate` adds the columns beside the data and fills them from the rows (a row whose data
+/// is not JSON stays as it is), indexes the user column and drops the expression index; the
+/// rows are then listed and read as if written by this version (R21).
+#[tokio::test]
+async fn r21_migrate_brings_a_table_of_the_previous_layout_up_to_date() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&url(&dir))
+        .await
+        .expect("the database opens");
+    let user = "(CASE WHEN json_valid(data) THEN json_extract(data, '$.__user') END)";
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE sessions (key TEXT PRIMARY KEY NOT NULL, data TEXT NOT NULL, \
+         created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL) WITHOUT ROWID; \
+         CREATE INDEX sessions_user ON sessions ({user}) WHERE {user} IS NOT NULL"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("the old table");
+    let old = super::sql::OldRows::new();
+    let spoiled = fresh_key();
+    let rows = old
+        .rows
+        .iter()
+        .map(|(key, data, created, expires)| {
+            (
+                key.as_str().to_owned(),
+                Value::Object(data.clone()).to_string(),
+                *created,
+                *expires,
+            )
+        })
+        .chain([(
+            spoiled.as_str().to_owned(),
+            "not json".to_owned(),
+            now_ms(),
+            now_ms() + Duration::from_secs(60),
+        )]);
+    for (key, data, created, expires) in rows {
+        sqlx::query("INSERT INTO sessions VALUES (?1, ?2, ?3, ?4)")
+            .bind(key)
+            .bind(data)
+            .bind(super::sql::millis(created))
+            .bind(super::sql::millis(expires))
+            .execute(store.pool())
+            .await
+            .expect("an old row");
+    }
+    store.migrate().await.expect("migrate");
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('sessions')")
+        .fetch_all(store.pool())
+        .await
+        .expect("the columns");
+    assert_eq!(
+        columns,
+        [
+            "key",
+            "data",
+            "created_ms",
+            "expires_ms",
+            "user_name",
+            "duration_ms",
+            "login_ms"
+        ]
+    );
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions' \
+         AND sql IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("the indexes");
+    assert_eq!(indexes, ["sessions_user_name"]);
+    old.check(&store).await;
+    assert!(matches!(
+        store.read(&spoiled).await,
+        Err(StoreError::Undecodable(_))
+    ));
+    store.migrate().await.expect("migrate again");
 }

@@ -1,0 +1,478 @@
+//! SPEC 7.4: the `session` span of each request that uses its session, with its outcome; the
+//! `session_store` span of each store call; the counters and the latency histogram recorded
+//! through the `metrics` facade. Every outcome is driven (new, read, written, touched, rolled,
+//! destroyed, absent, a store error, a time-out), and no field or label ever carries an id, a
+//! store key, a user name or a data value.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use session_engine::observability;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::DefaultGuard;
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::faults::{Fault, Hook};
+use crate::harness::{Harness, MINUTE, store_key};
+
+/// A span as the subscriber saw it: its name, its parent's name, and its fields as text.
+#[derive(Clone, Debug)]
+struct Seen {
+    name: &'static str,
+    parent: Option<&'static str>,
+    fields: BTreeMap<&'static str, String>,
+}
+
+impl Seen {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+/// Where a span's record sits in the captured list.
+struct Index(usize);
+
+/// A `tracing` layer that keeps every span with its fields, those recorded later too.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<Seen>>>);
+
+struct Fields<'a>(&'a mut BTreeMap<&'static str, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name(), value.to_owned());
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Spans
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let span = ctx.span(id).expect("a new span is known");
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        let mut spans = self.0.lock().unwrap();
+        spans.push(Seen {
+            name: attrs.metadata().name(),
+            parent: span.parent().map(|parent| parent.name()),
+            fields,
+        });
+        span.extensions_mut().insert(Index(spans.len() - 1));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let span = ctx.span(id).expect("a recorded span is known");
+        let extensions = span.extensions();
+        let Index(index) = extensions.get::<Index>().expect("indexed when made");
+        values.record(&mut Fields(&mut self.0.lock().unwrap()[*index].fields));
+    }
+}
+
+impl Spans {
+    fn named(&self, name: &str) -> Vec<Seen> {
+        let spans = self.0.lock().unwrap();
+        spans.iter().filter(|s| s.name == name).cloned().collect()
+    }
+
+    /// The outcomes of the `session` spans, in order; emptied.
+    fn outcomes(&self) -> Vec<String> {
+        let outcomes = self
+            .named("session")
+            .iter()
+            .map(|s| s.field("outcome").unwrap_or("(none)").to_owned())
+            .collect();
+        self.0.lock().unwrap().retain(|s| s.name != "session");
+        outcomes
+    }
+
+    fn all(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// What this test thread's spans and metrics show, while it lives.
+struct Watch {
+    spans: Spans,
+    metrics: Snapshotter,
+    /// What the snapshots taken so far held (a snapshot drains the recorder).
+    totals: Mutex<BTreeMap<String, u64>>,
+    _tracing: DefaultGuard,
+    _metrics: metrics::LocalRecorderGuard<'static>,
+}
+
+impl Watch {
+    /// Captures this thread's spans (a `#[tokio::test]` runs its tasks on it) and metrics.
+    fn new() -> Self {
+        // As in `logs::capture`: a second dispatcher that lives as long as the process makes
+        // every callsite's interest consult this thread's subscriber too.
+        static SECOND: OnceLock<tracing::Dispatch> = OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+        let spans = Spans::default();
+        let subscriber = tracing_subscriber::registry().with(spans.clone());
+        let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
+        Self {
+            spans,
+            metrics: recorder.snapshotter(),
+            totals: Mutex::default(),
+            _tracing: tracing::subscriber::set_default(subscriber),
+            _metrics: metrics::set_default_local_recorder(recorder),
+        }
+    }
+
+    /// Every metric recorded so far: its name and labels, and its value (a histogram's
+    /// number of samples).
+    fn metrics(&self) -> BTreeMap<String, u64> {
+        let mut totals = self.totals.lock().unwrap();
+        for (name, value) in self.snapshot() {
+            *totals.entry(name).or_default() += value;
+        }
+        totals.clone()
+    }
+
+    /// What the recorder holds since the last snapshot.
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        self.metrics
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let labels: Vec<String> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                let name = format!("{}{{{}}}", key.name(), labels.join(","));
+                let value = match value {
+                    DebugValue::Counter(n) => n,
+                    DebugValue::Histogram(samples) => samples.len() as u64,
+                    DebugValue::Gauge(_) => panic!("no gauge is recorded"),
+                };
+                (name, value)
+            })
+            .collect()
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        self.metrics().get(name).copied().unwrap_or(0)
+    }
+
+    /// No span field and no metric label holds any of `secrets`.
+    fn assert_nothing_of(&self, secrets: &[&str]) {
+        let spans = self.spans.all();
+        assert!(!spans.is_empty());
+        for span in &spans {
+            for (field, value) in &span.fields {
+                for secret in secrets {
+                    assert!(
+                        !value.contains(secret),
+                        "{field} of {span:?} holds {secret}"
+                    );
+                }
+            }
+        }
+        for name in self.metrics().keys() {
+            for secret in secrets {
+                assert!(!name.contains(secret), "{name} holds {secret}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn r7_4_each_outcome_has_its_span_and_its_counter() {
+    let watch = Watch::new();
+    let h = Harness::new();
+
+    // new
+    let first = h.get("/set?key=colour&value=ultramarine-42", None).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let cookie = first.cookie();
+    let id = first.cookie_id();
+    assert_eq!(watch.spans.outcomes(), ["new"]);
+    assert_eq!(
+        watch.metric(&format!("{}{{}}", observability::SESSIONS_CREATED)),
+        1
+    );
+
+    // read: within the touch interval, nothing is written
+    assert_eq!(h.get("/peek", Some(&cookie)).await.body, "0");
+    assert_eq!(watch.spans.outcomes(), ["read"]);
+
+    // written
+    assert_eq!(h.get("/visits", Some(&cookie)).await.body, "1");
+    assert_eq!(watch.spans.outcomes(), ["written"]);
+    assert_eq!(watch.metric("session_engine_sessions_written_total{}"), 1);
+
+    // touched: past the touch interval (a minute by default)
+    h.advance(2 * MINUTE);
+    assert_eq!(h.get("/peek", Some(&cookie)).await.body, "1");
+    assert_eq!(watch.spans.outcomes(), ["touched"]);
+    assert_eq!(watch.metric("session_engine_sessions_touched_total{}"), 1);
+
+    // rolled
+    let login = h.post("/login?user=ada-lovelace", Some(&cookie)).await;
+    assert_eq!(login.body, "true");
+    let rolled_id = login.cookie_id();
+    let cookie = login.cookie();
+    assert_eq!(watch.spans.outcomes(), ["rolled"]);
+    assert_eq!(watch.metric("session_engine_sessions_rolled_total{}"), 1);
+    // A roll is no creation.
+    assert_eq!(watch.metric("session_engine_sessions_created_total{}"), 1);
+
+    // destroyed
+    assert_eq!(h.post("/logout", Some(&cookie)).await.body, "ok");
+    assert_eq!(watch.spans.outcomes(), ["destroyed"]);
+    assert_eq!(watch.metric("session_engine_sessions_destroyed_total{}"), 1);
+
+    // absent: the destroyed id, a forged cookie; a new session stored in its place is new
+    assert_eq!(h.get("/peek", Some(&cookie)).await.body, "0");
+    assert_eq!(h.get("/peek", Some("sid=forged.signature")).await.body, "0");
+    assert_eq!(watch.spans.outcomes(), ["absent", "absent"]);
+    assert_eq!(
+        watch.metric("session_engine_sessions_absent_total{reason=missing}"),
+        1
+    );
+    assert_eq!(
+        watch.metric("session_engine_sessions_absent_total{reason=invalid}"),
+        1
+    );
+    assert_eq!(h.get("/visits", Some(&cookie)).await.body, "1");
+    assert_eq!(watch.spans.outcomes(), ["new"]);
+    assert_eq!(
+        watch.metric("session_engine_sessions_absent_total{reason=missing}"),
+        2
+    );
+
+    // expired: a record the store still returns, which the engine's clock has seen expire
+    let (cookie, _) = h.new_session().await;
+    watch.spans.outcomes();
+    h.advance(31 * MINUTE);
+    assert_eq!(h.get("/peek", Some(&cookie)).await.body, "0");
+    assert_eq!(watch.spans.outcomes(), ["absent"]);
+    assert_eq!(
+        watch.metric("session_engine_sessions_absent_total{reason=expired}"),
+        1
+    );
+
+    // A request that never uses its session has no span, and calls no store.
+    assert_eq!(h.get("/untouched", Some(&cookie)).await.body, "ok");
+    assert_eq!(h.get("/health", None).await.body, "ok");
+    assert!(watch.spans.outcomes().is_empty());
+
+    // Every store call has its span, under its request's, with its hook, the store's name, its
+    // outcome and its duration; and is in the histogram of its hook.
+    let calls = watch.spans.named("session_store");
+    assert!(calls.len() >= 10, "{calls:?}");
+    for call in &calls {
+        assert_eq!(call.parent, Some("session"), "{call:?}");
+        assert_eq!(call.field("store"), Some("FaultyStore"), "{call:?}");
+        assert_eq!(call.field("outcome"), Some("ok"), "{call:?}");
+        let ms: f64 = call
+            .field("duration_ms")
+            .expect("a duration")
+            .parse()
+            .unwrap();
+        assert!(ms >= 0.0, "{call:?}");
+    }
+    for hook in ["id", "read", "write", "touch", "destroy"] {
+        let spans = calls
+            .iter()
+            .filter(|c| c.field("hook") == Some(hook))
+            .count();
+        assert!(spans > 0, "{hook}");
+        let histogram = format!("session_engine_store_call_seconds{{hook={hook}}}");
+        assert_eq!(watch.metric(&histogram), spans as u64, "{hook}");
+    }
+    let metrics = watch.metrics();
+    assert!(
+        !metrics
+            .keys()
+            .any(|k| k.contains("errors") || k.contains("timeouts")),
+        "{metrics:?}"
+    );
+
+    let keys = [store_key(&id), store_key(&rolled_id)];
+    watch.assert_nothing_of(&[
+        &id,
+        &rolled_id,
+        &keys[0],
+        &keys[1],
+        "ada-lovelace",
+        "ultramarine-42",
+        "colour",
+    ]);
+}
+
+#[tokio::test]
+async fn r7_4_store_errors_are_counted_by_hook_and_kind() {
+    let watch = Watch::new();
+    let h = Harness::new();
+    let (cookie, id) = h.new_session().await;
+    watch.spans.outcomes();
+
+    h.store.fail(Hook::Read, Fault::Backend);
+    assert_eq!(
+        h.get("/peek", Some(&cookie)).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    h.store.fail(Hook::Read, Fault::Unavailable);
+    assert_eq!(
+        h.get("/peek", Some(&cookie)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    h.store.heal(Hook::Read);
+    h.store.fail(Hook::Write, Fault::Backend);
+    assert_eq!(
+        h.get("/visits", Some(&cookie)).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    h.store.heal(Hook::Write);
+    assert_eq!(watch.spans.outcomes(), ["failed", "failed", "failed"]);
+    assert_eq!(
+        watch.metric("session_engine_store_errors_total{hook=read,kind=backend}"),
+        1
+    );
+    assert_eq!(
+        watch.metric("session_engine_store_errors_total{hook=read,kind=unavailable}"),
+        1
+    );
+    assert_eq!(
+        watch.metric("session_engine_store_errors_total{hook=write,kind=backend}"),
+        1
+    );
+    let failed: Vec<_> = watch
+        .spans
+        .named("session_store")
+        .into_iter()
+        .filter_map(|s| Some((s.field("hook")?.to_owned(), s.field("outcome")?.to_owned())))
+        .filter(|(_, outcome)| outcome != "ok")
+        .collect();
+    let failed: Vec<(&str, &str)> = failed
+        .iter()
+        .map(|(h, o)| (h.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("read", "backend"),
+            ("read", "unavailable"),
+            ("write", "backend")
+        ]
+    );
+
+    // An undecodable record counts as an error of the store, and the session as absent.
+    h.store.fail_times(Hook::Read, Fault::Undecodable, 1);
+    assert_eq!(h.get("/peek", Some(&cookie)).await.body, "0");
+    assert_eq!(watch.spans.outcomes(), ["absent"]);
+    assert_eq!(
+        watch.metric("session_engine_store_errors_total{hook=read,kind=undecodable}"),
+        1
+    );
+    assert_eq!(
+        watch.metric("session_engine_sessions_absent_total{reason=undecodable}"),
+        1
+    );
+
+    // `Gone` is an answer of the contract, not a failure: the session is absent, found gone.
+    h.store.fail_times(Hook::Write, Fault::Gone, 1);
+    assert_eq!(h.get("/visits", Some(&cookie)).await.status, StatusCode::OK);
+    assert_eq!(watch.spans.outcomes(), ["absent"]);
+    assert_eq!(
+        watch.metric("session_engine_sessions_absent_total{reason=gone}"),
+        1
+    );
+    assert!(!watch.metrics().keys().any(|k| k.contains("kind=gone")));
+
+    // Outside a request: the clean-up's span has no parent.
+    h.store.fail(Hook::Cleanup, Fault::Backend);
+    assert!(h.engine.cleanup().await.is_err());
+    let cleanup = watch
+        .spans
+        .named("session_store")
+        .pop()
+        .expect("the clean-up's span");
+    assert_eq!(
+        (cleanup.field("hook"), cleanup.parent),
+        (Some("cleanup"), None)
+    );
+    assert_eq!(
+        watch.metric("session_engine_store_errors_total{hook=cleanup,kind=backend}"),
+        1
+    );
+
+    let key = store_key(&id);
+    watch.assert_nothing_of(&[&id, &key, super::faults::FAULT_MESSAGE]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn r7_4_a_timeout_is_counted_apart_from_errors() {
+    let watch = Watch::new();
+    let h = Harness::with(|b| b.store_timeout(Duration::from_secs(1)));
+    let (cookie, id) = h.new_session().await;
+    watch.spans.outcomes();
+    h.store.delay(Hook::Read, Duration::from_secs(10));
+    assert_eq!(
+        h.get("/peek", Some(&cookie)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(watch.spans.outcomes(), ["failed"]);
+    let read = watch
+        .spans
+        .named("session_store")
+        .pop()
+        .expect("the read's span");
+    assert_eq!(
+        (read.field("hook"), read.field("outcome")),
+        (Some("read"), Some("timeout"))
+    );
+    let ms: f64 = read.field("duration_ms").unwrap().parse().unwrap();
+    assert!((1000.0..2000.0).contains(&ms), "{ms}");
+    assert_eq!(
+        watch.metric("session_engine_store_timeouts_total{hook=read}"),
+        1
+    );
+    assert!(
+        !watch.metrics().keys().any(|k| k.contains("errors")),
+        "{:?}",
+        watch.metrics()
+    );
+    let key = store_key(&id);
+    watch.assert_nothing_of(&[&id, &key]);
+}
+
+/// `describe_metrics` gives every metric its help text, and each name follows Prometheus'
+/// conventions under one prefix.
+#[test]
+fn r7_4_every_metric_is_described_under_one_prefix() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        observability::describe_metrics();
+        for (name, kind, _) in observability::ALL {
+            match kind {
+                observability::Kind::Counter => metrics::counter!(name).increment(0),
+                observability::Kind::Histogram => metrics::histogram!(name).record(0.0),
+            }
+        }
+    });
+    let described = snapshotter.snapshot().into_vec();
+    assert_eq!(described.len(), observability::ALL.len());
+    for (key, unit, help, _) in described {
+        let name = key.key().name();
+        assert!(name.starts_with("session_engine_"), "{name}");
+        assert!(help.is_some_and(|h| !h.is_empty()), "{name}");
+        let histogram = name.ends_with("_seconds");
+        assert!(histogram || name.ends_with("_total"), "{name}");
+        assert_eq!(unit.is_some(), histogram, "{name}");
+    }
+}
