@@ -4,16 +4,24 @@
 //! <the store's prefix>`) to push the name of every key under the prefix that any client
 //! changes, expires or evicts. Such a push drops the key; a lost connection, a reconnection, a
 //! Cluster's change of shape or messages this process fell behind on turn the cache off and
-//! empty until tracking is on again.
+//! empty until tracking is on again. Every second the channel is checked end to end: the
+//! tracking client writes a key of its own under the prefix (`near-cache-probe:…`, expiring
+//! after 10 s), and if its invalidation has not come back 2 s later the channel counts as
+//! behind (or silently gone): off, and tracking turned on again. After any loss the cache
+//! serves again only once a probe written after tracking was back has come back. On a
+//! Cluster the probe checks the node that holds its key.
 
 use std::any::Any;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::clients::Client;
 use fred::error::{Error as RedisError, ErrorKind};
-use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, TrackingInterface};
+use fred::interfaces::{
+    ClientLike, ClusterInterface, EventInterface, KeysInterface, TrackingInterface,
+};
 use fred::prelude::ClientInterface;
+use fred::types::Expiration;
 use fred::types::{Builder, RespVersion};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -24,6 +32,11 @@ use crate::store::redis::RedisStore;
 
 /// How long to wait before asking again for tracking that the server refused.
 const RETRY: Duration = Duration::from_millis(100);
+/// How often the channel is checked end to end: a key of its own written under the prefix,
+/// whose invalidation must come back.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How late that invalidation may be before the channel counts as behind (or silently gone).
+const PROBE_LATE: Duration = Duration::from_secs(2);
 
 /// What runs a [`NearCache`]'s Redis invalidation channel: the tracking client and the task
 /// that reads its pushes. Ended (the task aborted, the client closed) when the last clone of
@@ -163,6 +176,16 @@ async fn track(client: &Client, prefix: &str) -> Result<(), RedisError> {
 }
 
 async fn run(client: Client, prefix: String, feed: Invalidations, mut rx: Receivers) {
+    // The probe: a key under the prefix that no session key can be (those have no `:`).
+    let probe = format!(
+        "{prefix}near-cache-probe:{}",
+        crate::store::random_id().unwrap_or_default()
+    );
+    let mut probe_sent: Option<Instant> = None;
+    // Tracking is on again, the cache off until a probe comes back.
+    let mut confirming = false;
+    let mut ticker = tokio::time::interval(PROBE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let lost = tokio::select! {
             biased;
@@ -170,6 +193,15 @@ async fn run(client: Client, prefix: String, feed: Invalidations, mut rx: Receiv
                 Ok(push) => {
                     for key in &push.keys {
                         let name = key.as_bytes();
+                        if name == probe.as_bytes() {
+                            probe_sent = None;
+                            if confirming {
+                                // Tracking is on again and told of a write made after it.
+                                confirming = false;
+                                feed.up();
+                            }
+                            continue;
+                        }
                         let key = name
                             .strip_prefix(prefix.as_bytes())
                             .and_then(|rest| std::str::from_utf8(rest).ok());
@@ -192,6 +224,15 @@ async fn run(client: Client, prefix: String, feed: Invalidations, mut rx: Receiv
             _ = rx.errors.recv() => true,
             _ = rx.reconnects.recv() => true,
             _ = rx.changes.recv() => true,
+            _ = ticker.tick() => match probe_sent {
+                // The last probe's invalidation is late: the channel is behind or gone.
+                Some(sent) if sent.elapsed() > PROBE_LATE => true,
+                Some(_) => false,
+                None => {
+                    probe_sent = Some(send_probe(&client, &probe));
+                    false
+                }
+            },
         };
         if lost {
             feed.down();
@@ -200,9 +241,22 @@ async fn run(client: Client, prefix: String, feed: Invalidations, mut rx: Receiv
                 tracing::debug!(%failure, "near cache: tracking not on yet");
                 tokio::time::sleep(RETRY).await;
             }
-            feed.up();
+            // Serving again once a probe's invalidation comes back, not before: a channel
+            // that was behind may still be.
+            confirming = true;
+            probe_sent = Some(send_probe(&client, &probe));
         }
     }
+}
+
+/// Writes the probe key (its invalidation must come back), without waiting for the answer.
+fn send_probe(client: &Client, probe: &str) -> Instant {
+    let (client, probe) = (client.clone(), probe.to_owned());
+    tokio::spawn(async move {
+        let expiry = Some(Expiration::PX(10_000));
+        let _: Result<(), _> = client.set(probe, 1, expiry, None, false).await;
+    });
+    Instant::now()
 }
 
 fn error(failure: RedisError) -> StoreError {
