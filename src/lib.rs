@@ -26,6 +26,10 @@ mod engine;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+// Wrappers for the fuzz targets in `fuzz/`: not a public API (see the module).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guide;
 mod id;
 mod layer;

@@ -6,6 +6,8 @@ mod parse;
 
 pub(crate) use format::CookieFormat;
 pub(crate) use parse::{Credentials, Presented, decode_signed, presented};
+#[cfg(feature = "fuzzing")]
+pub(crate) use parse::{MAX_CANDIDATES, MAX_VALUE_LEN};
 
 use crate::error::ConfigError;
 

@@ -25,7 +25,7 @@ pub mod memory;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+pub(crate) mod sql;
 
 pub use crate::id::{MAX_ID_LEN, StoreKey, is_valid_id};
 pub use future::StoreFuture;
@@ -556,6 +556,34 @@ mod tests {
         let time = UNIX_EPOCH + Duration::from_millis(1_234_567);
         assert_eq!(from_ms(to_ms(time)).unwrap(), time);
         assert_eq!(to_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+
+    /// Found by the `sql_row` and `redis_record` fuzz targets: serde_json's default float
+    /// parsing is best-effort, and read `-9.857879186114048e305` back as `…049e305`.
+    #[test]
+    fn r20_every_float_reads_back_exactly() {
+        let floats = [
+            -9.857_879_186_114_048e305,
+            0.1,
+            1.0 / 3.0,
+            5e-324,
+            2.225_073_858_507_201e-308,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            9_007_199_254_740_993.0,
+            -0.0,
+        ];
+        for float in floats {
+            let mut data = Map::new();
+            data.insert("f".into(), Value::from(float));
+            let read = decode_data(encode_data(&data).as_bytes()).unwrap();
+            assert_eq!(read, data, "{float:e}");
+            assert_eq!(
+                read["f"].as_f64().unwrap().to_bits(),
+                float.to_bits(),
+                "{float:e}"
+            );
+        }
     }
 
     #[test]

@@ -659,6 +659,9 @@ const RULE_KEYS: [&str; 3] = [DURATION_KEY, LOGIN_KEY, USER_KEY];
 /// Where the arguments of [`WRITE`] say up to when the set of which user was stretched.
 const INDEXED_UNTIL: usize = 9;
 const INDEXED_USER: usize = 10;
+/// Where the arguments of [`WRITE`] give how many fields it deletes; the fields deleted, then
+/// each field set and its value, follow.
+pub(crate) const DELETED_COUNT: usize = 11;
 
 /// What [`WRITE`] is told of a field of [`RULE_KEYS`] that the write leaves as it is stored.
 const STORED: &str = "s";
@@ -667,7 +670,7 @@ const NONE: &str = "n";
 
 /// The arguments of [`WRITE`], and the expiry the write expects to store; `tied` is the
 /// `.__user` field (JSON) of the user whose set is stretched to that expiry before the write.
-fn write_args<'a>(
+pub(crate) fn write_args<'a>(
     record: &'a Record,
     changes: &Changes,
     mode: WriteMode,
@@ -759,6 +762,7 @@ fn write_args<'a>(
         Some(user) => args.extend([to_ms(expires).to_string().into(), user.into()]),
         None => args.extend(["0", ""].map(RedisValue::from)),
     }
+    debug_assert_eq!(args.len(), DELETED_COUNT);
     args.push(deleted.len().to_string().into());
     args.extend(deleted);
     args.extend(set);
@@ -802,7 +806,10 @@ fn summary_from(
 ///
 /// The fields are read as bytes: a value that is not text, or not JSON, makes the record
 /// undecodable (absent for the request), never a failure of every request until it expires.
-fn record_from(fields: HashMap<Bytes, Bytes>, now_ms: u64) -> Result<Option<Record>, StoreError> {
+pub(crate) fn record_from(
+    fields: HashMap<Bytes, Bytes>,
+    now_ms: u64,
+) -> Result<Option<Record>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }

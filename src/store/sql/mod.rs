@@ -3,7 +3,7 @@
 //! hooks ([`sql_store!`]), compiled for each driver.
 
 #[cfg(feature = "postgres")]
-mod nul;
+pub(crate) mod nul;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -98,6 +98,21 @@ pub(crate) fn duration_of_millis(ms: i64) -> Duration {
 /// The inverse of [`millis`]; negative values (never written by this crate) count as 0.
 pub(crate) fn from_millis(ms: i64) -> Result<SystemTime, StoreError> {
     crate::store::from_ms(u64::try_from(ms).unwrap_or(0))
+}
+
+/// A record from the columns of its row: the data as JSON text, read by `decode` (the store's
+/// own), and the creation and the expiry in milliseconds (see [`from_millis`]).
+pub(crate) fn record_from_row(
+    data: &str,
+    created: i64,
+    expires: i64,
+    decode: impl FnOnce(&str) -> Result<Map<String, Value>, StoreError>,
+) -> Result<Record, StoreError> {
+    Ok(Record::new(
+        decode(data)?,
+        from_millis(created)?,
+        from_millis(expires)?,
+    ))
 }
 
 /// What `migrate` does: steps, each checked with a plain read of the database's catalog and
@@ -606,11 +621,7 @@ macro_rules! sql_store {
                 let data: &str = row.try_get(0).map_err(StoreError::undecodable)?;
                 let created: i64 = row.try_get(1).map_err(StoreError::undecodable)?;
                 let expires: i64 = row.try_get(2).map_err(StoreError::undecodable)?;
-                Ok(Some(Record::new(
-                    Self::decode_data(data)?,
-                    sql::from_millis(created)?,
-                    sql::from_millis(expires)?,
-                )))
+                sql::record_from_row(data, created, expires, Self::decode_data).map(Some)
             }
 
             /// Inserts or updates; returns the expiry the row now has.
