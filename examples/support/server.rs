@@ -3,8 +3,8 @@
 //!
 //! The settings are the demo's (its documentation, `examples/demo.rs`, lists them): `PORT`,
 //! `SESSION_SECRETS`, `SESSION_STORE`, `SESSION_DURATION_MS`, `SESSION_MAX_LIFETIME_MS`,
-//! `SESSION_TOUCH_INTERVAL_MS`, `SESSION_COOKIE_SECURE`, `SESSION_HEADER`, `SESSION_COOKIE`
-//! and `RUST_LOG`.
+//! `SESSION_TOUCH_INTERVAL_MS`, `SESSION_COOKIE_SECURE`, `SESSION_HEADER`, `SESSION_COOKIE`,
+//! `SESSION_NEAR_CACHE` and `RUST_LOG`.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -51,7 +51,7 @@ pub(crate) async fn main(name: &str, app: impl FnOnce(SessionEngine) -> Router) 
 
 async fn run(name: &str, app: impl FnOnce(SessionEngine) -> Router) -> Result<(), Fatal> {
     let config = Config::from_env()?;
-    let store = open_store(&config.store).await?;
+    let store = open_store(&config.store, config.near_cache).await?;
 
     // Every bundled store indexes users: the demo lists a user's sessions.
     let mut builder = SessionEngine::builder()
@@ -183,11 +183,20 @@ impl StoreUrl {
 }
 
 /// Opens the store that `url` names; the SQL stores create their table if it is missing.
-async fn open_store(url: &StoreUrl) -> Result<Arc<dyn SessionStore>, Fatal> {
+async fn open_store(
+    url: &StoreUrl,
+    near_cache: Option<usize>,
+) -> Result<Arc<dyn SessionStore>, Fatal> {
+    let scheme = url.scheme();
+    if near_cache.is_some() && !matches!(feature_for(scheme), Some("redis" | "redis-tls")) {
+        return Err(Fatal(format!(
+            "SESSION_NEAR_CACHE: the read cache sits in front of a Redis store \
+             (SESSION_STORE=redis://…), not of the {scheme} store"
+        )));
+    }
     let StoreUrl::Url(text) = url else {
         return Ok(Arc::new(MemoryStore::new()));
     };
-    let scheme = url.scheme();
     let feature = feature_for(scheme).ok_or_else(|| {
         Fatal(format!(
             "SESSION_STORE: unknown store `{scheme}://`; use `memory`, `sqlite://PATH`, \
@@ -195,13 +204,15 @@ async fn open_store(url: &StoreUrl) -> Result<Arc<dyn SessionStore>, Fatal> {
              or `postgres://…`"
         ))
     })?;
-    let opened = open_feature_store(feature, text).await.ok_or_else(|| {
-        Fatal(format!(
-            "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, which is \
+    let opened = open_feature_store(feature, text, near_cache)
+        .await
+        .ok_or_else(|| {
+            Fatal(format!(
+                "SESSION_STORE: the {scheme} store needs the cargo feature `{feature}`, which is \
              not built into this binary: run with `--features {feature}`, or use \
              SESSION_STORE=memory"
-        ))
-    })?;
+            ))
+        })?;
     opened.map_err(|error| {
         let mut message = format!("SESSION_STORE: the {scheme} store could not be opened: {error}");
         let mut source = std::error::Error::source(&error);
@@ -215,9 +226,11 @@ async fn open_store(url: &StoreUrl) -> Result<Arc<dyn SessionStore>, Fatal> {
 
 /// Opens the store of a cargo feature at `url`; `None` when this binary was built without
 /// that feature.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
 async fn open_feature_store(
     feature: &str,
     url: &str,
+    near_cache: Option<usize>,
 ) -> Option<Result<Arc<dyn SessionStore>, StoreError>> {
     match (feature, url) {
         #[cfg(feature = "sqlite")]
@@ -225,9 +238,9 @@ async fn open_feature_store(
         #[cfg(feature = "postgres")]
         ("postgres", url) => Some(open_postgres(url).await),
         #[cfg(feature = "redis")]
-        ("redis", url) => Some(open_redis(url).await),
+        ("redis", url) => Some(open_redis(url, near_cache).await),
         #[cfg(feature = "redis-tls")]
-        ("redis-tls", url) => Some(open_redis(url).await),
+        ("redis-tls", url) => Some(open_redis(url, near_cache).await),
         _ => None,
     }
 }
@@ -240,9 +253,28 @@ async fn open_sqlite(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+async fn open_redis(
+    url: &str,
+    near_cache: Option<usize>,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
     let store = session_engine::store::redis::RedisStore::connect(url).await?;
-    Ok(Arc::new(store))
+    match near_cache {
+        None => Ok(Arc::new(store)),
+        #[cfg(feature = "near-cache")]
+        Some(capacity) => {
+            let cached = session_engine::store::cache::NearCache::redis(store, capacity).await?;
+            tracing::info!(
+                capacity,
+                "near cache on, kept coherent by Redis client tracking"
+            );
+            Ok(Arc::new(cached))
+        }
+        #[cfg(not(feature = "near-cache"))]
+        Some(_) => Err(StoreError::backend(
+            "SESSION_NEAR_CACHE needs the cargo feature `near-cache`, which is not built into \
+             this binary: run with `--features redis,near-cache`",
+        )),
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -269,6 +301,8 @@ struct Config {
     port: u16,
     secrets: Vec<String>,
     store: StoreUrl,
+    /// `SESSION_NEAR_CACHE`: the capacity, in records, of a read cache in front of the store.
+    near_cache: Option<usize>,
     duration: Option<Duration>,
     max_lifetime: Option<Duration>,
     touch_interval: Option<Duration>,
@@ -303,6 +337,17 @@ impl Config {
             }
         };
         let store = StoreUrl::parse(var("SESSION_STORE")?.as_deref().unwrap_or("memory"))?;
+        let near_cache = match var("SESSION_NEAR_CACHE")? {
+            None => None,
+            Some(value) => match value.parse::<usize>() {
+                Ok(capacity) if capacity > 0 => Some(capacity),
+                _ => {
+                    return Err(Fatal(format!(
+                        "SESSION_NEAR_CACHE must be a number of records, at least 1; got {value:?}"
+                    )));
+                }
+            },
+        };
         let duration = duration_var("SESSION_DURATION_MS")?;
         let max_lifetime = duration_var("SESSION_MAX_LIFETIME_MS")?;
         let touch_interval = interval_var("SESSION_TOUCH_INTERVAL_MS")?;
@@ -327,6 +372,7 @@ impl Config {
             port,
             secrets,
             store,
+            near_cache,
             duration,
             max_lifetime,
             touch_interval,

@@ -13,6 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+#[cfg(feature = "near-cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "near-cache")))]
+pub mod cache;
 mod future;
 pub(crate) mod gateway;
 #[cfg(feature = "memory-store")]

@@ -92,6 +92,8 @@ macro_rules! store_tests {
 
 #[cfg(feature = "redis")]
 mod cluster;
+#[cfg(all(feature = "redis", feature = "near-cache"))]
+mod near_cache;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
