@@ -1,13 +1,13 @@
 //! [`NearCache`]: a bounded read cache in this process in front of a remote store, kept
-//! coherent across app instances by the store's own invalidations (SPEC 7.5).
+//! coherent across app instances by the store's own invalidations.
 //!
 //! A returning visitor's `read` is answered from this process's memory when the record is
 //! there; every `write`, `touch` and `destroy` still goes to the store, which keeps R8-R11 and
 //! R17 as before. What keeps the cache coherent is an invalidation channel: the store tells
 //! every instance which keys changed, and each drops them. For Redis it is server-assisted
 //! client-side caching (`CLIENT TRACKING … BCAST PREFIX` over RESP3 on a connection of its
-//! own, see [`NearCache::redis`]); another store, or another channel, feeds the cache through
-//! an [`Invalidations`] handle.
+//! own, see `NearCache::redis`, with the feature `redis`); another store, or another channel,
+//! feeds the cache through an [`Invalidations`] handle.
 //!
 //! # The rules the cache keeps
 //!
@@ -69,7 +69,8 @@ const STRIPES: usize = 64;
 /// can, and passes everything else to the store `S`. See the [module docs](self).
 ///
 /// It serves nothing until its invalidation channel says it is up ([`Invalidations::up`]);
-/// [`NearCache::redis`] sets up and runs the channel of a [`RedisStore`](crate::store::redis::RedisStore).
+/// `NearCache::redis` (with the feature `redis`) sets up and runs the channel of a
+/// `RedisStore`.
 pub struct NearCache<S> {
     store: S,
     shared: Arc<Shared>,

@@ -127,7 +127,7 @@ impl NearCache<RedisStore> {
         Ok(cache.with_source(RedisTracking { client, task }))
     }
 
-    /// The tracking client of a cache made by [`NearCache::redis`].
+    /// The tracking client of a cache made by `NearCache::redis`.
     pub fn tracking_client(&self) -> Option<&Client> {
         let source: &(dyn Any + Send + Sync) = self._source.as_deref()?;
         source
