@@ -342,8 +342,9 @@ impl SqliteStore {
     /// through a pool of 4 connections (not pinged before use: the database is in this
     /// process). Call [`migrate`](Self::migrate) before first use.
     ///
-    /// `sqlite::memory:` (or `:memory:`) opens one in-memory database shared by the pool and
-    /// kept for as long as the store: for tests, as it keeps nothing across restarts.
+    /// `sqlite::memory:` (or `:memory:`) opens one in-memory database, on one connection that
+    /// requests take turns on, kept for as long as the store: for tests, as it keeps nothing
+    /// across restarts.
     ///
     /// # Errors
     ///
@@ -369,8 +370,12 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false);
         if in_memory {
-            // The database lives while one connection to it is open: keep one for ever.
+            // The database lives while one connection to it is open: keep one for ever, and
+            // only one. Connections to a shared in-memory database lock each other's tables
+            // and fail at once (SQLITE_LOCKED) rather than wait out the busy time-out, so two
+            // requests writing at once would fail; one connection makes them take turns.
             pool = pool
+                .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None);

@@ -349,10 +349,13 @@ impl Run {
                             .is_none_or(|old| !same_session(old, cookie))
                     })
                 });
+                // Two requests that both found the session gone start one session each, and
+                // the browser keeps whichever cookie came last: what each wrote is unknown.
+                let scattered = moved.is_some() && mine.len() > 1;
                 if let Some(cookie) = moved {
                     now = Client::fresh();
                     now.cookie = Some(cookie);
-                    if mine.len() > 1 {
+                    if scattered {
                         now.forget();
                     }
                 }
@@ -371,7 +374,7 @@ impl Run {
                 }
                 for (key, (acked, failed)) in written {
                     let known = now.keys.get_mut(key).expect("a key");
-                    *known = if failed {
+                    *known = if failed || scattered {
                         Known::Unknown
                     } else {
                         Known::OneOf(acked)
