@@ -94,6 +94,8 @@ macro_rules! store_tests {
 mod cluster;
 #[cfg(all(feature = "redis", feature = "near-cache"))]
 mod near_cache;
+#[cfg(all(feature = "near-cache", any(feature = "redis", feature = "postgres")))]
+mod near_cache_race;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
