@@ -459,8 +459,8 @@ async fn r7_4_a_timeout_is_counted_apart_from_errors() {
     watch.assert_nothing_of(&[&id, &key]);
 }
 
-/// `describe_metrics` gives every metric its help text, and each name follows Prometheus'
-/// conventions under one prefix.
+/// `describe_metrics` gives every metric its help text, each name follows Prometheus'
+/// conventions under one prefix, and the observability guide lists each one.
 #[test]
 fn r7_4_every_metric_is_described_under_one_prefix() {
     let recorder = DebuggingRecorder::new();
@@ -491,6 +491,11 @@ fn r7_4_every_metric_is_described_under_one_prefix() {
         assert_eq!(histogram, kind == observability::Kind::Histogram, "{name}");
         assert_eq!(counter, kind == observability::Kind::Counter, "{name}");
         assert_eq!(unit.is_some(), histogram, "{name}");
+    }
+    // The guide's table has a row for each.
+    let guide = include_str!("../../docs/observability.md");
+    for (name, _, _) in observability::ALL {
+        assert!(guide.contains(&format!("| `{name}` |")), "{name}");
     }
 }
 
