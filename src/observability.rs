@@ -7,8 +7,12 @@
 //! installs the recorder it wants (Prometheus, OpenTelemetry, StatsD…), or none, and nothing is
 //! recorded. No label ever carries a session id, a store key, a user name or a data value: the
 //! labels are `hook` (a store hook: `id`, `read`, `write`, `touch`, `destroy`, `cleanup`,
-//! `user_sessions`), `kind` (`unavailable`, `backend`, `undecodable`) and `reason` (`missing`,
-//! `expired`, `invalid`, `undecodable`, `gone`).
+//! `user_sessions`), `kind` (`unavailable`, `backend`, `undecodable`), `reason` (`missing`,
+//! `expired`, `invalid`, `undecodable`, `gone`), and for the read cache `origin` (`channel`,
+//! `own`) and `cause` (`up`, `down`, `clear`).
+//!
+//! The read cache's metrics (`session_engine_near_cache_*`) are recorded when the features
+//! `metrics` and `near-cache` are both on.
 
 /// Counter: new sessions inserted in the store (a visitor's first write; not rolls).
 pub const SESSIONS_CREATED: &str = "session_engine_sessions_created_total";
@@ -46,8 +50,39 @@ pub const STORE_TIMEOUTS: &str = "session_engine_store_timeouts_total";
 /// included.
 pub const STORE_CALL_SECONDS: &str = "session_engine_store_call_seconds";
 
+/// Counter: reads the `NearCache` answered from memory.
+pub const NEAR_CACHE_HITS: &str = "session_engine_near_cache_hits_total";
+
+/// Counter: reads the `NearCache` sent to its store: the record was not
+/// held, or had expired, or the cache was not serving (its invalidation channel down).
+pub const NEAR_CACHE_MISSES: &str = "session_engine_near_cache_misses_total";
+
+/// Counter: answers of the store that the `NearCache` kept in memory.
+pub const NEAR_CACHE_FILLS: &str = "session_engine_near_cache_fills_total";
+
+/// Counter: answers of the store that the `NearCache` did not keep,
+/// because an invalidation of their key or a reset came while they were in flight.
+pub const NEAR_CACHE_FILLS_REFUSED: &str = "session_engine_near_cache_fills_refused_total";
+
+/// Counter, label `origin`: keys the `NearCache` dropped: `channel`
+/// (its invalidation channel told of a change: another instance's, an expiry, an eviction, or
+/// on Redis the echo of this instance's own), `own` (this instance's `write`, `touch` or
+/// `destroy`, which drops its key twice: before the call and once it is answered).
+pub const NEAR_CACHE_INVALIDATIONS: &str = "session_engine_near_cache_invalidations_total";
+
+/// Counter, label `cause`: times the `NearCache` was emptied: `up` (its
+/// invalidation channel came up, or back), `down` (it went down or fell behind: nothing is
+/// served until it is up), `clear` (it lost messages but stayed up).
+pub const NEAR_CACHE_RESETS: &str = "session_engine_near_cache_resets_total";
+
+/// Gauge: how many `NearCache`s of this process serve reads now (their invalidation channel
+/// up); usually one cache, so 1 when it serves and 0 when it does not. Each cache moves it by
+/// one as it starts or stops serving: install the recorder before making the cache, as for
+/// every metric, or the gauge misses the cache's start.
+pub const NEAR_CACHE_SERVING: &str = "session_engine_near_cache_serving";
+
 /// Every metric's name, with what kind it is and its help text.
-pub const ALL: [(&str, Kind, &str); 9] = [
+pub const ALL: [(&str, Kind, &str); 16] = [
     (
         SESSIONS_CREATED,
         Kind::Counter,
@@ -93,16 +128,50 @@ pub const ALL: [(&str, Kind, &str); 9] = [
         Kind::Histogram,
         "Time taken by store calls, by hook.",
     ),
+    (
+        NEAR_CACHE_HITS,
+        Kind::Counter,
+        "Reads the near cache answered from memory.",
+    ),
+    (
+        NEAR_CACHE_MISSES,
+        Kind::Counter,
+        "Reads the near cache sent to the store.",
+    ),
+    (
+        NEAR_CACHE_FILLS,
+        Kind::Counter,
+        "Store answers the near cache kept.",
+    ),
+    (
+        NEAR_CACHE_FILLS_REFUSED,
+        Kind::Counter,
+        "Store answers the near cache refused: an invalidation or reset overtook them.",
+    ),
+    (
+        NEAR_CACHE_INVALIDATIONS,
+        Kind::Counter,
+        "Keys the near cache dropped, by origin (channel or own change).",
+    ),
+    (
+        NEAR_CACHE_RESETS,
+        Kind::Counter,
+        "Times the near cache was emptied, by cause (channel up, down, or messages lost).",
+    ),
+    (
+        NEAR_CACHE_SERVING,
+        Kind::Gauge,
+        "Near caches of this process serving reads (their invalidation channel up).",
+    ),
 ];
-
-// Section 7.5's read cache, once it exists, adds its counters here: hits, misses and
-// invalidations (`session_engine_cache_hits_total`, `…_misses_total`, `…_invalidations_total`).
 
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A count that only goes up.
     Counter,
+    /// A value that goes up and down.
+    Gauge,
     /// A distribution of values (durations, in seconds).
     Histogram,
 }
@@ -116,6 +185,7 @@ pub fn describe_metrics() {
     for (name, kind, help) in ALL {
         match kind {
             Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
             Kind::Histogram => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
         }
     }

@@ -122,6 +122,70 @@ pub(crate) fn count(event: Event) {
     let _ = event;
 }
 
+/// Something a `NearCache` did (feature `near-cache`), counted when it happens.
+#[cfg(feature = "near-cache")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CacheEvent {
+    /// A read answered from memory.
+    Hit,
+    /// A read sent to the store.
+    Miss,
+    /// A store's answer kept in memory.
+    Fill,
+    /// A store's answer not kept: an invalidation or a reset came while it was in flight.
+    FillRefused,
+    /// A key dropped.
+    Invalidated(Origin),
+    /// The cache emptied.
+    Reset(Reset),
+}
+
+/// Who dropped a key from a `NearCache` (the `origin` label of
+/// `session_engine_near_cache_invalidations_total`).
+#[cfg(feature = "near-cache")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The invalidation channel: another instance's change, or the store's expiry or eviction
+    /// (and, on Redis, the echo of this instance's own changes).
+    Channel,
+    /// This instance's own `write`, `touch` or `destroy`, which drops its key before it is
+    /// sent and again once it is answered.
+    Own,
+}
+
+/// Why a `NearCache` was emptied: the call of its channel that did it (the `cause` label of
+/// `session_engine_near_cache_resets_total`).
+#[cfg(feature = "near-cache")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reset {
+    /// The channel came up: the cache serves again, empty.
+    Up,
+    /// The channel went down or fell behind: the cache serves nothing until it is up.
+    Down,
+    /// The channel lost messages but stays up: the cache is emptied and keeps serving.
+    Clear,
+}
+
+/// Counts `event` (with the features `metrics` and `near-cache`; nothing otherwise).
+#[cfg(feature = "near-cache")]
+#[inline]
+pub(crate) fn count_cache(event: CacheEvent) {
+    #[cfg(feature = "metrics")]
+    metrics_impl::count_cache(event);
+    #[cfg(not(feature = "metrics"))]
+    let _ = event;
+}
+
+/// A `NearCache` began (`true`) or stopped (`false`) serving reads: moves the gauge of the
+/// caches that serve (with the features `metrics` and `near-cache`; nothing otherwise).
+#[cfg(feature = "near-cache")]
+pub(crate) fn cache_serving(serving: bool) {
+    #[cfg(feature = "metrics")]
+    metrics_impl::cache_serving(serving);
+    #[cfg(not(feature = "metrics"))]
+    let _ = serving;
+}
+
 /// The outcome of one store call, as its span's `outcome` field says it.
 fn call_outcome<T>(result: &Result<T, StoreError>, timed_out: bool) -> &'static str {
     match result {
@@ -282,6 +346,8 @@ mod metrics_impl {
 
     use metrics::{Key, Label, Level, Metadata};
 
+    #[cfg(feature = "near-cache")]
+    use super::CacheEvent;
     use super::{Event, Hook};
     use crate::observability as names;
     use crate::store::StoreError;
@@ -339,6 +405,30 @@ mod metrics_impl {
     static BACKEND: [Key; 7] = by_hook!(names::STORE_ERRORS, "kind" => "backend");
     static UNDECODABLE: [Key; 7] = by_hook!(names::STORE_ERRORS, "kind" => "undecodable");
 
+    #[cfg(feature = "near-cache")]
+    static CACHE_HITS: Key = Key::from_static_name(names::NEAR_CACHE_HITS);
+    #[cfg(feature = "near-cache")]
+    static CACHE_MISSES: Key = Key::from_static_name(names::NEAR_CACHE_MISSES);
+    #[cfg(feature = "near-cache")]
+    static CACHE_FILLS: Key = Key::from_static_name(names::NEAR_CACHE_FILLS);
+    #[cfg(feature = "near-cache")]
+    static CACHE_FILLS_REFUSED: Key = Key::from_static_name(names::NEAR_CACHE_FILLS_REFUSED);
+    /// In the order of `Origin`'s variants.
+    #[cfg(feature = "near-cache")]
+    static CACHE_INVALIDATIONS: [Key; 2] = [
+        key!(names::NEAR_CACHE_INVALIDATIONS, "origin" => "channel"),
+        key!(names::NEAR_CACHE_INVALIDATIONS, "origin" => "own"),
+    ];
+    /// In the order of `Reset`'s variants.
+    #[cfg(feature = "near-cache")]
+    static CACHE_RESETS: [Key; 3] = [
+        key!(names::NEAR_CACHE_RESETS, "cause" => "up"),
+        key!(names::NEAR_CACHE_RESETS, "cause" => "down"),
+        key!(names::NEAR_CACHE_RESETS, "cause" => "clear"),
+    ];
+    #[cfg(feature = "near-cache")]
+    static CACHE_SERVING: Key = Key::from_static_name(names::NEAR_CACHE_SERVING);
+
     fn increment(key: &'static Key) {
         metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
     }
@@ -351,6 +441,30 @@ mod metrics_impl {
             Event::Written => &WRITTEN,
             Event::Touched => &TOUCHED,
             Event::Absent(reason) => &ABSENT[reason as usize],
+        });
+    }
+
+    #[cfg(feature = "near-cache")]
+    pub(super) fn count_cache(event: CacheEvent) {
+        increment(match event {
+            CacheEvent::Hit => &CACHE_HITS,
+            CacheEvent::Miss => &CACHE_MISSES,
+            CacheEvent::Fill => &CACHE_FILLS,
+            CacheEvent::FillRefused => &CACHE_FILLS_REFUSED,
+            CacheEvent::Invalidated(origin) => &CACHE_INVALIDATIONS[origin as usize],
+            CacheEvent::Reset(cause) => &CACHE_RESETS[cause as usize],
+        });
+    }
+
+    #[cfg(feature = "near-cache")]
+    pub(super) fn cache_serving(serving: bool) {
+        metrics::with_recorder(|recorder| {
+            let gauge = recorder.register_gauge(&CACHE_SERVING, &METADATA);
+            if serving {
+                gauge.increment(1.0);
+            } else {
+                gauge.decrement(1.0);
+            }
         });
     }
 
@@ -381,6 +495,28 @@ mod metrics_impl {
     mod tests {
         use super::super::{Absence, error_kind};
         use super::*;
+
+        #[cfg(feature = "near-cache")]
+        #[test]
+        fn the_cache_keys_follow_the_order_of_the_variants() {
+            use super::super::{Origin, Reset};
+
+            for (origin, name) in [(Origin::Channel, "channel"), (Origin::Own, "own")] {
+                let label = CACHE_INVALIDATIONS[origin as usize]
+                    .labels()
+                    .next()
+                    .unwrap();
+                assert_eq!((label.key(), label.value()), ("origin", name));
+            }
+            for (cause, name) in [
+                (Reset::Up, "up"),
+                (Reset::Down, "down"),
+                (Reset::Clear, "clear"),
+            ] {
+                let label = CACHE_RESETS[cause as usize].labels().next().unwrap();
+                assert_eq!((label.key(), label.value()), ("cause", name));
+            }
+        }
 
         #[test]
         fn the_keys_follow_the_order_of_the_variants() {

@@ -55,6 +55,7 @@ use std::time::SystemTime;
 
 use quick_cache::sync::Cache;
 
+use crate::observe::{self, CacheEvent, Origin, Reset};
 use crate::store::{
     Changes, Record, RecordSummary, SessionStore, StoreFuture, StoreKey, Touched, WriteMode,
 };
@@ -207,7 +208,8 @@ impl<S> NearCache<S> {
         self.len() == 0
     }
 
-    /// The counters of the cache since it was made: a hook for metrics.
+    /// The counters of the cache since it was made. With the feature `metrics`, each count is
+    /// also recorded through the `metrics` facade (`session_engine_near_cache_*`).
     #[must_use]
     pub fn stats(&self) -> NearCacheStats {
         let counters = &self.shared.counters;
@@ -223,10 +225,10 @@ impl<S> NearCache<S> {
 
     /// Drops `key` now and once `change` is answered, whatever the answer.
     fn around<T: Send + 'static>(&self, key: &StoreKey, change: StoreFuture<T>) -> StoreFuture<T> {
-        self.shared.invalidate(key.as_str());
+        self.shared.invalidate(key.as_str(), Origin::Own);
         let change = match change.into_ready() {
             Ok(answer) => {
-                self.shared.invalidate(key.as_str());
+                self.shared.invalidate(key.as_str(), Origin::Own);
                 return StoreFuture::ready(answer);
             }
             Err(pending) => pending,
@@ -248,7 +250,7 @@ struct DropOnExit {
 
 impl Drop for DropOnExit {
     fn drop(&mut self) {
-        self.shared.invalidate(&self.name);
+        self.shared.invalidate(&self.name, Origin::Own);
     }
 }
 
@@ -287,25 +289,24 @@ impl Invalidations {
     /// Drops the record under `key` (the store key, as [`StoreKey::as_str`] gives it), and
     /// refuses the answer of any read of it in flight.
     pub fn invalidate(&self, key: &str) {
-        self.shared.invalidate(key);
+        self.shared.invalidate(key, Origin::Channel);
     }
 
     /// Empties the cache and refuses every read in flight, keeping it serving: for a channel
     /// that is up but lost messages.
     pub fn clear(&self) {
-        self.shared
-            .reset(self.shared.healthy.load(Ordering::Acquire));
+        self.shared.reset(Reset::Clear);
     }
 
     /// The channel is down or behind: empties the cache and serves nothing until [`up`](Self::up).
     pub fn down(&self) {
-        self.shared.reset(false);
+        self.shared.reset(Reset::Down);
     }
 
     /// The channel is up, and every change the store makes from now on will be told: empties
     /// the cache (it missed what happened while down) and serves again.
     pub fn up(&self) {
-        self.shared.reset(true);
+        self.shared.reset(Reset::Up);
     }
 
     /// Whether the cache serves now.
@@ -315,6 +316,9 @@ impl Invalidations {
     }
 }
 
+/// What `NearCache::stats` reads. Each event is also counted as a metric (features `metrics`
+/// and `near-cache`): a recorder cannot be read back through the `metrics` facade, and
+/// `stats` answers without one.
 #[derive(Default)]
 struct Counters {
     hits: AtomicU64,
@@ -323,6 +327,21 @@ struct Counters {
     fills_refused: AtomicU64,
     invalidations: AtomicU64,
     resets: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, event: CacheEvent) {
+        let counter = match event {
+            CacheEvent::Hit => &self.hits,
+            CacheEvent::Miss => &self.misses,
+            CacheEvent::Fill => &self.fills,
+            CacheEvent::FillRefused => &self.fills_refused,
+            CacheEvent::Invalidated(_) => &self.invalidations,
+            CacheEvent::Reset(_) => &self.resets,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        observe::count_cache(event);
+    }
 }
 
 /// The channel's state: fills hold it shared while they check and insert, resets hold it
@@ -375,16 +394,16 @@ impl Shared {
 
     fn get(&self, key: &str) -> Option<Record> {
         if !self.healthy.load(Ordering::Acquire) {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(CacheEvent::Miss);
             return None;
         }
         match self.map.get(key) {
             Some(record) if record.expires_at > SystemTime::now() => {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.count(CacheEvent::Hit);
                 Some(Record::clone(&record))
             }
             _ => {
-                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                self.counters.count(CacheEvent::Miss);
                 None
             }
         }
@@ -416,29 +435,50 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if !epoch.healthy || epoch.epoch != ticket.epoch || *generation != ticket.generation {
-            self.counters.fills_refused.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(CacheEvent::FillRefused);
             return;
         }
         self.map.insert(key, Arc::new(record.clone()));
-        self.counters.fills.fetch_add(1, Ordering::Relaxed);
+        self.counters.count(CacheEvent::Fill);
     }
 
-    fn invalidate(&self, key: &str) {
+    fn invalidate(&self, key: &str, origin: Origin) {
         let mut generation = self.stripes[self.stripe(key)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *generation = generation.wrapping_add(1);
         self.map.remove(key);
-        self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
+        drop(generation);
+        self.counters.count(CacheEvent::Invalidated(origin));
     }
 
-    fn reset(&self, healthy: bool) {
+    fn reset(&self, cause: Reset) {
         let mut epoch = self.epoch.write().unwrap_or_else(PoisonError::into_inner);
+        let was_healthy = epoch.healthy;
+        let healthy = match cause {
+            Reset::Up => true,
+            Reset::Down => false,
+            // Decided under the lock, so that a `down` meanwhile is not undone.
+            Reset::Clear => was_healthy,
+        };
         epoch.epoch = epoch.epoch.wrapping_add(1);
         epoch.healthy = healthy;
         self.map.clear();
         self.healthy.store(healthy, Ordering::Release);
-        self.counters.resets.fetch_add(1, Ordering::Relaxed);
+        drop(epoch);
+        self.counters.count(CacheEvent::Reset(cause));
+        if healthy != was_healthy {
+            observe::cache_serving(healthy);
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle on a cache that serves: one cache fewer serving.
+        if *self.healthy.get_mut() {
+            observe::cache_serving(false);
+        }
     }
 }
 
@@ -538,28 +578,28 @@ mod tests {
     #[test]
     fn near_cache_refuses_a_fill_that_an_invalidation_or_reset_overtook() {
         let shared = Shared::new(10);
-        shared.reset(true);
+        shared.reset(Reset::Up);
         let stale = record(1, Duration::from_secs(60));
         let ticket = shared.ticket("a").unwrap();
-        shared.invalidate("a");
+        shared.invalidate("a", Origin::Channel);
         shared.fill(&ticket, "a".into(), &stale);
         assert!(shared.get("a").is_none());
         let ticket = shared.ticket("a").unwrap();
-        shared.reset(true);
+        shared.reset(Reset::Up);
         shared.fill(&ticket, "a".into(), &stale);
         assert!(shared.get("a").is_none());
         let ticket = shared.ticket("a").unwrap();
         shared.fill(&ticket, "a".into(), &stale);
         assert!(shared.get("a").is_some());
         assert_eq!(shared.counters.fills_refused.load(Ordering::Relaxed), 2);
-        shared.reset(false);
+        shared.reset(Reset::Down);
         assert!(shared.ticket("a").is_none());
     }
 
     #[test]
     fn r6_expired_records_are_never_served() {
         let shared = Shared::new(10);
-        shared.reset(true);
+        shared.reset(Reset::Up);
         let ticket = shared.ticket("a").unwrap();
         shared.fill(&ticket, "a".into(), &record(1, Duration::from_millis(30)));
         assert!(shared.get("a").is_some());
@@ -570,7 +610,7 @@ mod tests {
     #[test]
     fn near_cache_memory_is_bounded_by_its_capacity() {
         let shared = Shared::new(100);
-        shared.reset(true);
+        shared.reset(Reset::Up);
         for n in 0..1_000 {
             let key = format!("k{n}");
             let ticket = shared.ticket(&key).unwrap();
@@ -579,7 +619,7 @@ mod tests {
         assert!(shared.map.len() <= 100, "{}", shared.map.len());
         assert!(shared.map.len() >= 50, "{}", shared.map.len());
         let none = Shared::new(0);
-        none.reset(true);
+        none.reset(Reset::Up);
         assert!(none.ticket("a").is_none());
     }
 }

@@ -2,7 +2,8 @@
 //! `session_store` span of each store call; the counters and the latency histogram recorded
 //! through the `metrics` facade. Every outcome is driven (new, read, written, touched, rolled,
 //! destroyed, absent, a store error, a time-out), and no field or label ever carries an id, a
-//! store key, a user name or a data value.
+//! store key, a user name or a data value. With 7.5's read cache, its hits, misses, fills,
+//! invalidations and resets, and whether it serves.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -104,8 +105,9 @@ impl Spans {
 struct Watch {
     spans: Spans,
     metrics: Snapshotter,
-    /// What the snapshots taken so far held (a snapshot drains the recorder).
-    totals: Mutex<BTreeMap<String, u64>>,
+    /// What the snapshots taken so far held (a snapshot drains the recorder, each gauge
+    /// included: its values add up to the gauge's).
+    totals: Mutex<BTreeMap<String, f64>>,
     _tracing: DefaultGuard,
     _metrics: metrics::LocalRecorderGuard<'static>,
 }
@@ -131,7 +133,7 @@ impl Watch {
 
     /// Every metric recorded so far: its name and labels, and its value (a histogram's
     /// number of samples).
-    fn metrics(&self) -> BTreeMap<String, u64> {
+    fn metrics(&self) -> BTreeMap<String, f64> {
         let mut totals = self.totals.lock().unwrap();
         for (name, value) in self.snapshot() {
             *totals.entry(name).or_default() += value;
@@ -140,7 +142,7 @@ impl Watch {
     }
 
     /// What the recorder holds since the last snapshot.
-    fn snapshot(&self) -> Vec<(String, u64)> {
+    fn snapshot(&self) -> Vec<(String, f64)> {
         self.metrics
             .snapshot()
             .into_vec()
@@ -153,17 +155,24 @@ impl Watch {
                     .collect();
                 let name = format!("{}{{{}}}", key.name(), labels.join(","));
                 let value = match value {
-                    DebugValue::Counter(n) => n,
-                    DebugValue::Histogram(samples) => samples.len() as u64,
-                    DebugValue::Gauge(_) => panic!("no gauge is recorded"),
+                    DebugValue::Counter(n) => n as f64,
+                    DebugValue::Histogram(samples) => samples.len() as f64,
+                    DebugValue::Gauge(value) => value.into_inner(),
                 };
                 (name, value)
             })
             .collect()
     }
 
+    /// A counter's value, or a histogram's number of samples.
     fn metric(&self, name: &str) -> u64 {
-        self.metrics().get(name).copied().unwrap_or(0)
+        let value = self.gauge(name);
+        assert!(value >= 0.0 && value.fract() == 0.0, "{name}: {value}");
+        value as u64
+    }
+
+    fn gauge(&self, name: &str) -> f64 {
+        self.metrics().get(name).copied().unwrap_or(0.0)
     }
 
     /// No span field and no metric label holds any of `secrets`.
@@ -450,8 +459,8 @@ async fn r7_4_a_timeout_is_counted_apart_from_errors() {
     watch.assert_nothing_of(&[&id, &key]);
 }
 
-/// `describe_metrics` gives every metric its help text, and each name follows Prometheus'
-/// conventions under one prefix.
+/// `describe_metrics` gives every metric its help text, each name follows Prometheus'
+/// conventions under one prefix, and the observability guide lists each one.
 #[test]
 fn r7_4_every_metric_is_described_under_one_prefix() {
     let recorder = DebuggingRecorder::new();
@@ -461,6 +470,7 @@ fn r7_4_every_metric_is_described_under_one_prefix() {
         for (name, kind, _) in observability::ALL {
             match kind {
                 observability::Kind::Counter => metrics::counter!(name).increment(0),
+                observability::Kind::Gauge => metrics::gauge!(name).set(0.0),
                 observability::Kind::Histogram => metrics::histogram!(name).record(0.0),
             }
         }
@@ -471,8 +481,139 @@ fn r7_4_every_metric_is_described_under_one_prefix() {
         let name = key.key().name();
         assert!(name.starts_with("session_engine_"), "{name}");
         assert!(help.is_some_and(|h| !h.is_empty()), "{name}");
+        let kind = observability::ALL
+            .iter()
+            .find_map(|(n, kind, _)| (*n == name).then_some(*kind))
+            .expect("listed");
+        // A counter's name ends in `_total`, a histogram's in its unit, a gauge's in neither.
         let histogram = name.ends_with("_seconds");
-        assert!(histogram || name.ends_with("_total"), "{name}");
+        let counter = name.ends_with("_total");
+        assert_eq!(histogram, kind == observability::Kind::Histogram, "{name}");
+        assert_eq!(counter, kind == observability::Kind::Counter, "{name}");
         assert_eq!(unit.is_some(), histogram, "{name}");
     }
+    // The guide's table has a row for each.
+    let guide = include_str!("../../docs/observability.md");
+    for (name, _, _) in observability::ALL {
+        assert!(guide.contains(&format!("| `{name}` |")), "{name}");
+    }
+}
+
+/// SPEC 7.4 with 7.5: the read cache counts each hit, miss, fill, refused fill, invalidation
+/// (by origin) and reset (by cause), as `NearCache::stats` does, and a gauge says whether it
+/// serves; no label holds a key.
+#[cfg(feature = "near-cache")]
+#[tokio::test]
+async fn r7_4_the_near_cache_counts_its_hits_misses_and_invalidations() {
+    use session_engine::store::cache::NearCache;
+    use session_engine::{Changes, MemoryStore, Record, SessionStore as _, StoreKey, WriteMode};
+
+    const HITS: &str = "session_engine_near_cache_hits_total{}";
+    const MISSES: &str = "session_engine_near_cache_misses_total{}";
+    const FILLS: &str = "session_engine_near_cache_fills_total{}";
+    const REFUSED: &str = "session_engine_near_cache_fills_refused_total{}";
+    const BY_CHANNEL: &str = "session_engine_near_cache_invalidations_total{origin=channel}";
+    const OWN: &str = "session_engine_near_cache_invalidations_total{origin=own}";
+    const SERVING: &str = "session_engine_near_cache_serving{}";
+    let resets = |cause: &str| format!("session_engine_near_cache_resets_total{{cause={cause}}}");
+
+    let watch = Watch::new();
+    let cache = NearCache::new(MemoryStore::new(), 10);
+    let feed = cache.invalidations();
+    let key = StoreKey::from("near-cache-key-0042");
+    let now = std::time::SystemTime::now();
+    let record = Record::new(Default::default(), now, now + 30 * MINUTE);
+    async fn read(cache: &NearCache<MemoryStore>, key: &StoreKey) {
+        cache.read(key).await.unwrap().expect("the record");
+    }
+
+    // Not serving yet: every read is a miss, and nothing is kept. An own write drops its key
+    // before the call and once it is answered.
+    cache
+        .write(&key, &record, &Changes::replace_all(), WriteMode::Insert)
+        .await
+        .unwrap();
+    read(&cache, &key).await;
+    assert_eq!(watch.metric(OWN), 2);
+    assert_eq!((watch.metric(MISSES), watch.metric(FILLS)), (1, 0));
+    assert_eq!(watch.gauge(SERVING), 0.0);
+
+    // Up: a miss fills, then hits.
+    feed.up();
+    assert_eq!(watch.metric(&resets("up")), 1);
+    assert_eq!(watch.gauge(SERVING), 1.0);
+    for _ in 0..3 {
+        read(&cache, &key).await;
+    }
+    assert_eq!(
+        (
+            watch.metric(MISSES),
+            watch.metric(FILLS),
+            watch.metric(HITS)
+        ),
+        (2, 1, 2)
+    );
+
+    // The channel drops the key; a read in flight across another drop is not kept.
+    feed.invalidate(key.as_str());
+    assert_eq!(watch.metric(BY_CHANNEL), 1);
+    let in_flight = cache.read(&key);
+    feed.invalidate(key.as_str());
+    assert!(in_flight.await.unwrap().is_some());
+    assert_eq!(
+        (
+            watch.metric(MISSES),
+            watch.metric(REFUSED),
+            watch.metric(BY_CHANNEL)
+        ),
+        (3, 1, 2)
+    );
+
+    // Messages lost: emptied, still serving. Down: emptied, not serving; up again.
+    read(&cache, &key).await;
+    feed.clear();
+    assert_eq!(
+        (watch.metric(&resets("clear")), watch.gauge(SERVING)),
+        (1, 1.0)
+    );
+    feed.down();
+    assert_eq!(
+        (watch.metric(&resets("down")), watch.gauge(SERVING)),
+        (1, 0.0)
+    );
+    read(&cache, &key).await;
+    assert_eq!(watch.metric(FILLS), 2, "a read while down is not kept");
+    feed.down();
+    assert_eq!(
+        watch.gauge(SERVING),
+        0.0,
+        "down twice is one cache not serving"
+    );
+    feed.up();
+    assert_eq!(watch.gauge(SERVING), 1.0);
+
+    // The metrics and `stats()` agree.
+    let stats = cache.stats();
+    let metrics = watch.metrics();
+    let sum = |prefix: &str| -> u64 {
+        let values = metrics.iter().filter(|(name, _)| name.starts_with(prefix));
+        values.map(|(_, value)| *value as u64).sum()
+    };
+    assert_eq!(stats.hits, sum("session_engine_near_cache_hits_total"));
+    assert_eq!(stats.misses, sum("session_engine_near_cache_misses_total"));
+    assert_eq!(stats.fills, sum("session_engine_near_cache_fills_total"));
+    assert_eq!(stats.fills_refused, sum(REFUSED));
+    assert_eq!(
+        stats.invalidations,
+        sum("session_engine_near_cache_invalidations_total")
+    );
+    assert_eq!(stats.resets, sum("session_engine_near_cache_resets_total"));
+    for name in metrics.keys() {
+        assert!(!name.contains(key.as_str()), "{name} holds the key");
+    }
+
+    // The last handle on a serving cache gone: one cache fewer serving.
+    drop(feed);
+    drop(cache);
+    assert_eq!(watch.gauge(SERVING), 0.0);
 }

@@ -90,6 +90,31 @@ macro_rules! store_tests {
     };
 }
 
+/// Stamps the store-level scenarios of `sql` (R17 for writes, R20's round trips, the summaries
+/// of a user's sessions) over a SQL backend, each with a store in a place of its own.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! sql_scenarios {
+    ($backend:ty) => {
+        sql_scenarios!(@stamp $backend:
+            r17_a_slow_write_keeps_another_requests_duration,
+            r17_a_slow_write_keeps_another_requests_login,
+            r20_nul_characters_round_trip,
+            r20_a_value_nested_64_deep_round_trips,
+            users_the_listing_summarises_each_session,
+        );
+    };
+    (@stamp $backend:ty: $($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $scenario() {
+                let backend = <$backend as $crate::stores::Backend>::open().await;
+                let store = $crate::stores::Backend::store(&backend);
+                $crate::stores::sql::$scenario(&store).await;
+            }
+        )*
+    };
+}
+
 #[cfg(feature = "redis")]
 mod cluster;
 #[cfg(all(feature = "redis", feature = "near-cache"))]

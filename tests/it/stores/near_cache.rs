@@ -36,8 +36,10 @@ async fn cached(store: RedisStore, capacity: usize) -> NearCache<RedisStore> {
 }
 
 /// The store of backend `B` with a `NearCache` in front; its second instance has a cache and a
-/// tracking connection of its own, as a second app instance has.
-pub(crate) struct Cached<B>(B, NearCache<RedisStore>);
+/// tracking connection of its own, as a second app instance has. The cache goes first (fields
+/// drop in order): its channel, which writes a probe key under the prefix every second, is
+/// stopped before the backend removes the keys.
+pub(crate) struct Cached<B>(NearCache<RedisStore>, B);
 
 impl<B: Backend<Store = RedisStore>> Backend for Cached<B> {
     type Store = NearCache<RedisStore>;
@@ -45,15 +47,15 @@ impl<B: Backend<Store = RedisStore>> Backend for Cached<B> {
     async fn open() -> Self {
         let backend = B::open().await;
         let cache = cached(backend.store(), CAPACITY).await;
-        Self(backend, cache)
+        Self(cache, backend)
     }
 
     fn store(&self) -> NearCache<RedisStore> {
-        self.1.clone()
+        self.0.clone()
     }
 
     async fn second(&self) -> NearCache<RedisStore> {
-        cached(self.0.second().await, CAPACITY).await
+        cached(self.1.second().await, CAPACITY).await
     }
 
     fn options() -> Options {

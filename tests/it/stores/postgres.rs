@@ -531,26 +531,7 @@ async fn migrate_on_a_current_schema_logs_no_notice() {
     );
 }
 
-/// Stamps the store-level scenarios of `super::sql` over a table of their own.
-macro_rules! sql_scenarios {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $scenario() {
-                let pg = Postgres::open().await;
-                super::sql::$scenario(&pg.store()).await;
-            }
-        )*
-    };
-}
-
-sql_scenarios!(
-    r17_a_slow_write_keeps_another_requests_duration,
-    r17_a_slow_write_keeps_another_requests_login,
-    r20_nul_characters_round_trip,
-    r20_a_value_nested_64_deep_round_trips,
-    users_the_listing_summarises_each_session,
-);
+sql_scenarios!(Postgres);
 
 /// A table made by the previous version (data only, an expression index on the data's
 /// user, no fill factor): `migrate` adds the columns beside the data and fills them from the

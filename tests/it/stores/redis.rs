@@ -56,16 +56,40 @@ impl Redis {
     }
 }
 
+/// Deletes every key under the prefix `ARGV[1]`, in the server: a key name may hold any byte
+/// (the conformance suite names a user `user-…\0é`, and so its set), which a pipe of key names
+/// through `xargs` would cut or split. Returns how many keys went.
+const SWEEP: &str = r"
+local pattern = ARGV[1]:gsub('[%*%?%[%]\\]', '\\%0') .. '*'
+local cursor, removed = '0', 0
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    removed = removed + redis.call('DEL', key)
+  end
+until cursor == '0'
+return removed
+";
+
 /// On a single server, the keys under the test's prefix go with it (on a Cluster, with the
 /// cluster).
 impl Drop for Redis {
     fn drop(&mut self) {
         if self.url.starts_with("redis://") {
-            let sweep =
-                r#"redis-cli -u "$1" --scan --pattern "$2*" | xargs -r redis-cli -u "$1" del"#;
-            let _ = Command::new("sh")
-                .args(["-c", sweep, "sweep", &self.url, self.store.key_prefix()])
+            let prefix = self.store.key_prefix();
+            let swept = Command::new("redis-cli")
+                .args(["-u", &self.url, "eval", SWEEP, "0", prefix])
                 .output();
+            // redis-cli prints a script's error and exits with 0: the answer is a count, or not.
+            match swept {
+                Ok(out)
+                    if String::from_utf8_lossy(&out.stdout)
+                        .trim()
+                        .parse::<u64>()
+                        .is_ok() => {}
+                failed => eprintln!("the keys under {prefix} stay: {failed:?}"),
+            }
         }
     }
 }

@@ -289,26 +289,7 @@ async fn r21_migrate_on_a_current_schema_waits_for_no_open_write() {
         .expect("ROLLBACK");
 }
 
-/// Stamps the store-level scenarios of `super::sql` over a database file of their own.
-macro_rules! sql_scenarios {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $scenario() {
-                let sqlite = Sqlite::open().await;
-                super::sql::$scenario(&sqlite.store()).await;
-            }
-        )*
-    };
-}
-
-sql_scenarios!(
-    r17_a_slow_write_keeps_another_requests_duration,
-    r17_a_slow_write_keeps_another_requests_login,
-    r20_nul_characters_round_trip,
-    r20_a_value_nested_64_deep_round_trips,
-    users_the_listing_summarises_each_session,
-);
+sql_scenarios!(Sqlite);
 
 /// A table made by the previous version (data only, an expression index on the data's user):
 /// `migrate` adds the columns beside the data and fills them from the rows (a row whose data
