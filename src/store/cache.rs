@@ -42,6 +42,8 @@
 //! A `FLUSHALL` or `FLUSHDB` on the Redis server sends an invalidation without keys, which the
 //! client library does not pass on: flush sessions by deleting their keys, or restart the app.
 
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -59,6 +61,8 @@ use crate::store::{
     Changes, Record, RecordSummary, SessionStore, StoreFuture, StoreKey, Touched, WriteMode,
 };
 
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresListener;
 #[cfg(feature = "redis")]
 pub use redis::RedisTracking;
 
