@@ -296,8 +296,7 @@ async fn open_postgres(
         None => Ok(Arc::new(store)),
         #[cfg(feature = "near-cache")]
         Some(capacity) => {
-            let cached =
-                session_engine::store::cache::NearCache::postgres(store, capacity).await?;
+            let cached = session_engine::store::cache::NearCache::postgres(store, capacity).await?;
             tracing::info!(
                 capacity,
                 "near cache on, kept coherent by PostgreSQL LISTEN/NOTIFY"
