@@ -6,8 +6,8 @@
 //! `pg_notify` on the table's channel, `session_engine.<the table's oid>`. A connection of
 //! the cache's own `LISTEN`s on that channel, and each key it is told drops the record from
 //! the cache. The triggers are statement-level, reading the statement's old rows from a
-//! transition table: a clean-up that deletes a thousand rows sends one notification per few
-//! hundred keys, not one per row.
+//! transition table: a clean-up that deletes a thousand rows sends about seven notifications
+//! (of up to 7,000 bytes, some 140 session keys each), not one per row.
 //!
 //! A lost listening connection (closed, terminated, or an error on it) turns the cache off and
 //! empty until a new connection listens again. Every second the channel is checked end to end:
@@ -16,27 +16,8 @@
 //! connection listens. After any loss the cache serves again only once a probe sent after the
 //! new `LISTEN` has come back.
 //!
-//! # What the triggers cost, and how to remove them
-//!
-//! Every statement that updates or deletes sessions then sends a notification, which
-//! PostgreSQL queues at commit under a lock that is global to the server: commits that notify
-//! are serialized, across every database of the server. For session writes (short, one row) it
-//! is a small cost, but it is paid by every writer of the table, including instances that run
-//! no cache and programs other than the app. The triggers stay when the app stops; to remove
-//! them (and the function they call, shared by the tables of one schema):
-//!
-//! ```sql
-//! DROP TRIGGER session_engine_near_cache_update ON sessions;
-//! DROP TRIGGER session_engine_near_cache_delete ON sessions;
-//! DROP TRIGGER session_engine_near_cache_truncate ON sessions;
-//! DROP FUNCTION session_engine_near_cache();  -- once no table of the schema uses it
-//! ```
-//!
-//! A `LISTEN`ing connection that stops reading holds back the server's notification queue
-//! (8 GB), and once it is full every notifying commit fails; the cache's own listener reads
-//! all the time, and one that falls 2 s behind is replaced. `LISTEN` needs a session of its
-//! own on the server: through a pooler in transaction mode the probe never comes back, and
-//! `NearCache::postgres` fails.
+//! What the triggers cost every writer, and how to remove them, is told in the docs of
+//! `NearCache::postgres`.
 
 use std::any::Any;
 use std::fmt;
@@ -153,22 +134,53 @@ impl NearCache<PostgresStore> {
     /// `LISTEN`/`NOTIFY` on a connection of its own, made with the store pool's settings (the
     /// same server, credentials and TLS).
     ///
-    /// It first installs, if they are not there yet, the triggers that notify the changed
-    /// keys, and the function they call (see the [module docs](self) for what they cost every
-    /// writer of the table, and how to remove them); the store's table must exist
-    /// ([`PostgresStore::migrate`]). Installing them takes a lock on the table that waits for
-    /// its writes in flight, once; instances starting at once install them one after
-    /// another, under an advisory lock. The role needs the rights to create a function in
-    /// the table's schema and triggers on the table (its owner's).
-    ///
     /// Returns once the connection listens and a probe sent on the channel has come back, so
-    /// the cache serves from the start.
+    /// the cache serves from the start. From then on, a lost connection (closed, terminated, or
+    /// failed) turns the cache off and empty until a new connection listens; a probe sent every
+    /// second that has not come back 2 s later (a silent connection, or one that fell behind)
+    /// does too. Either way the cache serves again only once a probe sent after the new
+    /// `LISTEN` has come back.
+    ///
+    /// # The triggers it installs
+    ///
+    /// It first installs on the store's table, if they are not there yet, three
+    /// statement-level triggers (`session_engine_near_cache_update`, `…_delete` and
+    /// `…_truncate`, after `UPDATE`, `DELETE` and `TRUNCATE`) and the function they call,
+    /// `session_engine_near_cache()`, in the table's schema. After each statement that
+    /// changes or removes rows, they send the keys of those rows with `pg_notify` on the
+    /// table's channel, `session_engine.<the table's oid>`, up to about 140 keys a notification
+    /// (a `TRUNCATE`: one notification that empties the caches). The store's insert overwrites
+    /// only an expired row, through `ON CONFLICT … DO UPDATE`, which the update trigger sees;
+    /// a fresh insert needs no notice. The table must exist ([`PostgresStore::migrate`]).
+    /// Installing them takes a lock on the table that waits for its writes in flight, once;
+    /// instances starting at once install them one after another, under an advisory lock. The
+    /// role needs the rights to create a function in the table's schema and triggers on the
+    /// table (its owner's).
+    ///
+    /// What they cost: every statement that updates or deletes sessions then sends a
+    /// notification, and PostgreSQL queues notifications at commit under a lock that is global
+    /// to the server, so commits that notify are serialized, across every database of the
+    /// server. For session writes (short, one row) the cost is small, but every writer of the
+    /// table pays it, instances that run no cache and other programs included. A listening
+    /// connection that stops reading holds back the server's notification queue (8 GB), and
+    /// once it is full every notifying commit fails; the cache's own reads all the time, and
+    /// is replaced once it falls 2 s behind.
+    ///
+    /// The triggers stay when the app stops. To remove them:
+    ///
+    /// ```sql
+    /// DROP TRIGGER session_engine_near_cache_update ON sessions;
+    /// DROP TRIGGER session_engine_near_cache_delete ON sessions;
+    /// DROP TRIGGER session_engine_near_cache_truncate ON sessions;
+    /// DROP FUNCTION session_engine_near_cache(); -- once no table of the schema uses it
+    /// ```
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the server cannot be reached; [`StoreError::Backend`]
     /// when the table does not exist, the triggers cannot be made, or the probe does not come
-    /// back within 5 s (a pooler in transaction mode does not pass `LISTEN` on).
+    /// back within 5 s (`LISTEN` needs a session of its own on the server: through a pooler in
+    /// transaction mode the probe never comes back).
     pub async fn postgres(store: PostgresStore, capacity: usize) -> Result<Self, StoreError> {
         let channel: Arc<str> = install(store.pool(), store.table_name()).await?.into();
         let options = PgConnectOptions::clone(&store.pool().connect_options());

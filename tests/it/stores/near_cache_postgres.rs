@@ -233,7 +233,7 @@ async fn r9_r17_an_instances_own_changes_are_seen_at_once() {
 }
 
 /// Changes made to the table by other programs are told too: a bulk `DELETE` (one
-/// notification per few hundred keys, from the statement-level trigger), an `UPDATE`, and a
+/// notification per 140 keys or so, from the statement-level trigger), an `UPDATE`, and a
 /// `TRUNCATE` (which empties the cache).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_cache_bulk_deletes_updates_and_truncates_are_told() {
