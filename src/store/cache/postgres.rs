@@ -185,13 +185,14 @@ impl NearCache<PostgresStore> {
         let channel: Arc<str> = install(store.pool(), store.table_name()).await?.into();
         let options = PgConnectOptions::clone(&store.pool().connect_options());
         let mut probe = Probe::new(store.pool().clone(), Arc::clone(&channel));
-        let mut connection = Connection::open(options.clone(), &channel)
+        let cache = Self::new(store, capacity);
+        let feed = cache.invalidations();
+        let mut connection = Connection::open(options.clone(), &channel, &feed, &probe.prefix)
             .await
             .map_err(sql::postgres::error)?;
         let sent = probe.send();
         let back = tokio::time::timeout(FIRST_PROBE, async {
-            // Nothing is cached yet: keys told meanwhile need no dropping.
-            while let Some(payload) = connection.events.recv().await {
+            while let Some(payload) = connection.probes.recv().await {
                 if payload.as_deref() == Some(sent.as_str()) {
                     return true;
                 }
@@ -207,9 +208,6 @@ impl NearCache<PostgresStore> {
                 FIRST_PROBE.as_secs()
             )));
         }
-
-        let cache = Self::new(store, capacity);
-        let feed = cache.invalidations();
         feed.up();
         let pid = Arc::new(AtomicU32::new(connection.pid));
         let task = tokio::spawn(run(
@@ -310,10 +308,11 @@ async fn install(pool: &PgPool, table: &str) -> Result<String, StoreError> {
     Ok(channel)
 }
 
-/// One listening connection: what it was told (`Some(payload)`), then `None` once it is lost;
-/// its reading task ends when it is dropped.
+/// One listening connection. Its reading task drops the keys it is told at once, and passes
+/// on the probes (`Some(payload)`), then `None` once the connection is lost; it ends when the
+/// connection is dropped.
 struct Connection {
-    events: mpsc::UnboundedReceiver<Option<String>>,
+    probes: mpsc::UnboundedReceiver<Option<String>>,
     pid: u32,
     reader: JoinHandle<()>,
 }
@@ -326,8 +325,14 @@ impl Drop for Connection {
 
 impl Connection {
     /// A connection of its own (a pool of one, so that a broken connection goes with it) that
-    /// listens on `channel`.
-    async fn open(options: PgConnectOptions, channel: &str) -> Result<Self, sqlx::Error> {
+    /// listens on `channel`, dropping from `feed` the keys it is told; a payload that starts
+    /// with `probe` is a probe.
+    async fn open(
+        options: PgConnectOptions,
+        channel: &str,
+        feed: &Invalidations,
+        probe: &str,
+    ) -> Result<Self, sqlx::Error> {
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
@@ -344,13 +349,24 @@ impl Connection {
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut listener)
             .await?;
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, probes) = mpsc::unbounded_channel();
+        let (feed, probe) = (feed.clone(), probe.to_owned());
         let reader = tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notification)) => {
-                        if tx.send(Some(notification.payload().to_owned())).is_err() {
-                            return;
+                        let payload = notification.payload();
+                        if payload.starts_with(&probe) {
+                            if tx.send(Some(payload.to_owned())).is_err() {
+                                return;
+                            }
+                        } else if payload.is_empty() {
+                            // A truncate, or keys too long to send: what changed is unknown.
+                            feed.clear();
+                        } else {
+                            for key in payload.split('\n') {
+                                feed.invalidate(key);
+                            }
                         }
                     }
                     Ok(None) | Err(_) => {
@@ -361,7 +377,7 @@ impl Connection {
             }
         });
         Ok(Self {
-            events,
+            probes,
             pid: u32::try_from(pid).unwrap_or_default(),
             reader,
         })
@@ -426,7 +442,7 @@ async fn run(
     let mut confirming = false;
     let mut tick = Instant::now() + PROBE_EVERY;
     loop {
-        let lost = match tokio::time::timeout_at(tick.into(), connection.events.recv()).await {
+        let lost = match tokio::time::timeout_at(tick.into(), connection.probes.recv()).await {
             Ok(Some(Some(payload))) => {
                 if pending.as_ref().is_some_and(|(sent, _)| *sent == payload) {
                     pending = None;
@@ -434,13 +450,6 @@ async fn run(
                         // Listening again, and told of a notification sent after it.
                         confirming = false;
                         feed.up();
-                    }
-                } else if payload.is_empty() {
-                    // A truncate, or keys too long to send: what changed is unknown.
-                    feed.clear();
-                } else if !payload.starts_with(&probe.prefix) {
-                    for key in payload.split('\n') {
-                        feed.invalidate(key);
                     }
                 }
                 false
@@ -467,7 +476,7 @@ async fn run(
             // Closes the old connection (a late one would otherwise keep the server's queue).
             drop(connection);
             connection = loop {
-                match Connection::open(options.clone(), &channel).await {
+                match Connection::open(options.clone(), &channel, &feed, &probe.prefix).await {
                     Ok(connection) => break connection,
                     Err(failure) => {
                         tracing::debug!(%failure, "near cache: not listening yet");

@@ -102,9 +102,13 @@ impl Backend for CachedPostgres {
     }
 }
 
-/// The scenarios of [`store_tests!`] but the model-based one: its checks read right after
-/// another instance's change, with no bound on how late the notification may arrive, and so
-/// fail by the staleness that SPEC 7.5 allows. The coherence tests below poll for it instead.
+/// The scenarios of [`store_tests!`] but the two that read on one instance right after the
+/// other's change, with no bound on how late the notification may arrive, and so fail by the
+/// staleness that SPEC 7.5 allows: the model-based one, and `two_app_instances_share_sessions`
+/// (its read of a logout made on the other instance, one HTTP round trip later, comes before
+/// the notification in about one run of four on a busy machine: PostgreSQL sends it after
+/// the commit is acknowledged, a few ms later at the 90th percentile). The coherence tests
+/// below poll for it instead.
 mod scenarios {
     store_tests!(@stamp super::CachedPostgres:
         conformance,
@@ -112,7 +116,6 @@ mod scenarios {
         r9_a_destroy_racing_a_write_or_touch_stays_destroyed,
         r9_a_logout_during_a_slow_request_is_never_undone,
         r17_a_stale_touch_never_undoes_a_newer_expiry,
-        two_app_instances_share_sessions,
         odd_keys_survive_delta_writes,
         r20_every_float_reads_back_exactly,
         five_thousand_keys_set_then_deleted_over_http,
@@ -589,7 +592,7 @@ async fn near_cache_a_silent_listener_is_replaced_once_its_probe_is_late() {
         stale_for < Duration::from_secs(8),
         "stale for {stale_for:?}, beyond the probe's bound"
     );
-    assert!(two.stats().resets >= resets + 1);
+    assert!(two.stats().resets > resets);
     wait_until("a new connection listening", || {
         two.is_serving() && two.listener().and_then(|l| l.backend_pid()) != Some(pid)
     })
