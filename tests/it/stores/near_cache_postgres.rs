@@ -106,9 +106,10 @@ impl Backend for CachedPostgres {
 /// other's change, with no bound on how late the notification may arrive, and so fail by the
 /// staleness that SPEC 7.5 allows: the model-based one, and `two_app_instances_share_sessions`
 /// (its read of a logout made on the other instance, one HTTP round trip later, comes before
-/// the notification in about one run of four on a busy machine: PostgreSQL sends it after
-/// the commit is acknowledged, a few ms later at the 90th percentile). The coherence tests
-/// below poll for it instead.
+/// the notification in about one run of four on a busy machine: at the commit PostgreSQL
+/// wakes the listening backend, which sends the notification once it runs, and the writer's
+/// answer often comes first, by a few ms at the 90th percentile). The coherence tests below
+/// poll for it instead.
 mod scenarios {
     store_tests!(@stamp super::CachedPostgres:
         conformance,
