@@ -37,9 +37,10 @@
 //!
 //! - Redis: a median of 0 (the invalidation usually lands before A has its answer), a p99 of
 //!   2 to 8 ms and a maximum of 17 to 36 ms;
-//! - PostgreSQL: a median of 0, a p99 of 18 to 20 ms and a maximum of 34 ms (from the write
-//!   sent: a median of 3 ms, a maximum of 56 ms). The notification leaves at commit, and the
-//!   listening backend is woken to send it on.
+//! - PostgreSQL: a median of 0, a p90 of 6 to 8 ms, a p99 of 18 to 20 ms and a maximum of 33
+//!   to 43 ms (from the write sent: a median of 3 ms, a maximum of 39 to 56 ms). At the commit
+//!   PostgreSQL wakes the listening backend, which sends the notification once it runs; the
+//!   writer's answer often comes first.
 //!
 //! The tails grow with the machine's load. For a logout this means: after A's `destroy`
 //! returned, B may still serve the ended session for that long (a write B makes to it
