@@ -46,7 +46,7 @@
 //! returned, B may still serve the ended session for that long (a write B makes to it
 //! meanwhile still fails: R9 holds in the store). A lost channel is noticed at once for a
 //! closed connection; a silent one (a network partition, a server that stopped reading) when
-//! the probe the channel sends every second has not come back 2 s later, so up to about 3 s.
+//! the probe the channel sends every second has not come back 2 s later, so within about 4 s.
 //! Until then the bound above does not hold, which is one reason the cache is opt-in.
 //!
 //! A `FLUSHALL` or `FLUSHDB` on the Redis server sends an invalidation without keys, which the

@@ -157,9 +157,11 @@ impl NearCache<PostgresStore> {
     /// role needs the rights to create a function in the table's schema and triggers on the
     /// table (its owner's).
     ///
-    /// What they cost: every statement that updates or deletes sessions then sends a
-    /// notification, and PostgreSQL queues notifications at commit under a lock that is global
-    /// to the server, so commits that notify are serialized, across every database of the
+    /// What they cost: every update and delete of the table runs the function once (and so
+    /// does the store's insert, whose `ON CONFLICT … DO UPDATE` runs the update triggers even
+    /// when it inserts), and every statement that changes or removes rows sends a
+    /// notification. PostgreSQL queues notifications at commit under a lock that is global to
+    /// the server, so commits that notify are serialized, across every database of the
     /// server. For session writes (short, one row) the cost is small, but every writer of the
     /// table pays it, instances that run no cache and other programs included. A listening
     /// connection that stops reading holds back the server's notification queue (8 GB), and
