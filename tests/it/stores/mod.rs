@@ -115,10 +115,14 @@ macro_rules! sql_scenarios {
     };
 }
 
+#[cfg(all(feature = "near-cache", any(feature = "redis", feature = "postgres")))]
+mod cached;
 #[cfg(feature = "redis")]
 mod cluster;
 #[cfg(all(feature = "redis", feature = "near-cache"))]
 mod near_cache;
+#[cfg(all(feature = "postgres", feature = "near-cache"))]
+mod near_cache_postgres;
 #[cfg(all(feature = "near-cache", any(feature = "redis", feature = "postgres")))]
 mod near_cache_race;
 #[cfg(feature = "postgres")]

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, json};
 use session_engine::store::cache::NearCache;
 use session_engine::{Changes, Record, SessionStore, StoreKey, WriteMode};
 
+use super::cached::{cache_it, data, n_of};
 use super::{fresh_key, insert, now_ms};
 
 /// How many logouts are raced, as the read cache's issue asks.
@@ -29,30 +29,6 @@ struct Read {
     start: Instant,
     end: Instant,
     served: bool,
-}
-
-fn data(n: i64) -> Map<String, serde_json::Value> {
-    let mut data = Map::new();
-    data.insert("n".into(), json!(n));
-    data
-}
-
-fn n_of(record: &Record) -> i64 {
-    record.data["n"].as_i64().expect("n")
-}
-
-/// Reads `key` on `cache` until a read is answered from memory, for at most 20 s.
-async fn cache_it<S: SessionStore>(cache: &NearCache<S>, key: &StoreKey) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let hits = cache.stats().hits;
-        cache.read(key).await.expect("read").expect("live");
-        if cache.stats().hits > hits {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never served from memory");
-        tokio::task::yield_now().await;
-    }
 }
 
 /// What the trials saw.
@@ -84,6 +60,14 @@ pub(crate) async fn a_logout_is_never_served_after_its_invalidation<S>(
     S: SessionStore + Clone + 'static,
 {
     let mut tally = Tally::default();
+    // M lives through every trial; trial `n` changes it from `n` to `n + 1`.
+    let (m, now) = (fresh_key(), now_ms());
+    insert(
+        one,
+        &m,
+        &Record::new(data(0), now, now + Duration::from_secs(3600)),
+    )
+    .await;
     let mut attempts = 0;
     while tally.judged < trials {
         attempts += 1;
@@ -92,8 +76,9 @@ pub(crate) async fn a_logout_is_never_served_after_its_invalidation<S>(
             "too many trials without a judgement: {} of {attempts} had the cache reset",
             tally.reset
         );
-        trial(one, two, &mut tally).await;
+        trial(one, two, (&m, attempts), &mut tally).await;
     }
+    assert!(one.destroy(&m).await.expect("destroy M"), "M was live");
     tally.delays.sort();
     let quantile = |q: f64| {
         let last = tally.delays.len() - 1;
@@ -126,16 +111,21 @@ pub(crate) async fn a_logout_is_never_served_after_its_invalidation<S>(
     );
 }
 
-async fn trial<S>(one: &NearCache<S>, two: &NearCache<S>, tally: &mut Tally)
-where
+async fn trial<S>(
+    one: &NearCache<S>,
+    two: &NearCache<S>,
+    (m, n): (&StoreKey, usize),
+    tally: &mut Tally,
+) where
     S: SessionStore + Clone + 'static,
 {
-    let (k, m, now) = (fresh_key(), fresh_key(), now_ms());
+    let n = i64::try_from(n).expect("few trials");
+    let (k, now) = (fresh_key(), now_ms());
     let expires = now + Duration::from_secs(600);
     insert(one, &k, &Record::new(data(1), now, expires)).await;
-    insert(one, &m, &Record::new(data(1), now, expires)).await;
     cache_it(two, &k).await;
-    cache_it(two, &m).await;
+    let cached = cache_it(two, m).await;
+    assert_eq!(n_of(&cached), n - 1, "M as the last trial left it");
     let resets = two.stats().resets;
 
     // Instance two reads K as fast as it can, from before the logout to after it applied the
@@ -164,8 +154,8 @@ where
     assert!(one.destroy(&k).await.expect("destroy"), "K was live");
     let logged_out = Instant::now();
     one.write(
-        &m,
-        &Record::new(data(2), now, expires),
+        m,
+        &Record::new(data(n), now, expires),
         &Changes::new().with_set("n"),
         WriteMode::Update,
     )
@@ -173,9 +163,9 @@ where
     .expect("update M");
     let deadline = Instant::now() + Duration::from_secs(20);
     let applied = loop {
-        let answer = two.read(&m).await.expect("read M");
+        let answer = two.read(m).await.expect("read M");
         let end = Instant::now();
-        if answer.as_ref().is_some_and(|m| n_of(m) == 2) {
+        if answer.as_ref().is_some_and(|m| n_of(m) == n) {
             break end;
         }
         assert!(end < deadline, "M's change never reached instance two");
@@ -191,7 +181,6 @@ where
     }
     stop.store(true, Ordering::Release);
     let reads = reader.await.expect("the reader");
-    assert!(one.destroy(&m).await.expect("destroy M"), "M was live");
 
     if two.stats().resets != resets {
         tally.reset += 1;
@@ -223,6 +212,22 @@ mod redis {
     #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
     async fn r11_a_logout_on_one_instance_is_never_served_by_another_after_its_invalidation() {
         let backend = Cached::<Redis>::open().await;
+        let one = backend.store();
+        let two = backend.second().await;
+        super::a_logout_is_never_served_after_its_invalidation(&one, &two, super::TRIALS).await;
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::super::Backend;
+    use super::super::near_cache_postgres::CachedPostgres;
+
+    /// On PostgreSQL: each instance's listening connection gets the notifications in the order
+    /// their transactions committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn r11_a_logout_on_one_instance_is_never_served_by_another_after_its_invalidation() {
+        let backend = CachedPostgres::open().await;
         let one = backend.store();
         let two = backend.second().await;
         super::a_logout_is_never_served_after_its_invalidation(&one, &two, super::TRIALS).await;
