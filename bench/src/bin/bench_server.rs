@@ -40,7 +40,9 @@
 //!
 //! The runtime has exactly two worker threads, every library keeps its default settings (the
 //! load client replays the `Cookie` header, so `Secure` cookies work over plain HTTP), and
-//! nothing is logged.
+//! nothing is logged. With the bench crate's `metrics` feature (its default), Prometheus'
+//! recorder is installed as an operator installs it, its upkeep run every 5 s, so that
+//! session-engine's metrics go somewhere real (nothing serves them).
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -230,6 +232,16 @@ async fn run(
         _ => return Err(format!("unsupported combination {lib} {store}; {USAGE}")),
     };
     let app = if seed { seeding::with_seed(app) } else { app };
+    #[cfg(feature = "metrics")]
+    {
+        let metrics = session_engine_bench::install_prometheus()?;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                metrics.run_upkeep();
+            }
+        });
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -121,12 +121,12 @@ fn main() -> ExitCode {
         cookie
     };
     #[cfg(feature = "metrics")]
-    let after = || metrics.run_upkeep();
+    let (after, built) = (|| metrics.run_upkeep(), "metrics into Prometheus' recorder");
     #[cfg(not(feature = "metrics"))]
-    let after = || ();
+    let (after, built) = (|| (), "built without metrics");
     let elapsed = measure(&runtime, &app, cookie.as_ref(), requests, after);
     println!(
-        "{scenario}: {} ns per request over {requests} requests",
+        "{scenario}: {} ns per request over {requests} requests ({built})",
         elapsed.as_nanos() / u128::from(requests)
     );
     ExitCode::SUCCESS
