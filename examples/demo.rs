@@ -14,7 +14,7 @@
 //! | `PORT` | the port to listen on (`0`: one the system chooses, logged at start) | `3000` |
 //! | `SESSION_SECRETS` | comma-separated secrets, each at least 32 bytes; the first signs, all verify | a random one made at each start, with a warning: no session survives a restart |
 //! | `SESSION_STORE` | `memory`; `sqlite://PATH` (feature `sqlite`); `redis://HOST:PORT`, `redis-cluster://HOST:PORT?node=HOST:PORT&…` or `redis-sentinel://SENTINEL:PORT?sentinelServiceName=NAME&node=SENTINEL:PORT&…` (feature `redis`); the same over TLS, `rediss://HOST:PORT`, `rediss-cluster://…` or `rediss-sentinel://…`, with `&tls_ca_file=/path/ca.pem` (or `?tls_ca_file=…`) to trust a CA of your own instead of the system's (feature `redis-tls`); `postgres://USER@HOST/DB` (feature `postgres`) | `memory` |
-//! | `SESSION_NEAR_CACHE` | a read cache of this many records in this process, in front of a Redis store (features `redis` and `near-cache`), kept coherent across instances by Redis client tracking (SPEC 7.5; `docs/stores.md`) | none |
+//! | `SESSION_NEAR_CACHE` | a read cache of this many records in this process, in front of a Redis store (features `redis` and `near-cache`), kept coherent across instances by Redis client tracking, or of a PostgreSQL store (features `postgres` and `near-cache`), kept coherent by `LISTEN`/`NOTIFY` (SPEC 7.5; `docs/stores.md`) | none |
 //! | `SESSION_DURATION_MS` | idle lifetime in milliseconds | 30 minutes |
 //! | `SESSION_MAX_LIFETIME_MS` | absolute lifetime in milliseconds | none |
 //! | `SESSION_TOUCH_INTERVAL_MS` | how long after a write or touch a read touches again; `0` touches on every request | `min(60 s, duration / 10)` |

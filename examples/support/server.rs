@@ -188,10 +188,15 @@ async fn open_store(
     near_cache: Option<usize>,
 ) -> Result<Arc<dyn SessionStore>, Fatal> {
     let scheme = url.scheme();
-    if near_cache.is_some() && !matches!(feature_for(scheme), Some("redis" | "redis-tls")) {
+    if near_cache.is_some()
+        && !matches!(
+            feature_for(scheme),
+            Some("redis" | "redis-tls" | "postgres")
+        )
+    {
         return Err(Fatal(format!(
-            "SESSION_NEAR_CACHE: the read cache sits in front of a Redis store \
-             (SESSION_STORE=redis://…), not of the {scheme} store"
+            "SESSION_NEAR_CACHE: the read cache sits in front of a Redis or PostgreSQL store \
+             (SESSION_STORE=redis://… or postgres://…), not of the {scheme} store"
         )));
     }
     let StoreUrl::Url(text) = url else {
@@ -226,7 +231,10 @@ async fn open_store(
 
 /// Opens the store of a cargo feature at `url`; `None` when this binary was built without
 /// that feature.
-#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres")),
+    allow(unused_variables)
+)]
 async fn open_feature_store(
     feature: &str,
     url: &str,
@@ -236,7 +244,7 @@ async fn open_feature_store(
         #[cfg(feature = "sqlite")]
         ("sqlite", url) => Some(open_sqlite(url).await),
         #[cfg(feature = "postgres")]
-        ("postgres", url) => Some(open_postgres(url).await),
+        ("postgres", url) => Some(open_postgres(url, near_cache).await),
         #[cfg(feature = "redis")]
         ("redis", url) => Some(open_redis(url, near_cache).await),
         #[cfg(feature = "redis-tls")]
@@ -278,10 +286,29 @@ async fn open_redis(
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+async fn open_postgres(
+    url: &str,
+    near_cache: Option<usize>,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
     let store = session_engine::store::postgres::PostgresStore::connect(url).await?;
     store.migrate().await?;
-    Ok(Arc::new(store))
+    match near_cache {
+        None => Ok(Arc::new(store)),
+        #[cfg(feature = "near-cache")]
+        Some(capacity) => {
+            let cached = session_engine::store::cache::NearCache::postgres(store, capacity).await?;
+            tracing::info!(
+                capacity,
+                "near cache on, kept coherent by PostgreSQL LISTEN/NOTIFY"
+            );
+            Ok(Arc::new(cached))
+        }
+        #[cfg(not(feature = "near-cache"))]
+        Some(_) => Err(StoreError::backend(
+            "SESSION_NEAR_CACHE needs the cargo feature `near-cache`, which is not built into \
+             this binary: run with `--features postgres,near-cache`",
+        )),
+    }
 }
 
 /// The cargo feature that provides the store for a URL scheme.

@@ -1,37 +1,64 @@
 //! How long another instance may serve a record from its `NearCache` after a change: the
-//! staleness bound of SPEC 7.5, measured on Redis client tracking.
+//! staleness bound of SPEC 7.5, measured on Redis client tracking or on PostgreSQL
+//! `LISTEN`/`NOTIFY`.
 //!
 //! ```text
-//! cargo run --release -p session-engine-bench --bin near_cache_staleness -- [TRIALS]
+//! cargo run --release -p session-engine-bench --bin near_cache_staleness -- [redis|postgres] [TRIALS]
 //! ```
 //!
-//! Two app instances on one Redis (`BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`), each
-//! with a client of its own, under a key prefix of the run's own: A writes, B has a
-//! `NearCache` in front. Each trial (default 10,000): B reads the record until a read is
-//! served from memory, A updates it, and B's invalidation counter is polled
-//! until the invalidation has arrived and the record is dropped. Printed: the time from A's
-//! write acknowledged to the record dropped on B (0 when it was dropped before the
-//! acknowledgement came back to A), and from the write sent; p50, p90, p99, p99.9 and the
-//! maximum, and a `RESULT` line. The record is destroyed at the end.
+//! Two app instances on one store, each with connections of its own: A writes, B has a
+//! `NearCache` in front. Redis (the default): `BENCH_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`, under a key prefix of the run's own. PostgreSQL:
+//! `BENCH_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`, in a table of a
+//! schema of the run's own, dropped at the end (with the triggers the cache makes). Each trial
+//! (default 10,000): B reads the record until a read is served from memory, A updates it, and
+//! B's invalidation counter is polled until the invalidation has arrived and the record is
+//! dropped. Printed: the time from A's write acknowledged to the record dropped on B (0 when
+//! it was dropped before the acknowledgement came back to A), and from the write sent; p50,
+//! p90, p99, p99.9 and the maximum, and a `RESULT` line. The record is destroyed at the end.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, json};
 use session_engine::store::cache::NearCache;
+use session_engine::store::postgres::PostgresStore;
 use session_engine::store::random_id;
 use session_engine::store::redis::RedisStore;
 use session_engine::{Changes, Record, SessionStore, StoreKey, WriteMode};
+use sqlx::AssertSqlSafe;
 
-const USAGE: &str = "usage: near_cache_staleness [TRIALS]";
+const USAGE: &str = "usage: near_cache_staleness [redis|postgres] [TRIALS]";
 /// A trial whose invalidation has not come after this long fails the run.
 const GIVE_UP: Duration = Duration::from_secs(10);
 
+/// The store the two instances share.
+#[derive(Clone, Copy)]
+enum Store {
+    Redis,
+    Postgres,
+}
+
 fn main() -> ExitCode {
-    let trials = match std::env::args().nth(1).map(|n| n.parse::<usize>()) {
-        None => 10_000,
-        Some(Ok(n)) if n > 0 => n,
-        Some(_) => {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let store = match args.first().map(String::as_str) {
+        Some("redis") => Some(Store::Redis),
+        Some("postgres") => Some(Store::Postgres),
+        _ => None,
+    };
+    if store.is_some() {
+        args.remove(0);
+    }
+    let trials = match args.as_slice() {
+        [] => 10_000,
+        [n] => match n.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => {
             eprintln!("{USAGE}");
             return ExitCode::FAILURE;
         }
@@ -41,7 +68,11 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a runtime");
-    match runtime.block_on(run(trials)) {
+    let result = match store.unwrap_or(Store::Redis) {
+        Store::Redis => runtime.block_on(redis(trials)),
+        Store::Postgres => runtime.block_on(postgres(trials)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("near_cache_staleness: {error}");
@@ -50,7 +81,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(trials: usize) -> Result<(), String> {
+async fn redis(trials: usize) -> Result<(), String> {
     let url = std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!(
         "bench:staleness:{}:",
@@ -66,6 +97,58 @@ async fn run(trials: usize) -> Result<(), String> {
     let b = NearCache::redis(connect().await?, 1_000)
         .await
         .map_err(|e| format!("tracking: {e}"))?;
+    run(&a, &b, "redis", trials).await
+}
+
+async fn postgres(trials: usize) -> Result<(), String> {
+    let url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema: String = format!(
+        "bench_staleness_{}",
+        random_id()
+            .map_err(|e| e.to_string())?
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect::<String>()
+            .to_ascii_lowercase()
+    );
+    let table = format!("{schema}.sessions");
+    let connect = || async {
+        PostgresStore::connect(&url)
+            .await
+            .and_then(|store| store.with_table_name(&table))
+            .map_err(|e| format!("{url}: {e}"))
+    };
+    let a = connect().await?;
+    execute(&a, format!("CREATE SCHEMA {schema}")).await?;
+    let result = async {
+        a.migrate().await.map_err(|e| format!("migrate: {e}"))?;
+        let b = NearCache::postgres(connect().await?, 1_000)
+            .await
+            .map_err(|e| format!("LISTEN: {e:?}"))?;
+        run(&a, &b, "postgres", trials).await
+    }
+    .await;
+    execute(&a, format!("DROP SCHEMA {schema} CASCADE")).await?;
+    result
+}
+
+async fn execute(store: &PostgresStore, sql: String) -> Result<(), String> {
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(store.pool())
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Measures `trials` changes on `a`, read through `b`, and prints what it found.
+async fn run<S: SessionStore>(
+    a: &S,
+    b: &NearCache<S>,
+    name: &str,
+    trials: usize,
+) -> Result<(), String> {
     let key = StoreKey::from(random_id().map_err(|e| e.to_string())?);
     let now = SystemTime::now();
     let expires = now + Duration::from_secs(3_600);
@@ -77,7 +160,7 @@ async fn run(trials: usize) -> Result<(), String> {
     a.write(&key, &record(0), &Changes::replace_all(), WriteMode::Insert)
         .await
         .map_err(|e| e.to_string())?;
-    let result = measure(&a, &b, &key, trials, record).await;
+    let result = measure(a, b, &key, trials, record).await;
     let _ = a.destroy(&key).await;
     let (mut after_ack, mut after_send) = result?;
     after_ack.sort_unstable();
@@ -86,16 +169,16 @@ async fn run(trials: usize) -> Result<(), String> {
     report("write sent by A -> dropped on B", &after_send);
     let p99 = percentile(&after_send, 0.99);
     println!(
-        "RESULT near_cache_staleness trials={trials} p99_after_ack_us={:.1} p99_after_send_us={:.1}",
+        "RESULT near_cache_staleness store={name} trials={trials} p99_after_ack_us={:.1} p99_after_send_us={:.1}",
         percentile(&after_ack, 0.99).as_secs_f64() * 1e6,
         p99.as_secs_f64() * 1e6
     );
     Ok(())
 }
 
-async fn measure(
-    a: &RedisStore,
-    b: &NearCache<RedisStore>,
+async fn measure<S: SessionStore>(
+    a: &S,
+    b: &NearCache<S>,
     key: &StoreKey,
     trials: usize,
     record: impl Fn(usize) -> Record,

@@ -362,7 +362,7 @@ fn unavailable_code(code: &str) -> bool {
         )
 }
 
-fn error(error: sqlx::Error) -> StoreError {
+pub(crate) fn error(error: sqlx::Error) -> StoreError {
     sql::error(error, unavailable_code)
 }
 

@@ -90,10 +90,14 @@ macro_rules! store_tests {
     };
 }
 
+#[cfg(all(feature = "near-cache", any(feature = "redis", feature = "postgres")))]
+mod cached;
 #[cfg(feature = "redis")]
 mod cluster;
 #[cfg(all(feature = "redis", feature = "near-cache"))]
 mod near_cache;
+#[cfg(all(feature = "postgres", feature = "near-cache"))]
+mod near_cache_postgres;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]

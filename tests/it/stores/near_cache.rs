@@ -8,15 +8,15 @@
 //! Each test works under a key prefix of its own (see [`Redis`]), removed when it ends.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use serde_json::{Map, json};
 use session_engine::store::cache::NearCache;
 use session_engine::store::redis::RedisStore;
 use session_engine::store::redis::fred::interfaces::ClientInterface as _;
 use session_engine::testing::Options;
-use session_engine::{Changes, Record, SessionStore, StoreKey, Touched, WriteMode};
+use session_engine::{Changes, Record, SessionStore, Touched, WriteMode};
 
+use super::cached::{cache_it, data, n_of, until_fresh};
 use super::outage::{free_port, wait_until};
 use super::redis::Redis;
 use super::{Backend, fresh_key, insert, now_ms};
@@ -100,59 +100,6 @@ mod cluster {
     use super::super::cluster::Cluster;
     use super::super::redis::On;
     cached_tests!(super::Cached<On<Cluster>>);
-}
-
-fn data(n: i64) -> Map<String, serde_json::Value> {
-    let mut data = Map::new();
-    data.insert("n".into(), json!(n));
-    data
-}
-
-fn n_of(record: &Record) -> i64 {
-    record.data["n"].as_i64().expect("n")
-}
-
-/// Reads `key` on `cache` until `fresh` holds of the answer, for at most 20 s: the time the
-/// invalidation takes to arrive is not fixed, but it must arrive. Then checks that no read
-/// after it is stale.
-async fn until_fresh(
-    cache: &NearCache<RedisStore>,
-    key: &StoreKey,
-    what: &str,
-    fresh: impl Fn(Option<&Record>) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let answer = cache.read(key).await.expect("read");
-        if fresh(answer.as_ref()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still stale after 20 s: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    for _ in 0..50 {
-        let answer = cache.read(key).await.expect("read");
-        assert!(fresh(answer.as_ref()), "{what}: stale again: {answer:?}");
-    }
-}
-
-/// Reads `key` on `cache` until a read is served from memory (an invalidation of an earlier
-/// change may still be on its way, and refuses the fills before it), for at most 20 s: the
-/// record is cached, so what follows tests an invalidation, not a miss.
-async fn cache_it(cache: &NearCache<RedisStore>, key: &StoreKey) -> Record {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let hits = cache.stats().hits;
-        let record = cache.read(key).await.expect("read").expect("live");
-        if cache.stats().hits > hits {
-            return record;
-        }
-        assert!(Instant::now() < deadline, "never served from memory");
-        tokio::task::yield_now().await;
-    }
 }
 
 /// R9, R10, R11, R17 seen from another instance: a write, a touch, a roll and a destroy on

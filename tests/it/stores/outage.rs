@@ -89,7 +89,7 @@ pub(crate) fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// Waits up to 20 s for `ready` to hold.
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "near-cache"))]
 pub(crate) async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {

@@ -15,13 +15,13 @@ use super::outage::{free_port, outage_and_recovery, run};
 use super::{Backend, BulkRows, Spoil, TempDir, bulk_key, fresh_key, insert, now_ms};
 use crate::harness::{builder, get_with, new_session, routes, serve, store_key};
 
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A name no other test uses, with `prefix`.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let suffix: String = session_engine::store::random_id()
         .expect("an id")
         .chars()
@@ -33,7 +33,7 @@ fn unique(prefix: &str) -> String {
 
 /// Runs its statement with `psql` when dropped, so that a test's table or schema goes even
 /// when the test fails.
-struct DropOnExit(String);
+pub(crate) struct DropOnExit(pub(crate) String);
 
 impl Drop for DropOnExit {
     fn drop(&mut self) {
