@@ -486,17 +486,24 @@ class Report:
             "session-engine's constructors set up theirs (PostgreSQL: 16 connections; SQLite: 4 "
             "connections, WAL, synchronous NORMAL, 5 s busy timeout), so that the rows compare "
             f"the libraries, not the pools. wrk rotates over {sessions} sessions minted with "
-            "GET /new.")
+            "GET /new. Near cache: session-engine's `PostgresStore` behind its read cache, "
+            "`NearCache::postgres(store, "
+            f"{fmt_int(number(self.setting('NEAR_CACHE_CAPACITY')))})`, on a table of its own "
+            "(the cache's triggers notify every change of their table, through "
+            "`LISTEN`/`NOTIFY`); every write and touch still goes to PostgreSQL.")
         out.append("")
         rows = []
         for store, store_name in (("postgres", "PostgreSQL"), ("sqlite", "SQLite")):
             for route in ("d", "e"):
                 peer = self.rows.get("sql", "tower", store, route, "rotated")
-                for lib in ("engine", "tower"):
-                    r = self.rows.get("sql", lib, store, route, "rotated")
+                for lib, row_store, name in (
+                        ("engine", store, f"session-engine, {store_name}"),
+                        ("engine", f"{store}-near-cache",
+                         f"session-engine, {store_name}, near cache"),
+                        ("tower", store, f"tower-sessions, {store_name}")):
+                    r = self.rows.get("sql", lib, row_store, route, "rotated")
                     if r:
-                        cells = self.load_cells(f"{LIB_NAMES[lib]}, {store_name}", route, r,
-                                                self.floor("rotated"))
+                        cells = self.load_cells(name, route, r, self.floor("rotated"))
                         rows.append(cells[:5]
                                     + [fmt_ratio(ratio(r["rps"], peer and peer["rps"]))]
                                     + cells[5:])
@@ -724,7 +731,9 @@ class Report:
             "The staleness is the time from A's write acknowledged to the record dropped on B "
             "(0 when it was dropped before the acknowledgement came back to A): how long B may "
             "still serve what A has changed; the second row of each store counts from the "
-            f"write sent. Redis: `{self.setting('REDIS_URL')}`, client tracking.")
+            f"write sent. Redis: `{self.setting('REDIS_URL')}`, client tracking; PostgreSQL: "
+            f"`{self.setting('POSTGRES_URL')}`, a table in a schema of the run's own (dropped at "
+            "its end), `LISTEN`/`NOTIFY` fed by the cache's triggers.")
         out.append("")
         rows = []
         for r in self.staleness:
@@ -996,6 +1005,13 @@ class Report:
                          self.rows.get("sql", "engine", store, route, "rotated"),
                          self.rows.get("sql", "tower", store, route, "rotated"), sql_peer, 1.0,
                          issue)
+            if store == "postgres":
+                for route, target in (("d", 2.0), ("e", 1.1)):
+                    load_row(f"PostgreSQL with the near cache, HTTP /{route}, req/s",
+                             self.rows.get("sql", "engine", "postgres-near-cache", route,
+                                           "rotated"),
+                             self.rows.get("sql", "tower", "postgres", route, "rotated"),
+                             sql_peer, target, v3)
 
         # the read cache's staleness
         for r in self.staleness:

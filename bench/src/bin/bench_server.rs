@@ -29,9 +29,11 @@
 //!   line, for the load client to rotate through (headers `x-sessions`: how many it created in
 //!   all, `x-seconds`: how long this call took). Later calls keep the sample uniform over all
 //!   the sessions created so far (reservoir sampling), so that the load can grow in steps;
-//! - `--near-cache[=CAPACITY]`: `engine redis` only: the `RedisStore` behind a `NearCache` of
-//!   CAPACITY records (default 100,000), kept coherent by Redis client tracking; its keys then
-//!   have the prefix `bench-near-cache:`, so that its tracking hears of its own keys only.
+//! - `--near-cache[=CAPACITY]`: `engine redis` and `engine postgres` only: the store behind a
+//!   `NearCache` of CAPACITY records (default 100,000), kept coherent by Redis client tracking
+//!   (the keys then have the prefix `bench-near-cache:`, so that its tracking hears of its own
+//!   keys only) or by PostgreSQL's `LISTEN`/`NOTIFY` (the cache puts its triggers on the table,
+//!   which then notify every write: give it a table of its own).
 //!
 //! Routes: `GET /a` answers `ok` without touching the session; `GET /d` reads the counter
 //! `visits` and answers it; `GET /e` reads it, adds one and answers the new value; `GET /new`
@@ -108,6 +110,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if near_cache.is_some() && !(lib == "engine" && matches!(store.as_str(), "redis" | "postgres"))
+    {
+        eprintln!("--near-cache is served for engine redis and engine postgres only; {USAGE}");
+        return ExitCode::from(2);
+    }
     if lib == "tower" && matches!(store.as_str(), "postgres" | "sqlite") {
         if seed {
             eprintln!("--seed is not served for {lib} {store}");
@@ -167,11 +174,6 @@ async fn run(
     near_cache: Option<usize>,
 ) -> Result<(), String> {
     let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379/9");
-    if near_cache.is_some() && (lib, store) != ("engine", "redis") {
-        return Err(format!(
-            "--near-cache is served for engine redis only, not {lib} {store}"
-        ));
-    }
     let app = match (lib, store) {
         ("none", "memory") => floor::app(),
         ("engine", "memory") => engine::app(session_engine::MemoryStore::new())?,
@@ -208,7 +210,14 @@ async fn run(
                 .migrate()
                 .await
                 .map_err(|e| format!("cannot create the table {table} at {url}: {e}"))?;
-            engine::app(store)?
+            match near_cache {
+                Some(capacity) => engine::app(
+                    session_engine::store::cache::NearCache::postgres(store, capacity)
+                        .await
+                        .map_err(|e| format!("cannot listen for changes of {table}: {e}"))?,
+                )?,
+                None => engine::app(store)?,
+            }
         }
         ("engine", "sqlite") => {
             use session_engine::store::sqlite::SqliteStore;
