@@ -14,11 +14,21 @@
 //! the `d` and `e` benches of each library, one more request reads the counter back and the run
 //! panics unless every `d` request read the value set up before and `e` wrote once per request.
 //!
-//! Run with `cargo bench -p session-engine-bench --bench compare`, then
-//! `python3 bench/scripts/compare-table.py` for a table of the overhead over the floor.
+//! With the bench crate's `metrics` feature (its default) the library records its metrics, and
+//! Prometheus' recorder is installed first, as an operator installs it (the observability
+//! guide's buckets, upkeep every 5 s). Built with `--no-default-features`, the library has no
+//! metrics code, and only session-engine runs, under the ids `session-engine-without-metrics`
+//! and, for the floor of that build, `no-layer-without-metrics`: the cost of the metrics is the
+//! difference between the two builds' overheads over their floors.
+//!
+//! Run with `cargo bench -p session-engine-bench --bench compare` (and again with
+//! `--no-default-features`), then `python3 bench/scripts/compare-table.py` for a table of the
+//! overhead over the floor.
 
 // `criterion_group!` defines a public function that cannot carry a doc comment.
 #![allow(missing_docs)]
+// Without `metrics` only session-engine runs: the peers' subjects are compiled, not used.
+#![cfg_attr(not(feature = "metrics"), allow(dead_code, unused_imports))]
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -363,26 +373,56 @@ fn bench_requests(
     });
 }
 
+/// The floor's bench id in this build.
+#[cfg(feature = "metrics")]
+const FLOOR: &str = "no-layer";
+#[cfg(not(feature = "metrics"))]
+const FLOOR: &str = "no-layer-without-metrics";
+
+/// Every library, the engine's metrics going to Prometheus' recorder, installed here with its
+/// upkeep on a thread of its own (every 5 s, the exporter's own interval), as a server that
+/// exports them runs it.
+#[cfg(feature = "metrics")]
+fn subjects(runtime: &Runtime) -> Vec<Subject> {
+    let handle = session_engine_bench::install_prometheus().expect("Prometheus' recorder");
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            handle.run_upkeep();
+        }
+    });
+    vec![
+        session_engine_subject(),
+        session_engine_every_request_subject(),
+        session_engine_users_store_subject(),
+        tower_sessions_subject(),
+        runtime.block_on(axum_session_subject()),
+    ]
+}
+
+/// session-engine alone, built without its metrics code, under a name of its own.
+#[cfg(not(feature = "metrics"))]
+fn subjects(_runtime: &Runtime) -> Vec<Subject> {
+    vec![session_engine_with(
+        "session-engine-without-metrics",
+        engine::engine,
+    )]
+}
+
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
 
-    let subjects = [
-        session_engine_subject(),
-        session_engine_every_request_subject(),
-        session_engine_users_store_subject(),
-        tower_sessions_subject(),
-        runtime.block_on(axum_session_subject()),
-    ];
+    let subjects = subjects(&runtime);
     for subject in &subjects {
         describe(&runtime, subject);
     }
 
     let floor = finish(Router::new().route("/", get(|| async { "ok" })));
     let mut group = c.benchmark_group("a_floor");
-    bench_requests(&mut group, &runtime, "no-layer", &floor, None);
+    bench_requests(&mut group, &runtime, FLOOR, &floor, None);
     group.finish();
 
     let mut group = c.benchmark_group("b_untouched");

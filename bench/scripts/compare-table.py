@@ -6,7 +6,9 @@ Usage: python3 bench/scripts/compare-table.py [--median | --slope] [CRITERION_DI
 
 CRITERION_DIR defaults to $CARGO_TARGET_DIR/criterion, else target/criterion in this repository.
 Times are criterion's mean point estimates (median with --median, or the slope that criterion
-prints as its headline with --slope), in nanoseconds per request.
+prints as its headline with --slope), in nanoseconds per request. When the benches also ran with
+`--no-default-features` (session-engine built without its `metrics` feature), a last column
+gives that build's overhead over its own floor.
 """
 
 import json
@@ -22,6 +24,10 @@ LIBRARIES = [
     "session-engine-users-store",
 ]
 FLOOR = ("a_floor", "no-layer")
+# The benches of the build without the library's `metrics` feature: session-engine alone, and
+# the floor measured in that build.
+WITHOUT_METRICS = "session-engine-without-metrics"
+FLOOR_WITHOUT_METRICS = ("a_floor", "no-layer-without-metrics")
 SCENARIOS = [
     ("b_untouched", "b: layer, session untouched"),
     ("c_new_visitor", "c: new visitor sets"),
@@ -37,6 +43,17 @@ def estimate(root, group, bench, statistic):
             return json.load(file)[statistic]["point_estimate"]
     except FileNotFoundError:
         return None
+
+
+def interval(root, group, bench, statistic):
+    """The lower and upper bounds of criterion's confidence interval of the statistic."""
+    path = root / group / bench / "new" / "estimates.json"
+    try:
+        with path.open() as file:
+            bounds = json.load(file)[statistic]["confidence_interval"]
+    except FileNotFoundError:
+        return None
+    return bounds["lower_bound"], bounds["upper_bound"]
 
 
 def fmt(value):
@@ -70,17 +87,21 @@ def main(argv):
               file=sys.stderr)
         return 1
 
-    print(f"Overhead over the floor, ns per request ({statistic}; floor = {fmt(floor)} ns)\n")
-    print("| scenario | " + " | ".join(LIBRARIES) + " | session-engine / tower-sessions |")
-    print("| --- | " + " | ".join("---:" for _ in LIBRARIES) + " | ---: |")
+    bare_floor = estimate(root, *FLOOR_WITHOUT_METRICS, statistic)
+    extra = [WITHOUT_METRICS] if bare_floor is not None else []
+    print(f"Overhead over the floor, ns per request ({statistic}; floor = {fmt(floor)} ns"
+          + (f", {fmt(bare_floor)} ns without metrics" if extra else "") + ")\n")
+    print("| scenario | " + " | ".join(LIBRARIES + extra) + " | session-engine / tower-sessions |")
+    print("| --- | " + " | ".join("---:" for _ in LIBRARIES + extra) + " | ---: |")
     for group, label in SCENARIOS:
         overheads = {}
-        for library in LIBRARIES:
+        for library in LIBRARIES + extra:
             value = estimate(root, group, library, statistic)
-            overheads[library] = None if value is None else value - floor
+            base = bare_floor if library == WITHOUT_METRICS else floor
+            overheads[library] = None if value is None else value - base
         ours, theirs = overheads["session-engine"], overheads["tower-sessions"]
         ratio = "n/a" if ours is None or not theirs else f"{ours / theirs:.2f}"
-        cells = " | ".join(fmt(overheads[library]) for library in LIBRARIES)
+        cells = " | ".join(fmt(overheads[library]) for library in LIBRARIES + extra)
         print(f"| {label} | {cells} | {ratio} |")
     return 0
 

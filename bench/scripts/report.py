@@ -96,6 +96,27 @@ def read_instructions(path):
     return counts
 
 
+STALENESS_LINE = re.compile(
+    r"^(?P<store>[^|]+)\|(?P<what>.*): p50 (?P<p50>[0-9.]+) us, p90 (?P<p90>[0-9.]+) us, "
+    r"p99 (?P<p99>[0-9.]+) us, p99\.9 (?P<p999>[0-9.]+) us, max (?P<max>[0-9.]+) us "
+    r"\((?P<trials>[0-9]+) trials\)$")
+
+
+def read_staleness(path):
+    """The staleness part: near_cache_staleness's percentile lines, each after its store
+    ("redis|write acknowledged on A -> dropped on B: p50 … us, …, max … us (N trials)")."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            found = STALENESS_LINE.match(line.strip())
+            if found:
+                row = found.groupdict()
+                for key in ("p50", "p90", "p99", "p999", "max"):
+                    row[key] = float(row[key])
+                rows.append(row)
+    return rows
+
+
 class Rows:
     """The rounds of the load parts, summarized per row."""
 
@@ -192,6 +213,8 @@ class Report:
         self.memory = read_results(data / "memory.txt")
         self.expiry = read_results(data / "expiry.txt")
         self.instructions = read_instructions(data / "instructions.txt")
+        self.instructions_bare = read_instructions(data / "instructions-without-metrics.txt")
+        self.staleness = read_staleness(data / "staleness.txt")
         self.cleanup = read_results(data / "cleanup.txt")
         self.setting = lambda name: self.meta.get(f"setting_{name}", "?")
         self.criterion = self.load_criterion()
@@ -258,11 +281,15 @@ class Report:
             root = ROOT / "target" / "criterion"
         started = number(self.meta.get("started")) or 0
 
-        def fresh(group, bench):
+        def is_fresh(group, bench):
             path = root / group / bench / "new" / "estimates.json"
-            if not path.exists() or path.stat().st_mtime < started:
-                return None
-            return module.estimate(root, group, bench, "mean")
+            return path.exists() and path.stat().st_mtime >= started
+
+        def fresh(group, bench):
+            return module.estimate(root, group, bench, "mean") if is_fresh(group, bench) else None
+
+        def bounds(group, bench):
+            return module.interval(root, group, bench, "mean") if is_fresh(group, bench) else None
 
         floor = fresh(*module.FLOOR)
         if floor is None:
@@ -272,7 +299,24 @@ class Report:
             for library in module.LIBRARIES:
                 value = fresh(group, library)
                 overheads[(group, library)] = None if value is None else value - floor
-        return {"floor": floor, "overheads": overheads, "module": module}
+        # session-engine built without its `metrics` feature, over that build's own floor;
+        # and the overheads' extremes within criterion's confidence intervals, both builds.
+        bare_floor = fresh(*module.FLOOR_WITHOUT_METRICS)
+        extremes = {}
+        floor_bounds = bounds(*module.FLOOR)
+        bare_floor_bounds = bounds(*module.FLOOR_WITHOUT_METRICS)
+        for group, label in module.SCENARIOS:
+            value = fresh(group, module.WITHOUT_METRICS)
+            overheads[(group, module.WITHOUT_METRICS)] = (
+                None if value is None or bare_floor is None else value - bare_floor)
+            for library, base in (("session-engine", floor_bounds),
+                                  (module.WITHOUT_METRICS, bare_floor_bounds)):
+                mean = bounds(group, library)
+                if mean is not None and base is not None:
+                    # The least and the most overhead the intervals allow.
+                    extremes[(group, library)] = (mean[0] - base[1], mean[1] - base[0])
+        return {"floor": floor, "bare_floor": bare_floor, "overheads": overheads,
+                "extremes": extremes, "module": module}
 
     def criterion_section(self):
         out = ["## In-process time per request (criterion, bench/benches/compare.rs)", ""]
@@ -294,6 +338,9 @@ class Report:
                          ["l"] + ["r"] * (len(module.LIBRARIES) + 1), rows))
         out.append("")
         out.append(
+            "session-engine's rows record its metrics (the default feature `metrics`) into "
+            "Prometheus' recorder, installed as the observability guide installs it; the cost "
+            "of that is in \"The cost of the metrics\" below. "
             "session-engine-touch-every-request: `touch_interval(0)`, the expiry moved on every "
             "request (the default moves it at most every min(60 s, duration / 10)); "
             "session-engine-users-store: the same engine on a store of the app's own, written "
@@ -384,12 +431,18 @@ class Report:
             "session-engine's `RedisStore::connect` configures its own. Redis Cluster: three "
             "masters, no replicas, on 127.0.0.1 (scripts/redis-cluster.sh, started and stopped "
             "by the run), session-engine only: its × tower-sessions is left empty, as "
-            "tower-sessions has no cluster row.")
+            "tower-sessions has no cluster row. Near cache: session-engine's `RedisStore` (key "
+            "prefix `bench-near-cache:`) behind its read cache, `NearCache::redis(store, "
+            f"{fmt_int(number(self.setting('NEAR_CACHE_CAPACITY')))})`, which serves a "
+            "returning visitor's read from the server's memory and is kept coherent by Redis "
+            "client tracking; every write and touch still goes to Redis.")
         out.append("")
         rows = []
         for route in ("d", "e"):
             peer = self.rows.get("redis", "tower", "redis", route, "hot")
             for lib, store, name in (("engine", "redis", "session-engine, Redis"),
+                                     ("engine", "redis-near-cache",
+                                      "session-engine, Redis, near cache"),
                                      ("tower", "redis", "tower-sessions, Redis"),
                                      ("engine", "redis-cluster",
                                       "session-engine, Redis Cluster (3 masters)")):
@@ -433,17 +486,24 @@ class Report:
             "session-engine's constructors set up theirs (PostgreSQL: 16 connections; SQLite: 4 "
             "connections, WAL, synchronous NORMAL, 5 s busy timeout), so that the rows compare "
             f"the libraries, not the pools. wrk rotates over {sessions} sessions minted with "
-            "GET /new.")
+            "GET /new. Near cache: session-engine's `PostgresStore` behind its read cache, "
+            "`NearCache::postgres(store, "
+            f"{fmt_int(number(self.setting('NEAR_CACHE_CAPACITY')))})`, on a table of its own "
+            "(the cache's triggers notify every change of their table, through "
+            "`LISTEN`/`NOTIFY`); every write and touch still goes to PostgreSQL.")
         out.append("")
         rows = []
         for store, store_name in (("postgres", "PostgreSQL"), ("sqlite", "SQLite")):
             for route in ("d", "e"):
                 peer = self.rows.get("sql", "tower", store, route, "rotated")
-                for lib in ("engine", "tower"):
-                    r = self.rows.get("sql", lib, store, route, "rotated")
+                for lib, row_store, name in (
+                        ("engine", store, f"session-engine, {store_name}"),
+                        ("engine", f"{store}-near-cache",
+                         f"session-engine, {store_name}, near cache"),
+                        ("tower", store, f"tower-sessions, {store_name}")):
+                    r = self.rows.get("sql", lib, row_store, route, "rotated")
                     if r:
-                        cells = self.load_cells(f"{LIB_NAMES[lib]}, {store_name}", route, r,
-                                                self.floor("rotated"))
+                        cells = self.load_cells(name, route, r, self.floor("rotated"))
                         rows.append(cells[:5]
                                     + [fmt_ratio(ratio(r["rps"], peer and peer["rps"]))]
                                     + cells[5:])
@@ -564,13 +624,16 @@ class Report:
         out.append(
             "bench/src/bin/hot_path.rs under `valgrind --tool=callgrind`: the same axum `Router` "
             "and scenarios as the criterion benches, driven in process on a current-thread "
-            f"runtime; each count is the program's instructions at twice {requests} requests "
-            f"less those at {requests}, divided by {requests}, so start-up cancels out. Counts "
+            "runtime; each count is the instructions of the requests alone (callgrind collecting "
+            f"in hot_path's `measure` only) at twice {requests} requests less those at "
+            f"{requests}, divided by {requests}, so that what happens once cancels out. Counts "
             "do not depend on the machine's load: run again, they come out the same. valgrind "
             "runs SHA-256 in software, without the CPU's SHA extensions, so the column beside "
             "session-engine's gives what its SHA-256 compressions (two for the cookie's HMAC, "
             "one for the id's hash) account for here; natively, with the SHA extensions, "
-            "`perf record` of hot_path d puts the three at about 5 % of the request's time.")
+            "`perf record` of hot_path d puts the three at about 5 % of the request's time. "
+            "session-engine's counts include its metrics, recorded into Prometheus' recorder "
+            "(see \"The cost of the metrics\").")
         out.append("")
         floor = counts["a"][0]
         out.append(f"Floor (a, no layer): {fmt_int(floor)} instructions per request.")
@@ -589,6 +652,98 @@ class Report:
                           "session-engine without SHA-256", "tower-sessions over the floor",
                           "ratio", "ratio without SHA-256"],
                          ["l", "r", "r", "r", "r", "r", "r"], rows))
+        return "\n".join(out)
+
+    def metrics_section(self):
+        out = ["## The cost of the metrics", ""]
+        c = self.criterion
+        bare = self.instructions_bare
+        in_process = c is not None and c["bare_floor"] is not None
+        counted = "a" in self.instructions and "a" in bare
+        if not in_process and not counted:
+            out.append(self.not_run("criterion") if c is None else
+                       "Not measured in this run: no rows of the build without metrics.")
+            return "\n".join(out)
+        out.append(
+            "session-engine with its `metrics` feature (the default), every count and latency "
+            "going to Prometheus' recorder (metrics-exporter-prometheus, installed as the "
+            "observability guide installs it: the store call histogram's buckets, the "
+            "metrics described), against the library built without the feature "
+            "(`--no-default-features`: no metrics code at all), in the same run. Each build is "
+            "measured over its own floor (an axum `Router` without the layer, in the same "
+            "program). In process: `cargo bench --bench compare` and again with "
+            "`--no-default-features`, one after the other, the recorder's upkeep (which moves "
+            "the histogram's samples into its buckets) running every 5 s on a thread of its "
+            "own. Instructions: bench/src/bin/hot_path.rs of each build under callgrind, as "
+            "above, the upkeep run once after the requests, so that the counts include it.")
+        out.append("")
+        rows = []
+        for group, label in self.SCENARIO_LABELS:
+            letter = group[0]
+            cells = [label]
+            if in_process:
+                module = c["module"]
+                on = c["overheads"].get((group, "session-engine"))
+                off = c["overheads"].get((group, module.WITHOUT_METRICS))
+                cells += [fmt_int(on), fmt_int(off), fmt_ratio(ratio(on, off))]
+            if counted:
+                on = self.instructions.get(letter)
+                off = bare.get(letter)
+                on = on and on[0] - self.instructions["a"][0]
+                off = off and off[0] - bare["a"][0]
+                cells += [fmt_int(on), fmt_int(off), fmt_ratio(ratio(on, off))]
+            rows.append(cells)
+        header = ["scenario"]
+        if in_process:
+            header += ["ns over the floor, with metrics", "without", "with / without"]
+        if counted:
+            header += ["instructions over the floor, with metrics", "without",
+                       "with / without"]
+        out.append(table(header, ["l"] + ["r"] * (len(header) - 1), rows))
+        out.append("")
+        floors = []
+        if in_process:
+            floors.append(f"in process {fmt_int(c['floor'])} ns with the feature, "
+                          f"{fmt_int(c['bare_floor'])} ns without")
+        if counted:
+            floors.append(f"{fmt_int(self.instructions['a'][0])} instructions with the "
+                          f"feature, {fmt_int(bare['a'][0])} without")
+        out.append(f"Floors: {'; '.join(floors)}.")
+        return "\n".join(out)
+
+    SCENARIO_LABELS = (("b_untouched", "b: layer, session untouched"),
+                       ("c_new_visitor", "c: new visitor sets"),
+                       ("d_read", "d: returning visitor reads"),
+                       ("e_increment", "e: returning visitor increments"))
+
+    STALENESS_STORES = {"redis": "Redis", "postgres": "PostgreSQL"}
+
+    def staleness_section(self):
+        out = ["## Staleness of the read cache", ""]
+        if not self.staleness:
+            out.append(self.not_run("staleness"))
+            return "\n".join(out)
+        out.append(
+            "bench/src/bin/near_cache_staleness.rs: two app instances on one store, each with "
+            "a client of its own: A writes, B has the read cache (`NearCache`) in front. Each "
+            "trial: B reads the record until a read is served from its memory, A updates it, "
+            "and B is watched until the invalidation has arrived and the record is dropped. "
+            "The staleness is the time from A's write acknowledged to the record dropped on B "
+            "(0 when it was dropped before the acknowledgement came back to A): how long B may "
+            "still serve what A has changed; the second row of each store counts from the "
+            f"write sent. Redis: `{self.setting('REDIS_URL')}`, client tracking; PostgreSQL: "
+            f"`{self.setting('POSTGRES_URL')}`, a table in a schema of the run's own (dropped at "
+            "its end), `LISTEN`/`NOTIFY` fed by the cache's triggers.")
+        out.append("")
+        rows = []
+        for r in self.staleness:
+            what = r["what"].replace("->", "→")
+            rows.append([self.STALENESS_STORES.get(r["store"], r["store"]), what,
+                         fmt_int(number(r["trials"])), fmt_latency(r["p50"]),
+                         fmt_latency(r["p90"]), fmt_latency(r["p99"]), fmt_latency(r["p999"]),
+                         fmt_latency(r["max"])])
+        out.append(table(["store", "from", "trials", "p50", "p90", "p99", "p99.9", "max"],
+                         ["l", "l", "r", "r", "r", "r", "r", "r"], rows))
         return "\n".join(out)
 
     def cleanup_section(self):
@@ -680,33 +835,79 @@ class Report:
 
     def targets(self):
         rows = []
+        v2, v3, production = "Speed v2", "Speed v3", "Run it in production"
+        ranges = "within the rounds' range"
 
-        def verdict(value, target, higher, optimistic=None, extra=True):
+        def verdict(value, target, higher, optimistic=None, noise=ranges):
             if value is None:
                 return "n/a"
-            met = (value >= target if higher else value <= target) and extra
-            if met:
+            if value >= target if higher else value <= target:
                 return "yes"
-            if optimistic is not None and (optimistic >= target if higher else optimistic <= target) and extra:
-                return "no (within the rounds' range)"
+            if optimistic is not None and (optimistic >= target if higher
+                                           else optimistic <= target):
+                return f"no ({noise})"
             return "no"
 
-        # in-process
+        def rps(r):
+            return r and r["rps"]
+
+        def load_row(measure, ours, theirs, name, target, issue):
+            """A load row against another: its req/s, the ratio of the medians, and met within
+            the range when the best round of ours against the worst of theirs meets it."""
+            value = ratio(rps(ours), rps(theirs))
+            optimistic = ratio(ours and ours["hi"], theirs and theirs["lo"])
+            rows.append([measure, fmt_int(rps(ours)),
+                         f"{name} {fmt_int(rps(theirs))}" if theirs else "n/a",
+                         fmt_ratio(value), f"≥ {target} × {name}",
+                         verdict(value, target, True, optimistic), issue])
+
+        # in process
         c = self.criterion
-        for group, label, target in (("b_untouched", "b: layer, session untouched", 0.25),
-                                     ("c_new_visitor", "c: new visitor sets", 0.5),
-                                     ("d_read", "d: returning visitor reads", 0.5),
-                                     ("e_increment", "e: returning visitor increments", 0.5)):
+        for group, label in self.SCENARIO_LABELS:
+            target = {"b_untouched": 0.4, "d_read": 0.75, "e_increment": 0.75}.get(group)
+            if target is None:
+                continue
             ours = theirs = None
             if c:
                 ours = c["overheads"].get((group, "session-engine"))
                 theirs = c["overheads"].get((group, "tower-sessions"))
             value = ratio(ours, theirs)
             rows.append([f"in process, overhead over the floor, {label}",
-                         f"+{fmt_int(ours)} ns" if ours is not None else "n/a",
-                         f"+{fmt_int(theirs)} ns" if theirs is not None else "n/a",
+                         "n/a" if ours is None else f"+{fmt_int(ours)} ns",
+                         "n/a" if theirs is None else f"tower-sessions +{fmt_int(theirs)} ns",
                          fmt_ratio(value), f"ours / tower-sessions ≤ {target}",
-                         verdict(value, target, higher=False)])
+                         verdict(value, target, higher=False), v3])
+
+        # the cost of the metrics
+        bare = self.instructions_bare
+        counted = "a" in self.instructions and "a" in bare
+        for group, label in self.SCENARIO_LABELS:
+            on = off = optimistic = None
+            if c and c["bare_floor"] is not None:
+                without = c["module"].WITHOUT_METRICS
+                on = c["overheads"].get((group, "session-engine"))
+                off = c["overheads"].get((group, without))
+                low = c["extremes"].get((group, "session-engine"))
+                high = c["extremes"].get((group, without))
+                optimistic = ratio(low and low[0], high and high[1])
+            value = ratio(on, off)
+            rows.append([f"metrics on, in process, overhead over the floor, {label}",
+                         "n/a" if on is None else f"+{fmt_int(on)} ns",
+                         "n/a" if off is None else f"without the feature +{fmt_int(off)} ns",
+                         fmt_ratio(value), "with / without ≤ 1.05",
+                         verdict(value, 1.05, False, optimistic,
+                                 "within criterion's confidence intervals"), production])
+        for group, label in self.SCENARIO_LABELS:
+            on = off = None
+            if counted and group[0] in self.instructions and group[0] in bare:
+                on = self.instructions[group[0]][0] - self.instructions["a"][0]
+                off = bare[group[0]][0] - bare["a"][0]
+            value = ratio(on, off)
+            rows.append([f"metrics on, instructions over the floor, {label}",
+                         "n/a" if on is None else f"+{fmt_int(on)}",
+                         "n/a" if off is None else f"without the feature +{fmt_int(off)}",
+                         fmt_ratio(value), "with / without ≤ 1.05",
+                         verdict(value, 1.05, higher=False), production])
 
         # HTTP, memory stores
         sessions = self.setting("SESSIONS")
@@ -717,21 +918,22 @@ class Report:
             for route, target in (("a", None), ("d", 0.85), ("e", 0.75)):
                 ours = self.rows.get("http", "engine", "memory", route, mode)
                 theirs = self.rows.get("http", "tower", "memory", route, mode)
-                ours_x = ratio(ours and ours["rps"], floor)
-                theirs_x = ratio(theirs and theirs["rps"], floor)
+                ours_x = ratio(rps(ours), floor)
+                theirs_x = ratio(rps(theirs), floor)
+                theirs_cell = f"tower-sessions {fmt_ratio(theirs_x)}"
                 ahead = ours is not None and theirs is not None and ours["rps"] > theirs["rps"]
                 ahead_opt = (ours is not None and theirs is not None
                              and ours["hi"] > theirs["lo"])
                 if target is None:
-                    value = ratio(ours and ours["rps"], theirs and theirs["rps"])
+                    value = ratio(rps(ours), rps(theirs))
                     met = "n/a" if value is None else (
-                        "yes" if ahead else "no (within the rounds' range)" if ahead_opt else "no")
+                        "yes" if ahead else f"no ({ranges})" if ahead_opt else "no")
                     rows.append([f"HTTP, {mode_name}, /a (layer untouched), × floor",
-                                 fmt_ratio(ours_x), fmt_ratio(theirs_x), fmt_ratio(value),
-                                 "ahead of tower-sessions", met])
+                                 fmt_ratio(ours_x), theirs_cell, fmt_ratio(value),
+                                 "ahead of tower-sessions", met, v2])
                     continue
                 optimistic = ratio(ours and ours["hi"], floor_row and floor_row["lo"])
-                within = " (within the rounds' range)"
+                within = f" ({ranges})"
                 reasons = []
                 if ours_x is not None and ours_x < target:
                     reasons.append(f"below {target} × floor"
@@ -744,9 +946,8 @@ class Report:
                 else:
                     met = "no: " + "; ".join(reasons) if reasons else "yes"
                 rows.append([f"HTTP, {mode_name}, /{route}, × floor", fmt_ratio(ours_x),
-                             fmt_ratio(theirs_x),
-                             fmt_ratio(ratio(ours and ours["rps"], theirs and theirs["rps"])),
-                             f"≥ {target} × floor and ahead of tower-sessions", met])
+                             theirs_cell, fmt_ratio(ratio(rps(ours), rps(theirs))),
+                             f"≥ {target} × floor and ahead of tower-sessions", met, v2])
 
         # memory
         engine_mem = next((r for r in self.memory if r.get("lib") == "engine"), None)
@@ -756,8 +957,9 @@ class Report:
         at = fmt_int(number(engine_mem.get("sessions"))) if engine_mem else "1,000,000"
         rows.append([f"memory store, bytes per session at {at} sessions",
                      "n/a" if bps is None else f"{bps:.1f}",
-                     "n/a" if tbps is None else f"{tbps:.1f}", fmt_ratio(ratio(bps, tbps)),
-                     "≤ 200 B", verdict(bps, 200, higher=False)])
+                     "n/a" if tbps is None else f"tower-sessions {tbps:.1f}",
+                     fmt_ratio(ratio(bps, tbps)), "≤ 200 B", verdict(bps, 200, higher=False),
+                     v2])
         plain = [r for r in self.expiry if "mmap_threshold" not in r]
         tuned = next((r for r in self.expiry if "mmap_threshold" in r), None)
         engine_exp = next((r for r in plain if r.get("lib") == "engine"), None)
@@ -769,43 +971,75 @@ class Report:
             return f"{fmt_mib(number(r.get('rss_end')))} (start {fmt_mib(number(r.get('rss_start')))})"
 
         rows.append(["memory store, RSS after expiry and light traffic, no clean-up call",
-                     expiry_cell(engine_exp), expiry_cell(tower_exp), "",
+                     expiry_cell(engine_exp),
+                     f"tower-sessions {expiry_cell(tower_exp)}" if tower_exp else "n/a", "",
                      "within 10 % of the start",
                      "n/a" if engine_exp is None else
-                     ("yes" if engine_exp.get("recovered") == "yes" else "no")])
+                     ("yes" if engine_exp.get("recovered") == "yes" else "no"), v2])
         if tuned is not None:
             rows.append([f"the same, {expiry_label(tuned)}", expiry_cell(tuned), "", "",
                          "within 10 % of the start",
-                         "yes" if tuned.get("recovered") == "yes" else "no"])
+                         "yes" if tuned.get("recovered") == "yes" else "no", v2])
 
-        # Redis, PostgreSQL, SQLite
-        for part, store, store_name, mode, target, peer_name in (
-                ("redis", "redis", "Redis", "hot", 1.1, "tower-sessions-redis-store"),
-                ("sql", "postgres", "PostgreSQL", "rotated", 1.0, "tower-sessions-sqlx-store"),
-                ("sql", "sqlite", "SQLite", "rotated", 1.0, "tower-sessions-sqlx-store")):
-            for route in ("d", "e"):
-                ours = self.rows.get(part, "engine", store, route, mode)
-                theirs = self.rows.get(part, "tower", store, route, mode)
-                value = ratio(ours and ours["rps"], theirs and theirs["rps"])
-                optimistic = ratio(ours and ours["hi"], theirs and theirs["lo"])
-                rows.append([f"{store_name}, HTTP /{route}, req/s",
-                             fmt_int(ours and ours["rps"]), fmt_int(theirs and theirs["rps"]),
-                             fmt_ratio(value), f"≥ {target} × {peer_name}",
-                             verdict(value, target, True, optimistic)])
+        # Redis
+        redis_peer = "tower-sessions-redis-store"
+        for route in ("d", "e"):
+            load_row(f"Redis, HTTP /{route}, req/s",
+                     self.rows.get("redis", "engine", "redis", route, "hot"),
+                     self.rows.get("redis", "tower", "redis", route, "hot"), redis_peer, 1.1, v2)
+        cached = {route: self.rows.get("redis", "engine", "redis-near-cache", route, "hot")
+                  for route in ("d", "e")}
+        load_row("Redis with the near cache, HTTP /d, req/s", cached["d"],
+                 self.rows.get("redis", "tower", "redis", "d", "hot"), redis_peer, 1.5, v3)
+        load_row("Redis with the near cache, HTTP /d, req/s, against the memory store",
+                 cached["d"], self.rows.get("http", "engine", "memory", "d", "hot"),
+                 "session-engine's memory store (one hot session)", 0.8, v3)
+        load_row("Redis with the near cache, HTTP /e, req/s", cached["e"],
+                 self.rows.get("redis", "tower", "redis", "e", "hot"), redis_peer, 1.1, v3)
+
+        # PostgreSQL, SQLite
+        sql_peer = "tower-sessions-sqlx-store"
+        for store, store_name in (("postgres", "PostgreSQL"), ("sqlite", "SQLite")):
+            for route, issue in (("d", v2), ("e", f"{v2}, {v3}")):
+                load_row(f"{store_name}, HTTP /{route}, req/s",
+                         self.rows.get("sql", "engine", store, route, "rotated"),
+                         self.rows.get("sql", "tower", store, route, "rotated"), sql_peer, 1.0,
+                         issue)
+            if store == "postgres":
+                for route, target in (("d", 2.0), ("e", 1.1)):
+                    load_row(f"PostgreSQL with the near cache, HTTP /{route}, req/s",
+                             self.rows.get("sql", "engine", "postgres-near-cache", route,
+                                           "rotated"),
+                             self.rows.get("sql", "tower", "postgres", route, "rotated"),
+                             sql_peer, target, v3)
+
+        # the read cache's staleness
+        for r in self.staleness:
+            if not r["what"].startswith("write acknowledged"):
+                continue
+            p99_ms = r["p99"] / 1e3
+            rows.append([f"near cache staleness, "
+                         f"{self.STALENESS_STORES.get(r['store'], r['store'])}, p99 from the "
+                         "write acknowledged", fmt_latency(r["p99"]), "", "", "≤ 2 ms",
+                         verdict(p99_ms, 2.0, higher=False), v3])
+        if not self.staleness:
+            rows.append(["near cache staleness, p99", "n/a", "", "", "≤ 2 ms", "n/a", v3])
         rows.append(["growth to 1,000,000 live sessions (memory, Redis)", "see the growth table",
-                     "", "", "no target: the rows", ""])
+                     "", "", "no target: the rows", "", ""])
         rows.append(["clean-up of a large table (PostgreSQL, SQLite), rows walked/s",
-                     "see the clean-up table", "", "", "no target: the rows", ""])
-        return table(["measure", "session-engine", "tower-sessions", "ratio", "target", "met"],
-                     ["l", "r", "r", "r", "l", "l"], rows)
+                     "see the clean-up table", "", "", "no target: the rows", "", ""])
+        return table(["measure", "session-engine", "compared with", "ratio", "target", "met",
+                      "issue"], ["l", "r", "r", "r", "l", "l", "l"], rows)
 
     def targets_section(self):
         return "\n".join([
             "## Targets", "",
-            "Computed from the numbers of this run (issue \"Speed v2\"). Every comparison is with "
-            "the named peer measured in the same run, both on default settings. \"within the "
-            "rounds' range\": not met by the medians, but met by the best round against the "
-            "worst, so within this machine's noise.", "",
+            "Computed from the numbers of this run (issues \"Speed v2\", \"Speed v3\" and \"Run "
+            "it in production\", named in each row). Every comparison is with the named peer or "
+            "build measured in the same run, on default settings. \"within the rounds' range\": "
+            "not met by the medians, but met by the best round against the worst, so within "
+            "this machine's noise; \"within criterion's confidence intervals\": not met by the "
+            "means, but met by the ends of criterion's intervals most favourable to it.", "",
             self.targets()])
 
     def parts_section(self):
@@ -816,9 +1050,10 @@ class Report:
 
     def tables(self):
         return "\n\n".join([self.criterion_section(), self.http_section(), self.redis_section(),
-                            self.sql_section(), self.growth_section(), self.memory_section(),
+                            self.sql_section(), self.staleness_section(),
+                            self.growth_section(), self.memory_section(),
                             self.expiry_section(), self.instructions_section(),
-                            self.cleanup_section()])
+                            self.metrics_section(), self.cleanup_section()])
 
     def results(self):
         return "\n\n".join([

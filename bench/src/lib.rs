@@ -7,6 +7,38 @@ use session_engine::{Error, Session};
 /// The session key every handler reads or writes.
 pub const KEY: &str = "visits";
 
+/// The buckets (seconds) of the store call histogram, as the observability guide
+/// (`docs/observability.md`) recommends them for Prometheus.
+#[cfg(feature = "metrics")]
+pub const STORE_CALL_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs Prometheus' recorder as an operator of the library would (the observability
+/// guide's setup: the histogram's buckets, then the metrics' descriptions), so that with the
+/// `metrics` feature every count and latency the engine records goes to a real recorder. The
+/// caller runs the handle's upkeep, as it would before serving `render()`.
+///
+/// # Errors
+///
+/// A recorder is installed already.
+#[cfg(feature = "metrics")]
+pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use session_engine::observability::{self, STORE_CALL_SECONDS};
+
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(STORE_CALL_SECONDS.to_owned()),
+            &STORE_CALL_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    observability::describe_metrics();
+    Ok(handle)
+}
+
 /// b: the layer is there, the handler never touches the session.
 pub async fn untouched(_session: Session) -> &'static str {
     "ok"

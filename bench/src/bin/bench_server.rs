@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p session-engine-bench --bin bench_server -- LIB STORE [PORT] [--seed]
+//!     [--near-cache[=CAPACITY]]
 //! ```
 //!
 //! - `LIB`: `engine` (session-engine), `tower` (tower-sessions), `axum_session`, or `none` (no
@@ -27,7 +28,12 @@
 //!   sample of K (default 1000) of all the sessions it created, one `Cookie` header value per
 //!   line, for the load client to rotate through (headers `x-sessions`: how many it created in
 //!   all, `x-seconds`: how long this call took). Later calls keep the sample uniform over all
-//!   the sessions created so far (reservoir sampling), so that the load can grow in steps.
+//!   the sessions created so far (reservoir sampling), so that the load can grow in steps;
+//! - `--near-cache[=CAPACITY]`: `engine redis` and `engine postgres` only: the store behind a
+//!   `NearCache` of CAPACITY records (default 100,000), kept coherent by Redis client tracking
+//!   (the keys then have the prefix `bench-near-cache:`, so that its tracking hears of its own
+//!   keys only) or by PostgreSQL's `LISTEN`/`NOTIFY` (the cache puts its triggers on the table,
+//!   which then notify every write: give it a table of its own).
 //!
 //! Routes: `GET /a` answers `ok` without touching the session; `GET /d` reads the counter
 //! `visits` and answers it; `GET /e` reads it, adds one and answers the new value; `GET /new`
@@ -36,7 +42,9 @@
 //!
 //! The runtime has exactly two worker threads, every library keeps its default settings (the
 //! load client replays the `Cookie` header, so `Secure` cookies work over plain HTTP), and
-//! nothing is logged.
+//! nothing is logged. With the bench crate's `metrics` feature (its default), Prometheus'
+//! recorder is installed as an operator installs it, its upkeep run every 5 s, so that
+//! session-engine's metrics go somewhere real (nothing serves them).
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -57,7 +65,10 @@ fn fail(error: impl Display) -> Failure {
 const SECRET: &str = "bench-server-secret-bench-server-secret-bench-server-secret-0123";
 
 const USAGE: &str = "usage: bench_server (engine|tower|axum_session|none) \
-                     (memory|redis|postgres|sqlite) [PORT] [--seed]";
+                     (memory|redis|postgres|sqlite) [PORT] [--seed] [--near-cache[=CAPACITY]]";
+
+/// The near cache's capacity in records when `--near-cache` gives none.
+const NEAR_CACHE_CAPACITY: usize = 100_000;
 
 /// The PostgreSQL database of the benchmark, unless `BENCH_POSTGRES_URL` names another.
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -70,6 +81,19 @@ fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let seed = args.iter().any(|arg| arg == "--seed");
     args.retain(|arg| arg != "--seed");
+    let mut near_cache = None;
+    for arg in &args {
+        if arg == "--near-cache" {
+            near_cache = Some(NEAR_CACHE_CAPACITY);
+        } else if let Some(capacity) = arg.strip_prefix("--near-cache=") {
+            let Ok(capacity) = capacity.replace('_', "").parse() else {
+                eprintln!("--near-cache=CAPACITY takes a number of records; {USAGE}");
+                return ExitCode::from(2);
+            };
+            near_cache = Some(capacity);
+        }
+    }
+    args.retain(|arg| !arg.starts_with("--near-cache"));
     let (lib, store) = match (args.first(), args.get(1)) {
         (Some(lib), Some(store)) => (lib.clone(), store.clone()),
         (Some(lib), None) => (lib.clone(), "memory".to_owned()),
@@ -86,6 +110,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if near_cache.is_some() && !(lib == "engine" && matches!(store.as_str(), "redis" | "postgres"))
+    {
+        eprintln!("--near-cache is served for engine redis and engine postgres only; {USAGE}");
+        return ExitCode::from(2);
+    }
     if lib == "tower" && matches!(store.as_str(), "postgres" | "sqlite") {
         if seed {
             eprintln!("--seed is not served for {lib} {store}");
@@ -104,7 +133,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&lib, &store, port, seed)) {
+    match runtime.block_on(run(&lib, &store, port, seed, near_cache)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("bench_server: {message}");
@@ -137,17 +166,36 @@ fn sqlx_peer(store: &str, port: u16) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(lib: &str, store: &str, port: u16, seed: bool) -> Result<(), String> {
+async fn run(
+    lib: &str,
+    store: &str,
+    port: u16,
+    seed: bool,
+    near_cache: Option<usize>,
+) -> Result<(), String> {
     let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379/9");
     let app = match (lib, store) {
         ("none", "memory") => floor::app(),
         ("engine", "memory") => engine::app(session_engine::MemoryStore::new())?,
         ("engine", "redis") => {
+            use session_engine::store::cache::NearCache;
+            let prefix = if near_cache.is_some() {
+                "bench-near-cache:"
+            } else {
+                "bench:"
+            };
             let store = session_engine::store::redis::RedisStore::connect(&redis_url)
                 .await
                 .map_err(|e| format!("cannot connect to {redis_url}: {e}"))?
-                .with_key_prefix("bench:");
-            engine::app(store)?
+                .with_key_prefix(prefix);
+            match near_cache {
+                Some(capacity) => engine::app(
+                    NearCache::redis(store, capacity)
+                        .await
+                        .map_err(|e| format!("cannot turn on tracking at {redis_url}: {e}"))?,
+                )?,
+                None => engine::app(store)?,
+            }
         }
         ("engine", "postgres") => {
             use session_engine::store::postgres::PostgresStore;
@@ -162,7 +210,14 @@ async fn run(lib: &str, store: &str, port: u16, seed: bool) -> Result<(), String
                 .migrate()
                 .await
                 .map_err(|e| format!("cannot create the table {table} at {url}: {e}"))?;
-            engine::app(store)?
+            match near_cache {
+                Some(capacity) => engine::app(
+                    session_engine::store::cache::NearCache::postgres(store, capacity)
+                        .await
+                        .map_err(|e| format!("cannot listen for changes of {table}: {e}"))?,
+                )?,
+                None => engine::app(store)?,
+            }
         }
         ("engine", "sqlite") => {
             use session_engine::store::sqlite::SqliteStore;
@@ -186,6 +241,16 @@ async fn run(lib: &str, store: &str, port: u16, seed: bool) -> Result<(), String
         _ => return Err(format!("unsupported combination {lib} {store}; {USAGE}")),
     };
     let app = if seed { seeding::with_seed(app) } else { app };
+    #[cfg(feature = "metrics")]
+    {
+        let metrics = session_engine_bench::install_prometheus()?;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                metrics.run_upkeep();
+            }
+        });
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -5,6 +5,8 @@
 //! ```text
 //! cargo build --release -p session-engine-bench --bin hot_path
 //! valgrind --tool=callgrind target/release/hot_path e 20000
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='hot_path::measure*' \
+//!     target/release/hot_path e 20000     # the requests alone
 //! ```
 //!
 //! Scenarios, as in `benches/compare.rs`: `a` (no layer: the floor), `b` (layer, session untouched), `c` (a new visitor
@@ -12,9 +14,17 @@
 //! it). The same letters after `t` (`tb` to `te`) run tower-sessions 0.15 on its `MemoryStore`,
 //! with its defaults, for a count to set beside ours. Prints the mean time per request; the
 //! runtime is current-thread.
+//!
+//! With the bench crate's `metrics` feature (its default), Prometheus' recorder is installed
+//! first, as an operator installs it, and its upkeep (which moves the histogram's samples into
+//! its buckets) runs once after the loop, so that a count includes it and stays the same from
+//! run to run. Built with `--no-default-features`, the library has no metrics code. The
+//! requests run in `measure`, never inlined, for callgrind to count alone: the start-up's count
+//! is not the same from run to run with the recorder installed (its clock calibrates itself
+//! against the time of day for a while).
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -24,6 +34,7 @@ use axum::routing::get;
 use http_body_util::BodyExt as _;
 use session_engine::{SessionEngine, SessionLayer};
 use session_engine_bench::{increment, read, tower_sessions_peer, untouched};
+use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 use tower_sessions::{MemoryStore, SessionManagerLayer};
 
@@ -46,6 +57,14 @@ fn main() -> ExitCode {
     let Ok(requests) = requests.map_or(Ok(10_000), |n| n.parse::<u32>()) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
+    };
+    #[cfg(feature = "metrics")]
+    let metrics = match session_engine_bench::install_prometheus() {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("hot_path: {error}");
+            return ExitCode::FAILURE;
+        }
     };
     let engine = SessionEngine::builder()
         .secret("hot-path-secret-hot-path-secret-0123456789")
@@ -85,33 +104,50 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a runtime");
+    // A returning visitor's cookie, from a first request through a writing route.
+    let first = runtime.block_on(send(&app, "/setup", None));
+    let cookie = first.headers().get(SET_COOKIE).map(|set| {
+        let pair = set
+            .to_str()
+            .expect("ASCII")
+            .split(';')
+            .next()
+            .expect("a pair");
+        HeaderValue::from_str(pair).expect("a cookie")
+    });
+    let cookie = if scenario.ends_with('c') {
+        None
+    } else {
+        cookie
+    };
+    #[cfg(feature = "metrics")]
+    let (after, built) = (|| metrics.run_upkeep(), "metrics into Prometheus' recorder");
+    #[cfg(not(feature = "metrics"))]
+    let (after, built) = (|| (), "built without metrics");
+    let elapsed = measure(&runtime, &app, cookie.as_ref(), requests, after);
+    println!(
+        "{scenario}: {} ns per request over {requests} requests ({built})",
+        elapsed.as_nanos() / u128::from(requests)
+    );
+    ExitCode::SUCCESS
+}
+
+/// Sends `requests` requests through `app`, then calls `after`; how long it all took.
+#[inline(never)]
+fn measure(
+    runtime: &Runtime,
+    app: &Router,
+    cookie: Option<&HeaderValue>,
+    requests: u32,
+    after: impl FnOnce(),
+) -> Duration {
+    let started = Instant::now();
     runtime.block_on(async {
-        // A returning visitor's cookie, from a first request through a writing route.
-        let first = send(&app, "/setup", None).await;
-        let cookie = first.headers().get(SET_COOKIE).map(|set| {
-            let pair = set
-                .to_str()
-                .expect("ASCII")
-                .split(';')
-                .next()
-                .expect("a pair");
-            HeaderValue::from_str(pair).expect("a cookie")
-        });
-        let cookie = if scenario.ends_with('c') {
-            None
-        } else {
-            cookie
-        };
-        let started = Instant::now();
         for _ in 0..requests {
-            let response = send(&app, "/", cookie.as_ref()).await;
+            let response = send(app, "/", cookie).await;
             let _ = response.into_body().collect().await;
         }
-        let elapsed = started.elapsed();
-        println!(
-            "{scenario}: {} ns per request over {requests} requests",
-            elapsed.as_nanos() / u128::from(requests)
-        );
     });
-    ExitCode::SUCCESS
+    after();
+    started.elapsed()
 }
