@@ -6,8 +6,10 @@
 //! field and label is one of the `&'static str` below, a duration or a count.
 //!
 //! The cost when no one listens: a span whose callsite no subscriber enables is a check of a
-//! cached interest, and no field is formatted; each metric is a static key (its hash computed
-//! at compile time) handed to the no-op recorder, with no allocation.
+//! cached interest, and no field is formatted. Each metric is a static key (its hash computed
+//! at compile time), registered with the recorder the first time it is recorded; its handle is
+//! kept by the engine (or the read cache) that recorded it, so that recording it again is an
+//! atomic operation on the recorder's own storage, with no look-up (see [`Metrics`]).
 
 use tokio::time::Instant;
 use tracing::Span;
@@ -113,13 +115,32 @@ pub(crate) enum Event {
     Absent(Absence),
 }
 
-/// Counts `event` (with the `metrics` feature; nothing otherwise).
-#[inline]
-pub(crate) fn count(event: Event) {
+/// The metrics one engine records (with the `metrics` feature; nothing, and no field,
+/// otherwise): the handle of each, registered with the recorder in place the first time it is
+/// recorded, then kept.
+///
+/// Looking a metric up in the recorder on every event cost about 450 instructions a metric
+/// with Prometheus' recorder (its registry's lock, hashing and key comparison; callgrind of
+/// `bench/src/bin/hot_path.rs`), which put the rows with metrics 4 to 10 % over those without
+/// in instructions, and 16 to 32 % in time. A kept handle is the `metrics` crate's own advice
+/// for a hot path. What it asks of the application: install the recorder before the engine
+/// records anything (before it serves), and have no exporter drop these metrics while idle
+/// (the guide says why).
+#[derive(Default)]
+pub(crate) struct Metrics {
     #[cfg(feature = "metrics")]
-    metrics_impl::count(event);
-    #[cfg(not(feature = "metrics"))]
-    let _ = event;
+    handles: metrics_impl::Handles,
+}
+
+impl Metrics {
+    /// Counts `event`.
+    #[inline]
+    pub(crate) fn count(&self, event: Event) {
+        #[cfg(feature = "metrics")]
+        self.handles.count(event);
+        #[cfg(not(feature = "metrics"))]
+        let _ = event;
+    }
 }
 
 /// Something a `NearCache` did (feature `near-cache`), counted when it happens.
@@ -166,24 +187,34 @@ pub(crate) enum Reset {
     Clear,
 }
 
-/// Counts `event` (with the features `metrics` and `near-cache`; nothing otherwise).
+/// The metrics one `NearCache` records (with the features `metrics` and `near-cache`; nothing
+/// otherwise), their handles kept as [`Metrics`] keeps an engine's.
 #[cfg(feature = "near-cache")]
-#[inline]
-pub(crate) fn count_cache(event: CacheEvent) {
+#[derive(Default)]
+pub(crate) struct CacheMetrics {
     #[cfg(feature = "metrics")]
-    metrics_impl::count_cache(event);
-    #[cfg(not(feature = "metrics"))]
-    let _ = event;
+    handles: metrics_impl::CacheHandles,
 }
 
-/// A `NearCache` began (`true`) or stopped (`false`) serving reads: moves the gauge of the
-/// caches that serve (with the features `metrics` and `near-cache`; nothing otherwise).
 #[cfg(feature = "near-cache")]
-pub(crate) fn cache_serving(serving: bool) {
-    #[cfg(feature = "metrics")]
-    metrics_impl::cache_serving(serving);
-    #[cfg(not(feature = "metrics"))]
-    let _ = serving;
+impl CacheMetrics {
+    /// Counts `event`.
+    #[inline]
+    pub(crate) fn count(&self, event: CacheEvent) {
+        #[cfg(feature = "metrics")]
+        self.handles.count(event);
+        #[cfg(not(feature = "metrics"))]
+        let _ = event;
+    }
+
+    /// The cache began (`true`) or stopped (`false`) serving reads: moves the gauge of the
+    /// caches that serve.
+    pub(crate) fn serving(&self, serving: bool) {
+        #[cfg(feature = "metrics")]
+        self.handles.serving(serving);
+        #[cfg(not(feature = "metrics"))]
+        let _ = serving;
+    }
 }
 
 /// The outcome of one store call, as its span's `outcome` field says it.
@@ -251,8 +282,8 @@ impl StoreCall {
     }
 
     /// The call has answered `result` (a time-out when `timed_out`): records its outcome and
-    /// duration on its span, and counts it.
-    pub(crate) fn end<T>(self, result: &Result<T, StoreError>, timed_out: bool) {
+    /// duration on its span, and counts it in `metrics`.
+    pub(crate) fn end<T>(self, result: &Result<T, StoreError>, timed_out: bool, metrics: &Metrics) {
         let Some(started) = self.started else {
             return;
         };
@@ -263,9 +294,11 @@ impl StoreCall {
                 .record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         }
         #[cfg(feature = "metrics")]
-        metrics_impl::store_call(self.hook, elapsed, result.as_ref().err(), timed_out);
+        metrics
+            .handles
+            .store_call(self.hook, elapsed, result.as_ref().err(), timed_out);
         #[cfg(not(feature = "metrics"))]
-        let _ = self.hook;
+        let _ = (self.hook, metrics);
     }
 }
 
@@ -339,12 +372,16 @@ pub(crate) fn short_type_name(full: &'static str) -> &'static str {
 }
 
 /// The metrics themselves: each one a static key (its labels static too, its hash computed at
-/// compile time), so that recording one allocates nothing.
+/// compile time), registered once and its handle kept, so that recording one allocates
+/// nothing and looks nothing up.
 #[cfg(feature = "metrics")]
 mod metrics_impl {
+    use std::sync::OnceLock;
     use std::time::Duration;
 
-    use metrics::{Key, Label, Level, Metadata};
+    #[cfg(feature = "near-cache")]
+    use metrics::Gauge;
+    use metrics::{Counter, Histogram, Key, Label, Level, Metadata};
 
     #[cfg(feature = "near-cache")]
     use super::CacheEvent;
@@ -386,11 +423,14 @@ mod metrics_impl {
         };
     }
 
-    static CREATED: Key = Key::from_static_name(names::SESSIONS_CREATED);
-    static ROLLED: Key = Key::from_static_name(names::SESSIONS_ROLLED);
-    static DESTROYED: Key = Key::from_static_name(names::SESSIONS_DESTROYED);
-    static WRITTEN: Key = Key::from_static_name(names::SESSIONS_WRITTEN);
-    static TOUCHED: Key = Key::from_static_name(names::SESSIONS_TOUCHED);
+    /// In the order of `event_index`.
+    static EVENTS: [Key; 5] = [
+        Key::from_static_name(names::SESSIONS_CREATED),
+        Key::from_static_name(names::SESSIONS_ROLLED),
+        Key::from_static_name(names::SESSIONS_DESTROYED),
+        Key::from_static_name(names::SESSIONS_WRITTEN),
+        Key::from_static_name(names::SESSIONS_TOUCHED),
+    ];
     /// In the order of `Absence`'s variants.
     static ABSENT: [Key; 5] = [
         key!(names::SESSIONS_ABSENT, "reason" => "missing"),
@@ -405,14 +445,14 @@ mod metrics_impl {
     static BACKEND: [Key; 7] = by_hook!(names::STORE_ERRORS, "kind" => "backend");
     static UNDECODABLE: [Key; 7] = by_hook!(names::STORE_ERRORS, "kind" => "undecodable");
 
+    /// In the order of `cache_index`.
     #[cfg(feature = "near-cache")]
-    static CACHE_HITS: Key = Key::from_static_name(names::NEAR_CACHE_HITS);
-    #[cfg(feature = "near-cache")]
-    static CACHE_MISSES: Key = Key::from_static_name(names::NEAR_CACHE_MISSES);
-    #[cfg(feature = "near-cache")]
-    static CACHE_FILLS: Key = Key::from_static_name(names::NEAR_CACHE_FILLS);
-    #[cfg(feature = "near-cache")]
-    static CACHE_FILLS_REFUSED: Key = Key::from_static_name(names::NEAR_CACHE_FILLS_REFUSED);
+    static CACHE_EVENTS: [Key; 4] = [
+        Key::from_static_name(names::NEAR_CACHE_HITS),
+        Key::from_static_name(names::NEAR_CACHE_MISSES),
+        Key::from_static_name(names::NEAR_CACHE_FILLS),
+        Key::from_static_name(names::NEAR_CACHE_FILLS_REFUSED),
+    ];
     /// In the order of `Origin`'s variants.
     #[cfg(feature = "near-cache")]
     static CACHE_INVALIDATIONS: [Key; 2] = [
@@ -429,66 +469,137 @@ mod metrics_impl {
     #[cfg(feature = "near-cache")]
     static CACHE_SERVING: Key = Key::from_static_name(names::NEAR_CACHE_SERVING);
 
-    fn increment(key: &'static Key) {
-        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
+    /// A handle for each key of a table, each registered the first time it is used: a metric
+    /// never recorded is never registered, so that an exporter shows only what happened.
+    struct Slots<H, const N: usize>([OnceLock<H>; N]);
+
+    impl<H, const N: usize> Default for Slots<H, N> {
+        fn default() -> Self {
+            Self(std::array::from_fn(|_| OnceLock::new()))
+        }
     }
 
-    pub(super) fn count(event: Event) {
-        increment(match event {
-            Event::Created => &CREATED,
-            Event::Rolled => &ROLLED,
-            Event::Destroyed => &DESTROYED,
-            Event::Written => &WRITTEN,
-            Event::Touched => &TOUCHED,
-            Event::Absent(reason) => &ABSENT[reason as usize],
-        });
+    impl<const N: usize> Slots<Counter, N> {
+        fn increment(&self, keys: &'static [Key; N], i: usize) {
+            let counter = self.0[i].get_or_init(|| {
+                metrics::with_recorder(|recorder| recorder.register_counter(&keys[i], &METADATA))
+            });
+            counter.increment(1);
+        }
+    }
+
+    impl<const N: usize> Slots<Histogram, N> {
+        fn record(&self, keys: &'static [Key; N], i: usize, value: f64) {
+            let histogram = self.0[i].get_or_init(|| {
+                metrics::with_recorder(|recorder| recorder.register_histogram(&keys[i], &METADATA))
+            });
+            histogram.record(value);
+        }
+    }
+
+    /// The index of `event`'s key in `EVENTS`; none for an absence, counted by its reason in
+    /// `ABSENT`.
+    fn event_index(event: Event) -> Option<usize> {
+        Some(match event {
+            Event::Created => 0,
+            Event::Rolled => 1,
+            Event::Destroyed => 2,
+            Event::Written => 3,
+            Event::Touched => 4,
+            Event::Absent(_) => return None,
+        })
+    }
+
+    /// An engine's handles.
+    #[derive(Default)]
+    pub(super) struct Handles {
+        events: Slots<Counter, 5>,
+        absent: Slots<Counter, 5>,
+        call_seconds: Slots<Histogram, 7>,
+        timeouts: Slots<Counter, 7>,
+        unavailable: Slots<Counter, 7>,
+        backend: Slots<Counter, 7>,
+        undecodable: Slots<Counter, 7>,
+    }
+
+    impl Handles {
+        pub(super) fn count(&self, event: Event) {
+            match (event, event_index(event)) {
+                (Event::Absent(reason), _) => self.absent.increment(&ABSENT, reason as usize),
+                (_, Some(i)) => self.events.increment(&EVENTS, i),
+                (_, None) => {}
+            }
+        }
+
+        pub(super) fn store_call(
+            &self,
+            hook: Hook,
+            elapsed: Duration,
+            error: Option<&StoreError>,
+            timed_out: bool,
+        ) {
+            let hook = hook as usize;
+            self.call_seconds
+                .record(&CALL_SECONDS, hook, elapsed.as_secs_f64());
+            let (slots, keys) = match error {
+                _ if timed_out => (&self.timeouts, &TIMEOUTS),
+                // `Gone` and `IdTaken` are answers of the contract, not failures.
+                None | Some(StoreError::Gone | StoreError::IdTaken) => return,
+                Some(StoreError::Unavailable(_)) => (&self.unavailable, &UNAVAILABLE),
+                Some(StoreError::Backend(_)) => (&self.backend, &BACKEND),
+                Some(StoreError::Undecodable(_)) => (&self.undecodable, &UNDECODABLE),
+            };
+            slots.increment(keys, hook);
+        }
+    }
+
+    /// The index of a cache event's key in its table: `CACHE_EVENTS`, `CACHE_INVALIDATIONS`
+    /// or `CACHE_RESETS`.
+    #[cfg(feature = "near-cache")]
+    fn cache_index(event: CacheEvent) -> usize {
+        match event {
+            CacheEvent::Hit => 0,
+            CacheEvent::Miss => 1,
+            CacheEvent::Fill => 2,
+            CacheEvent::FillRefused => 3,
+            CacheEvent::Invalidated(origin) => origin as usize,
+            CacheEvent::Reset(cause) => cause as usize,
+        }
+    }
+
+    /// A read cache's handles.
+    #[cfg(feature = "near-cache")]
+    #[derive(Default)]
+    pub(super) struct CacheHandles {
+        events: Slots<Counter, 4>,
+        invalidations: Slots<Counter, 2>,
+        resets: Slots<Counter, 3>,
+        serving: OnceLock<Gauge>,
     }
 
     #[cfg(feature = "near-cache")]
-    pub(super) fn count_cache(event: CacheEvent) {
-        increment(match event {
-            CacheEvent::Hit => &CACHE_HITS,
-            CacheEvent::Miss => &CACHE_MISSES,
-            CacheEvent::Fill => &CACHE_FILLS,
-            CacheEvent::FillRefused => &CACHE_FILLS_REFUSED,
-            CacheEvent::Invalidated(origin) => &CACHE_INVALIDATIONS[origin as usize],
-            CacheEvent::Reset(cause) => &CACHE_RESETS[cause as usize],
-        });
-    }
+    impl CacheHandles {
+        pub(super) fn count(&self, event: CacheEvent) {
+            let i = cache_index(event);
+            match event {
+                CacheEvent::Invalidated(_) => self.invalidations.increment(&CACHE_INVALIDATIONS, i),
+                CacheEvent::Reset(_) => self.resets.increment(&CACHE_RESETS, i),
+                _ => self.events.increment(&CACHE_EVENTS, i),
+            }
+        }
 
-    #[cfg(feature = "near-cache")]
-    pub(super) fn cache_serving(serving: bool) {
-        metrics::with_recorder(|recorder| {
-            let gauge = recorder.register_gauge(&CACHE_SERVING, &METADATA);
+        pub(super) fn serving(&self, serving: bool) {
+            let gauge = self.serving.get_or_init(|| {
+                metrics::with_recorder(|recorder| {
+                    recorder.register_gauge(&CACHE_SERVING, &METADATA)
+                })
+            });
             if serving {
                 gauge.increment(1.0);
             } else {
                 gauge.decrement(1.0);
             }
-        });
-    }
-
-    pub(super) fn store_call(
-        hook: Hook,
-        elapsed: Duration,
-        error: Option<&StoreError>,
-        timed_out: bool,
-    ) {
-        let hook = hook as usize;
-        metrics::with_recorder(|recorder| {
-            recorder
-                .register_histogram(&CALL_SECONDS[hook], &METADATA)
-                .record(elapsed.as_secs_f64());
-        });
-        let errors = match error {
-            _ if timed_out => &TIMEOUTS,
-            // `Gone` and `IdTaken` are answers of the contract, not failures.
-            None | Some(StoreError::Gone | StoreError::IdTaken) => return,
-            Some(StoreError::Unavailable(_)) => &UNAVAILABLE,
-            Some(StoreError::Backend(_)) => &BACKEND,
-            Some(StoreError::Undecodable(_)) => &UNDECODABLE,
-        };
-        increment(&errors[hook]);
+        }
     }
 
     #[cfg(test)]
@@ -515,6 +626,35 @@ mod metrics_impl {
             ] {
                 let label = CACHE_RESETS[cause as usize].labels().next().unwrap();
                 assert_eq!((label.key(), label.value()), ("cause", name));
+            }
+        }
+
+        #[test]
+        fn each_event_has_the_key_of_its_name() {
+            for (event, name) in [
+                (Event::Created, names::SESSIONS_CREATED),
+                (Event::Rolled, names::SESSIONS_ROLLED),
+                (Event::Destroyed, names::SESSIONS_DESTROYED),
+                (Event::Written, names::SESSIONS_WRITTEN),
+                (Event::Touched, names::SESSIONS_TOUCHED),
+            ] {
+                assert_eq!(EVENTS[event_index(event).unwrap()].name(), name);
+            }
+            for reason in Absence::ALL {
+                assert_eq!(event_index(Event::Absent(reason)), None);
+            }
+        }
+
+        #[cfg(feature = "near-cache")]
+        #[test]
+        fn each_cache_event_has_the_key_of_its_name() {
+            for (event, name) in [
+                (CacheEvent::Hit, names::NEAR_CACHE_HITS),
+                (CacheEvent::Miss, names::NEAR_CACHE_MISSES),
+                (CacheEvent::Fill, names::NEAR_CACHE_FILLS),
+                (CacheEvent::FillRefused, names::NEAR_CACHE_FILLS_REFUSED),
+            ] {
+                assert_eq!(CACHE_EVENTS[cache_index(event)].name(), name);
             }
         }
 

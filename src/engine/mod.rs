@@ -17,6 +17,7 @@ use http::HeaderName;
 use crate::cookie::{CookieFormat, Credentials};
 use crate::id::{SessionId, StoreKey};
 use crate::lifetime::Lifetime;
+use crate::observe::Metrics;
 use crate::signing::Keys;
 use crate::store::gateway::Gateway;
 use crate::store::{SessionStore, StoreError};
@@ -149,6 +150,11 @@ impl SessionEngine {
 
     pub(crate) fn gateway(&self) -> &Gateway {
         &self.inner.gateway
+    }
+
+    /// The engine's metrics (nothing without the `metrics` feature).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        self.inner.gateway.metrics()
     }
 
     pub(crate) fn automatic_touch(&self) -> bool {

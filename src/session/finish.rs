@@ -332,7 +332,7 @@ impl Finishing {
             Event::Created => Marks::CREATED,
             _ => Marks::WRITTEN,
         };
-        Session::happened(&mut state, mark, writing.event);
+        self.session.happened(&mut state, mark, writing.event);
         // An insert may have moved to a fresh id (the first was taken): the cookie follows.
         state.id = Some(writing.id);
         state.key = Some(writing.key);
@@ -360,7 +360,7 @@ impl Finishing {
         if state.destroyed() {
             return Outcome::Remove;
         }
-        state.vanish();
+        state.vanish(self.session.engine().metrics());
         Outcome::Keep
     }
 
@@ -510,14 +510,15 @@ impl Finishing {
             Ok(Touched::Moved) => {
                 state.expires_at = to;
                 state.stored_expires_at = to;
-                Session::happened(&mut state, Marks::TOUCHED, Event::Touched);
+                self.session
+                    .happened(&mut state, Marks::TOUCHED, Event::Touched);
                 Outcome::Set(cookie)
             }
             // Another request wrote or touched it since: its response carries the newer
             // expiry.
             Ok(Touched::Superseded) => Outcome::Keep,
             Err(StoreError::Gone) => {
-                state.vanish();
+                state.vanish(self.session.engine().metrics());
                 Outcome::Keep
             }
             Err(error) => {

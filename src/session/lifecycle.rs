@@ -119,7 +119,7 @@ impl Session {
         let id = self.new_id().await?;
         let mut state = self.state();
         if let Some(absence) = absence {
-            Self::happened(&mut state, Marks::ABSENT, Event::Absent(absence));
+            self.happened(&mut state, Marks::ABSENT, Event::Absent(absence));
         }
         self.begin(&mut state, id);
         Ok(())
@@ -225,11 +225,11 @@ impl Session {
                 state.expires_at = to;
                 state.stored_expires_at = to;
                 state.touched = true;
-                Self::happened(&mut state, Marks::TOUCHED, Event::Touched);
+                self.happened(&mut state, Marks::TOUCHED, Event::Touched);
             }
             Ok(Touched::Superseded) => state.superseded = true,
             Ok(Touched::Moved) => {}
-            Err(StoreError::Gone) => state.vanish(),
+            Err(StoreError::Gone) => state.vanish(self.engine().metrics()),
             Err(error) => return Err(error.into()),
         }
         Ok(self)
@@ -329,7 +329,7 @@ impl Session {
         let mut state = self.state();
         state.marks.set(Marks::DESTROYED);
         if removed {
-            crate::observe::count(Event::Destroyed);
+            self.engine().metrics().count(Event::Destroyed);
         }
         state.end(Phase::Destroyed);
         if let Some(id) = fresh.filter(|_| !state.finishing) {

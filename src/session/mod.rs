@@ -131,9 +131,9 @@ impl Session {
     }
 
     /// Marks what happened to the session, and counts it.
-    fn happened(state: &mut State, mark: Marks, event: Event) {
+    fn happened(&self, state: &mut State, mark: Marks, event: Event) {
         state.marks.set(mark);
-        observe::count(event);
+        self.engine().metrics().count(event);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use super::data::Data;
 use crate::cookie::Presented;
 use crate::id::{SessionId, StoreKey};
-use crate::observe::{self, Absence, Event, Marks};
+use crate::observe::{Absence, Event, Marks, Metrics};
 
 /// Where the session stands in its request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,10 +112,10 @@ impl State {
     }
 
     /// The record was found gone, unless a `destroy()` ended the session first.
-    pub(super) fn vanish(&mut self) {
+    pub(super) fn vanish(&mut self, metrics: &Metrics) {
         if self.phase == Phase::Started {
             self.marks.set(Marks::ABSENT);
-            observe::count(Event::Absent(Absence::Gone));
+            metrics.count(Event::Absent(Absence::Gone));
         }
         if self.phase != Phase::Destroyed {
             self.end(Phase::Vanished);

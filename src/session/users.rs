@@ -214,7 +214,7 @@ impl SessionEngine {
         let mut ended = 0;
         for (key, _) in self.records_of(user).await? {
             if !keep.contains(&key) && self.gateway().destroy(&key).await? {
-                crate::observe::count(crate::observe::Event::Destroyed);
+                self.metrics().count(crate::observe::Event::Destroyed);
                 ended += 1;
             }
         }
@@ -315,7 +315,7 @@ impl SessionEngine {
         let excess = sessions.len() + 1 - max;
         for (key, _) in sessions.into_iter().take(excess) {
             if self.gateway().destroy(&key).await? {
-                crate::observe::count(crate::observe::Event::Destroyed);
+                self.metrics().count(crate::observe::Event::Destroyed);
             }
         }
         Ok(())

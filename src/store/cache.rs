@@ -67,7 +67,7 @@ use std::time::SystemTime;
 
 use quick_cache::sync::Cache;
 
-use crate::observe::{self, CacheEvent, Origin, Reset};
+use crate::observe::{CacheEvent, CacheMetrics, Origin, Reset};
 use crate::store::{
     Changes, Record, RecordSummary, SessionStore, StoreFuture, StoreKey, Touched, WriteMode,
 };
@@ -341,6 +341,7 @@ struct Counters {
     fills_refused: AtomicU64,
     invalidations: AtomicU64,
     resets: AtomicU64,
+    metrics: CacheMetrics,
 }
 
 impl Counters {
@@ -354,7 +355,7 @@ impl Counters {
             CacheEvent::Reset(_) => &self.resets,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        observe::count_cache(event);
+        self.metrics.count(event);
     }
 }
 
@@ -482,7 +483,7 @@ impl Shared {
         drop(epoch);
         self.counters.count(CacheEvent::Reset(cause));
         if healthy != was_healthy {
-            observe::cache_serving(healthy);
+            self.counters.metrics.serving(healthy);
         }
     }
 }
@@ -491,7 +492,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // The last handle on a cache that serves: one cache fewer serving.
         if *self.healthy.get_mut() {
-            observe::cache_serving(false);
+            self.counters.metrics.serving(false);
         }
     }
 }

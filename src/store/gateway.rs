@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::observe::{Hook, StoreCall};
+use crate::observe::{Hook, Metrics, StoreCall};
 
 use tracing::Instrument as _;
 
@@ -19,13 +19,15 @@ use super::{
     WriteMode,
 };
 
-/// The store, and the deadline of each call to it.
+/// The store, the deadline of each call to it, and the engine's metrics.
 #[derive(Clone)]
 pub(crate) struct Gateway {
     store: Arc<dyn SessionStore>,
     /// The store's name, as spans give it.
     name: &'static str,
     timeout: Option<Duration>,
+    /// The engine's metrics: the store calls', and the sessions' events.
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -35,11 +37,16 @@ impl Gateway {
             store,
             name,
             timeout,
+            metrics: Arc::default(),
         }
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn id(&self) -> StoreFuture<String> {
@@ -96,7 +103,7 @@ impl Gateway {
         };
         let waiting = match future.into_ready() {
             Ok(result) => {
-                observed.end(&result, false);
+                observed.end(&result, false, &self.metrics);
                 return StoreFuture::ready(result);
             }
             Err(waiting) => waiting,
@@ -105,6 +112,7 @@ impl Gateway {
             (None, false) => waiting,
             (limit, _) => {
                 let span = observed.span().clone();
+                let metrics = Arc::clone(&self.metrics);
                 StoreFuture::boxed(
                     async move {
                         let (result, timed_out) = match limit {
@@ -114,7 +122,7 @@ impl Gateway {
                             },
                             None => (waiting.await, false),
                         };
-                        observed.end(&result, timed_out);
+                        observed.end(&result, timed_out, &metrics);
                         result
                     }
                     .instrument(span),
