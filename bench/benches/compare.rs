@@ -5,7 +5,8 @@
 //! is collected so that any lazy work happens.
 //!
 //! - `a_floor`: no session layer (the floor, one bench shared by all);
-//! - `b_untouched`: layer present, the handler never touches the session, no cookie sent;
+//! - `b_untouched`: layer present, the handler never touches the session (session-engine's takes
+//!   `LazySession`: its `Session` extractor starts the session), no cookie sent;
 //! - `c_new_visitor`: no cookie, the handler sets the counter;
 //! - `d_read`: a returning visitor (cookie made once in setup), the handler reads the counter;
 //! - `e_increment`: a returning visitor, the handler reads and increments the counter.
