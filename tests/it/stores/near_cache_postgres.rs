@@ -12,23 +12,23 @@
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use session_engine::store::cache::NearCache;
 use session_engine::store::postgres::PostgresStore;
-use session_engine::{Changes, Record, SessionStore, Touched, WriteMode};
+use session_engine::{Record, SessionStore};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::cached::{cache_it, data, n_of, until_fresh};
+use super::Backend;
+use super::cached::{
+    CAPACITY, CachedBackend, cache_it, data, insert_numbered, insert_one, n_of, until_fresh,
+    update, update_until_fresh,
+};
 use super::outage::wait_until;
-use super::postgres::{DropOnExit, unique, url};
-use super::{Backend, fresh_key, insert, now_ms};
-
-/// Enough for every scenario: none of them is about eviction.
-const CAPACITY: usize = 10_000;
+use super::postgres::{DropOnExit, Postgres, unique, url};
 
 async fn cached(store: PostgresStore, capacity: usize) -> NearCache<PostgresStore> {
     NearCache::postgres(store, capacity)
@@ -51,7 +51,7 @@ impl CachedPostgres {
     async fn table() -> (PostgresStore, DropOnExit) {
         let schema = unique("near_cache");
         let dropped = DropOnExit(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
-        let store = on_table(&format!("{schema}.sessions")).await;
+        let store = Postgres::on_table(&format!("{schema}.sessions")).await;
         sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(store.pool())
             .await
@@ -73,25 +73,11 @@ impl CachedPostgres {
     }
 }
 
-async fn on_table(name: &str) -> PostgresStore {
-    PostgresStore::connect(&url())
-        .await
-        .expect("a pool")
-        .with_table_name(name)
-        .expect("a valid name")
-}
-
 impl Backend for CachedPostgres {
     type Store = NearCache<PostgresStore>;
 
     async fn open() -> Self {
-        let (store, schema) = Self::table().await;
-        let table = store.table_name().to_owned();
-        Self {
-            cache: cached(store, CAPACITY).await,
-            table,
-            _schema: schema,
-        }
+        Self::with_capacity(CAPACITY).await
     }
 
     fn store(&self) -> NearCache<PostgresStore> {
@@ -99,143 +85,37 @@ impl Backend for CachedPostgres {
     }
 
     async fn second(&self) -> NearCache<PostgresStore> {
-        cached(on_table(&self.table).await, CAPACITY).await
+        cached(Postgres::on_table(&self.table).await, CAPACITY).await
     }
 }
 
-/// The scenarios of [`store_tests!`] but the two that read on one instance right after the
-/// other's change, with no bound on how late the notification may arrive, and so fail by the
-/// staleness that SPEC 7.5 allows: the model-based one, and `two_app_instances_share_sessions`
-/// (its read of a logout made on the other instance, one HTTP round trip later, comes before
-/// the notification in about one run of four on a busy machine: at the commit PostgreSQL
-/// wakes the listening backend, which sends the notification once it runs, and the writer's
-/// answer often comes first, by a few ms at the 90th percentile). The coherence tests below
-/// poll for it instead.
+impl CachedBackend for CachedPostgres {
+    async fn with_capacity(capacity: usize) -> Self {
+        let (store, schema) = Self::table().await;
+        let table = store.table_name().to_owned();
+        Self {
+            cache: cached(store, capacity).await,
+            table,
+            _schema: schema,
+        }
+    }
+}
+
+/// The scenarios of [`store_tests!`] behind a cache, and `r20_every_float_reads_back_exactly`:
+/// not the two that read on one instance right after the other's change, with no bound on how
+/// late the notification may arrive, and so fail by the staleness that SPEC 7.5 allows: the
+/// model-based one, and `two_app_instances_share_sessions` (its read of a logout made on the
+/// other instance, one HTTP round trip later, comes before the notification in about one run
+/// of four on a busy machine: at the commit PostgreSQL wakes the listening backend, which
+/// sends the notification once it runs, and the writer's answer often comes first, by a few
+/// ms at the 90th percentile). The coherence scenarios of [`cached_scenarios!`] and the tests
+/// below poll for it instead.
 mod scenarios {
-    store_tests!(@stamp super::CachedPostgres:
-        conformance,
-        concurrent_requests_changing_different_keys_both_survive,
-        r9_a_destroy_racing_a_write_or_touch_stays_destroyed,
-        r9_a_logout_during_a_slow_request_is_never_undone,
-        r17_a_stale_touch_never_undoes_a_newer_expiry,
-        odd_keys_survive_delta_writes,
-        r20_every_float_reads_back_exactly,
-        five_thousand_keys_set_then_deleted_over_http,
-        users_two_devices_are_listed_with_exactly_one_current,
-        users_ending_the_others_keeps_the_current_one,
-        users_ending_all_kills_every_one_and_removes_the_cookie,
-        users_a_logout_an_expiry_and_a_roll_keep_the_list_true,
-        users_r19_a_login_in_flight_during_log_out_everywhere_is_ended,
-        users_a_login_beyond_the_limit_ends_the_least_recently_used,
-    );
+    store_tests!(super::CachedPostgres, behind_a_cache);
+    store_tests!(@stamp super::CachedPostgres: r20_every_float_reads_back_exactly);
 }
 
-/// R9, R10, R11, R17 seen from another instance: a write, a touch, a roll and a destroy on
-/// instance one are seen by instance two, which had the record in memory, as soon as the
-/// notification arrives, and never stale after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r9_r10_r11_r17_another_instances_changes_drop_the_cached_record() {
-    let backend = CachedPostgres::open().await;
-    let one = backend.store();
-    let two = backend.second().await;
-    let (key, now) = (fresh_key(), now_ms());
-    let expires = now + Duration::from_secs(600);
-    insert(&one, &key, &Record::new(data(1), now, expires)).await;
-
-    // A write.
-    assert_eq!(n_of(&cache_it(&two, &key).await), 1);
-    let invalidations = two.stats().invalidations;
-    one.write(
-        &key,
-        &Record::new(data(2), now, expires),
-        &Changes::new().with_set("n"),
-        WriteMode::Update,
-    )
-    .await
-    .expect("update");
-    until_fresh(&two, &key, "a write", |r| r.is_some_and(|r| n_of(r) == 2)).await;
-    assert!(two.stats().invalidations > invalidations);
-
-    // A touch (R17: instance two's next touch must start from the moved expiry).
-    let seen = cache_it(&two, &key).await;
-    let later = seen.expires_at + Duration::from_secs(60);
-    assert_eq!(
-        one.touch(&key, seen.expires_at, later)
-            .await
-            .expect("touch"),
-        Touched::Moved
-    );
-    until_fresh(&two, &key, "a touch", |r| {
-        r.is_some_and(|r| r.expires_at == later)
-    })
-    .await;
-    let stale = two
-        .touch(&key, seen.expires_at, later + Duration::from_secs(60))
-        .await;
-    assert_eq!(stale.expect("touch"), Touched::Superseded);
-
-    // A roll: the new record inserted, the old one destroyed.
-    cache_it(&two, &key).await;
-    let rolled = fresh_key();
-    insert(&one, &rolled, &Record::new(data(2), now, later)).await;
-    assert!(one.destroy(&key).await.expect("destroy"));
-    until_fresh(&two, &key, "a roll", |r| r.is_none()).await;
-    assert_eq!(n_of(&cache_it(&two, &rolled).await), 2);
-
-    // A destroy (a logout).
-    assert!(one.destroy(&rolled).await.expect("destroy"));
-    until_fresh(&two, &rolled, "a destroy", |r| r.is_none()).await;
-    // R9: instance two, which still had the session in memory a moment ago, cannot bring it
-    // back.
-    let late = two
-        .write(
-            &rolled,
-            &Record::new(data(3), now, later),
-            &Changes::new().with_set("n"),
-            WriteMode::Update,
-        )
-        .await;
-    assert!(late.is_err(), "{late:?}");
-    assert!(one.read(&rolled).await.expect("read").is_none());
-}
-
-/// An instance's own write, touch and destroy are seen by its very next read (no wait).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r9_r17_an_instances_own_changes_are_seen_at_once() {
-    let backend = CachedPostgres::open().await;
-    let one = backend.store();
-    let (key, now) = (fresh_key(), now_ms());
-    let expires = now + Duration::from_secs(600);
-    insert(&one, &key, &Record::new(data(1), now, expires)).await;
-    for n in 2..20 {
-        cache_it(&one, &key).await;
-        one.write(
-            &key,
-            &Record::new(data(n), now, expires),
-            &Changes::new().with_set("n"),
-            WriteMode::Update,
-        )
-        .await
-        .expect("update");
-        assert_eq!(n_of(&one.read(&key).await.expect("read").expect("live")), n);
-    }
-    let seen = cache_it(&one, &key).await;
-    let later = seen.expires_at + Duration::from_secs(1);
-    one.touch(&key, seen.expires_at, later)
-        .await
-        .expect("touch");
-    assert_eq!(
-        one.read(&key)
-            .await
-            .expect("read")
-            .expect("live")
-            .expires_at,
-        later
-    );
-    cache_it(&one, &key).await;
-    assert!(one.destroy(&key).await.expect("destroy"));
-    assert!(one.read(&key).await.expect("read").is_none());
-}
+cached_scenarios!(CachedPostgres);
 
 /// Changes made to the table by other programs are told too: a bulk `DELETE` (one
 /// notification per 140 keys or so, from the statement-level trigger), an `UPDATE`, and a
@@ -245,13 +125,7 @@ async fn near_cache_bulk_deletes_updates_and_truncates_are_told() {
     let backend = CachedPostgres::open().await;
     let one = backend.store();
     let two = backend.second().await;
-    let (now, expires) = (now_ms(), now_ms() + Duration::from_secs(600));
-    let mut keys = Vec::new();
-    for n in 0..3 {
-        let key = fresh_key();
-        insert(&one, &key, &Record::new(data(n), now, expires)).await;
-        keys.push(key);
-    }
+    let keys = insert_numbered(&one, 3).await;
     backend
         .sql(
             "INSERT INTO {t} (key, data, created_at, expires_at) \
@@ -296,55 +170,6 @@ async fn near_cache_bulk_deletes_updates_and_truncates_are_told() {
     cache_it(&two, &keys[2]).await;
     backend.sql("TRUNCATE {t}").await;
     until_fresh(&two, &keys[2], "a TRUNCATE", |r| r.is_none()).await;
-}
-
-/// R6: a record the cache holds is never served past its expiry, whether or not PostgreSQL
-/// has told of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r6_an_expired_record_is_never_served() {
-    let backend = CachedPostgres::open().await;
-    let one = backend.store();
-    let (key, now) = (fresh_key(), now_ms());
-    let expires = now + Duration::from_millis(1_500);
-    insert(&one, &key, &Record::new(data(1), now, expires)).await;
-    cache_it(&one, &key).await;
-    loop {
-        let answer = one.read(&key).await.expect("read");
-        let after = SystemTime::now();
-        match answer {
-            Some(record) => assert!(
-                after <= record.expires_at + Duration::from_millis(5),
-                "served {:?} after its expiry",
-                after.duration_since(record.expires_at)
-            ),
-            None => break,
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert!(SystemTime::now() >= expires - Duration::from_millis(5));
-}
-
-/// Memory follows the capacity, not the number of sessions read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r16_the_cache_holds_at_most_its_capacity() {
-    let (store, _schema) = CachedPostgres::table().await;
-    let cache = cached(store, 50).await;
-    let (now, expires) = (now_ms(), now_ms() + Duration::from_secs(600));
-    let mut keys = Vec::new();
-    for n in 0..500 {
-        let key = fresh_key();
-        insert(&cache, &key, &Record::new(data(n), now, expires)).await;
-        keys.push(key);
-    }
-    for (n, key) in (0..).zip(&keys) {
-        assert_eq!(
-            n_of(&cache.read(key).await.expect("read").expect("live")),
-            n
-        );
-        assert!(cache.len() <= 50, "{} records held", cache.len());
-    }
-    assert!(cache.stats().fills >= 500);
-    assert!(!cache.is_empty());
 }
 
 /// Instances that start at once install the function and the triggers once, and each listens;
@@ -514,9 +339,7 @@ async fn near_cache_nothing_is_served_while_the_listener_is_down() {
     let one = backend.store();
     let (proxy, two) = through_proxy(&backend).await;
 
-    let (key, now) = (fresh_key(), now_ms());
-    let expires = now + Duration::from_secs(600);
-    insert(&one, &key, &Record::new(data(1), now, expires)).await;
+    let (key, now, expires) = insert_one(&one, Duration::from_secs(600)).await;
     cache_it(&two, &key).await;
     // The store's pool holds connections enough for the reads and probes to come.
     let pool = two.store().pool();
@@ -538,14 +361,7 @@ async fn near_cache_nothing_is_served_while_the_listener_is_down() {
     assert!(two.is_empty());
 
     // A change whose notification nobody hears for instance two: it reads it from the store.
-    one.write(
-        &key,
-        &Record::new(data(2), now, expires),
-        &Changes::new().with_set("n"),
-        WriteMode::Update,
-    )
-    .await
-    .expect("update");
+    update(&one, &key, &Record::new(data(2), now, expires)).await;
     let hits = two.stats().hits;
     for _ in 0..20 {
         let read = two.read(&key).await.expect("read").expect("live");
@@ -564,17 +380,14 @@ async fn near_cache_nothing_is_served_while_the_listener_is_down() {
         "a new connection listens"
     );
     assert_eq!(n_of(&cache_it(&two, &key).await), 2);
-    one.write(
+    let written = Record::new(data(3), now, expires);
+    update_until_fresh(
+        &one,
+        &two,
         &key,
-        &Record::new(data(3), now, expires),
-        &Changes::new().with_set("n"),
-        WriteMode::Update,
+        &written,
+        "a write after the listener is back",
     )
-    .await
-    .expect("update");
-    until_fresh(&two, &key, "a write after the listener is back", |r| {
-        r.is_some_and(|r| n_of(r) == 3)
-    })
     .await;
 }
 
@@ -617,7 +430,7 @@ async fn hold_connections(
 /// `NearCache::postgres` refuses a table that does not exist, rather than listen on nothing.
 #[tokio::test]
 async fn near_cache_needs_the_table() {
-    let store = on_table(&unique("no_such_table")).await;
+    let store = Postgres::on_table(&unique("no_such_table")).await;
     let refused = NearCache::postgres(store, CAPACITY).await;
     assert!(
         refused
@@ -636,9 +449,7 @@ async fn near_cache_a_silent_listener_is_replaced_once_its_probe_is_late() {
     let backend = CachedPostgres::open().await;
     let one = backend.store();
     let (proxy, two) = through_proxy(&backend).await;
-    let (key, now) = (fresh_key(), now_ms());
-    let expires = now + Duration::from_secs(600);
-    insert(&one, &key, &Record::new(data(1), now, expires)).await;
+    let (key, now, expires) = insert_one(&one, Duration::from_secs(600)).await;
     cache_it(&two, &key).await;
 
     let pid = two
@@ -647,18 +458,15 @@ async fn near_cache_a_silent_listener_is_replaced_once_its_probe_is_late() {
         .expect("listening");
     let resets = two.stats().resets;
     assert_eq!(proxy.silence_listeners(), 1, "one connection listens");
+    let written = Record::new(data(2), now, expires);
     let started = std::time::Instant::now();
-    one.write(
+    update_until_fresh(
+        &one,
+        &two,
         &key,
-        &Record::new(data(2), now, expires),
-        &Changes::new().with_set("n"),
-        WriteMode::Update,
+        &written,
+        "a write the silent listener missed",
     )
-    .await
-    .expect("update");
-    until_fresh(&two, &key, "a write the silent listener missed", |r| {
-        r.is_some_and(|r| n_of(r) == 2)
-    })
     .await;
     let stale_for = started.elapsed();
     assert!(
@@ -671,16 +479,13 @@ async fn near_cache_a_silent_listener_is_replaced_once_its_probe_is_late() {
     })
     .await;
     cache_it(&two, &key).await;
-    one.write(
+    let written = Record::new(data(3), now, expires);
+    update_until_fresh(
+        &one,
+        &two,
         &key,
-        &Record::new(data(3), now, expires),
-        &Changes::new().with_set("n"),
-        WriteMode::Update,
+        &written,
+        "a write told on the new connection",
     )
-    .await
-    .expect("update");
-    until_fresh(&two, &key, "a write told on the new connection", |r| {
-        r.is_some_and(|r| n_of(r) == 3)
-    })
     .await;
 }

@@ -50,7 +50,8 @@ pub(crate) struct Postgres {
 }
 
 impl Postgres {
-    async fn on_table(name: &str) -> PostgresStore {
+    /// A store on the table `name` (which may name its schema), not migrated.
+    pub(crate) async fn on_table(name: &str) -> PostgresStore {
         PostgresStore::connect(&url())
             .await
             .expect("a pool")
