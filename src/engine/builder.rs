@@ -341,6 +341,7 @@ impl SessionEngineBuilder {
         if self.track_users && !store.indexes_users() {
             return Err(ConfigError::UsersNotIndexed);
         }
+        crate::observe::prepare_clock();
         Ok(SessionEngine {
             inner: Arc::new(Inner {
                 keys,
