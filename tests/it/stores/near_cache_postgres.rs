@@ -101,18 +101,16 @@ impl CachedBackend for CachedPostgres {
     }
 }
 
-/// The scenarios of [`store_tests!`] behind a cache, and `r20_every_float_reads_back_exactly`:
-/// not the two that read on one instance right after the other's change, with no bound on how
-/// late the notification may arrive, and so fail by the staleness that SPEC 7.5 allows: the
-/// model-based one, and `two_app_instances_share_sessions` (its read of a logout made on the
-/// other instance, one HTTP round trip later, comes before the notification in about one run
-/// of four on a busy machine: at the commit PostgreSQL wakes the listening backend, which
-/// sends the notification once it runs, and the writer's answer often comes first, by a few
-/// ms at the 90th percentile). The coherence scenarios of [`cached_scenarios!`] and the tests
-/// below poll for it instead.
+/// The scenarios of [`store_tests!`] behind a cache: not the two that read on one instance right
+/// after the other's change, with no bound on how late the notification may arrive, and so fail by
+/// the staleness that SPEC 7.5 allows: the model-based one, and `two_app_instances_share_sessions`
+/// (its read of a logout made on the other instance, one HTTP round trip later, comes before the
+/// notification in about one run of four on a busy machine: at the commit PostgreSQL wakes the
+/// listening backend, which sends the notification once it runs, and the writer's answer often
+/// comes first, by a few ms at the 90th percentile). The coherence scenarios of
+/// [`cached_scenarios!`] and the tests below poll for it instead.
 mod scenarios {
     store_tests!(super::CachedPostgres, behind_a_cache);
-    store_tests!(@stamp super::CachedPostgres: r20_every_float_reads_back_exactly);
 }
 
 cached_scenarios!(CachedPostgres);
