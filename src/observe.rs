@@ -458,7 +458,7 @@ mod metrics_impl {
         };
     }
 
-    /// In the order of `event_index`.
+    /// In the order of `Handles::event`'s slots.
     static EVENTS: [Key; 5] = [
         Key::from_static_name(names::SESSIONS_CREATED),
         Key::from_static_name(names::SESSIONS_ROLLED),
@@ -480,7 +480,7 @@ mod metrics_impl {
     static BACKEND: [Key; 7] = by_hook!(names::STORE_ERRORS, "kind" => "backend");
     static UNDECODABLE: [Key; 7] = by_hook!(names::STORE_ERRORS, "kind" => "undecodable");
 
-    /// In the order of `cache_index`.
+    /// In the order of `CacheHandles::event`'s slots.
     #[cfg(feature = "near-cache")]
     static CACHE_EVENTS: [Key; 4] = [
         Key::from_static_name(names::NEAR_CACHE_HITS),
@@ -504,66 +504,47 @@ mod metrics_impl {
     #[cfg(feature = "near-cache")]
     static CACHE_SERVING: Key = Key::from_static_name(names::NEAR_CACHE_SERVING);
 
-    /// A handle for each key of a table, each registered the first time it is used: a metric
-    /// never recorded is never registered, so that an exporter shows only what happened.
-    struct Slots<H, const N: usize>([OnceLock<H>; N]);
-
-    impl<H, const N: usize> Default for Slots<H, N> {
-        fn default() -> Self {
-            Self(std::array::from_fn(|_| OnceLock::new()))
-        }
+    /// The handle in `slot` of the counter `key`, registered with the recorder in place the
+    /// first time it is used: a metric never recorded is never registered, so that an
+    /// exporter shows only what happened.
+    fn counter<'a>(slot: &'a OnceLock<Counter>, key: &'static Key) -> &'a Counter {
+        slot.get_or_init(|| metrics::with_recorder(|r| r.register_counter(key, &METADATA)))
     }
 
-    impl<const N: usize> Slots<Counter, N> {
-        fn increment(&self, keys: &'static [Key; N], i: usize) {
-            let counter = self.0[i].get_or_init(|| {
-                metrics::with_recorder(|recorder| recorder.register_counter(&keys[i], &METADATA))
-            });
-            counter.increment(1);
-        }
+    /// As `counter`, for a histogram.
+    fn histogram<'a>(slot: &'a OnceLock<Histogram>, key: &'static Key) -> &'a Histogram {
+        slot.get_or_init(|| metrics::with_recorder(|r| r.register_histogram(key, &METADATA)))
     }
 
-    impl<const N: usize> Slots<Histogram, N> {
-        fn record(&self, keys: &'static [Key; N], i: usize, value: f64) {
-            let histogram = self.0[i].get_or_init(|| {
-                metrics::with_recorder(|recorder| recorder.register_histogram(&keys[i], &METADATA))
-            });
-            histogram.record(value);
-        }
-    }
-
-    /// The index of `event`'s key in `EVENTS`; none for an absence, counted by its reason in
-    /// `ABSENT`.
-    fn event_index(event: Event) -> Option<usize> {
-        Some(match event {
-            Event::Created => 0,
-            Event::Rolled => 1,
-            Event::Destroyed => 2,
-            Event::Written => 3,
-            Event::Touched => 4,
-            Event::Absent(_) => return None,
-        })
-    }
-
-    /// An engine's handles.
+    /// An engine's handles, each array in the order of its keys'.
     #[derive(Default)]
     pub(super) struct Handles {
-        events: Slots<Counter, 5>,
-        absent: Slots<Counter, 5>,
-        call_seconds: Slots<Histogram, 7>,
-        timeouts: Slots<Counter, 7>,
-        unavailable: Slots<Counter, 7>,
-        backend: Slots<Counter, 7>,
-        undecodable: Slots<Counter, 7>,
+        events: [OnceLock<Counter>; 5],
+        absent: [OnceLock<Counter>; 5],
+        call_seconds: [OnceLock<Histogram>; 7],
+        timeouts: [OnceLock<Counter>; 7],
+        unavailable: [OnceLock<Counter>; 7],
+        backend: [OnceLock<Counter>; 7],
+        undecodable: [OnceLock<Counter>; 7],
     }
 
     impl Handles {
+        /// The slot of `event`'s counter, and its key.
+        fn event(&self, event: Event) -> (&OnceLock<Counter>, &'static Key) {
+            let (slots, keys, i) = match event {
+                Event::Created => (&self.events, &EVENTS, 0),
+                Event::Rolled => (&self.events, &EVENTS, 1),
+                Event::Destroyed => (&self.events, &EVENTS, 2),
+                Event::Written => (&self.events, &EVENTS, 3),
+                Event::Touched => (&self.events, &EVENTS, 4),
+                Event::Absent(reason) => (&self.absent, &ABSENT, reason as usize),
+            };
+            (&slots[i], &keys[i])
+        }
+
         pub(super) fn count(&self, event: Event) {
-            match (event, event_index(event)) {
-                (Event::Absent(reason), _) => self.absent.increment(&ABSENT, reason as usize),
-                (_, Some(i)) => self.events.increment(&EVENTS, i),
-                (_, None) => {}
-            }
+            let (slot, key) = self.event(event);
+            counter(slot, key).increment(1);
         }
 
         pub(super) fn store_call(
@@ -574,8 +555,7 @@ mod metrics_impl {
             timed_out: bool,
         ) {
             let hook = hook as usize;
-            self.call_seconds
-                .record(&CALL_SECONDS, hook, elapsed.as_secs_f64());
+            histogram(&self.call_seconds[hook], &CALL_SECONDS[hook]).record(elapsed.as_secs_f64());
             let (slots, keys) = match error {
                 _ if timed_out => (&self.timeouts, &TIMEOUTS),
                 // `Gone` and `IdTaken` are answers of the contract, not failures.
@@ -584,50 +564,45 @@ mod metrics_impl {
                 Some(StoreError::Backend(_)) => (&self.backend, &BACKEND),
                 Some(StoreError::Undecodable(_)) => (&self.undecodable, &UNDECODABLE),
             };
-            slots.increment(keys, hook);
+            counter(&slots[hook], &keys[hook]).increment(1);
         }
     }
 
-    /// The index of a cache event's key in its table: `CACHE_EVENTS`, `CACHE_INVALIDATIONS`
-    /// or `CACHE_RESETS`.
-    #[cfg(feature = "near-cache")]
-    fn cache_index(event: CacheEvent) -> usize {
-        match event {
-            CacheEvent::Hit => 0,
-            CacheEvent::Miss => 1,
-            CacheEvent::Fill => 2,
-            CacheEvent::FillRefused => 3,
-            CacheEvent::Invalidated(origin) => origin as usize,
-            CacheEvent::Reset(cause) => cause as usize,
-        }
-    }
-
-    /// A read cache's handles.
+    /// A read cache's handles, each array in the order of its keys'.
     #[cfg(feature = "near-cache")]
     #[derive(Default)]
     pub(super) struct CacheHandles {
-        events: Slots<Counter, 4>,
-        invalidations: Slots<Counter, 2>,
-        resets: Slots<Counter, 3>,
+        events: [OnceLock<Counter>; 4],
+        invalidations: [OnceLock<Counter>; 2],
+        resets: [OnceLock<Counter>; 3],
         serving: OnceLock<Gauge>,
     }
 
     #[cfg(feature = "near-cache")]
     impl CacheHandles {
+        /// The slot of `event`'s counter, and its key.
+        fn event(&self, event: CacheEvent) -> (&OnceLock<Counter>, &'static Key) {
+            let (slots, keys, i): (&[_], &'static [Key], _) = match event {
+                CacheEvent::Hit => (&self.events, &CACHE_EVENTS, 0),
+                CacheEvent::Miss => (&self.events, &CACHE_EVENTS, 1),
+                CacheEvent::Fill => (&self.events, &CACHE_EVENTS, 2),
+                CacheEvent::FillRefused => (&self.events, &CACHE_EVENTS, 3),
+                CacheEvent::Invalidated(origin) => {
+                    (&self.invalidations, &CACHE_INVALIDATIONS, origin as usize)
+                }
+                CacheEvent::Reset(cause) => (&self.resets, &CACHE_RESETS, cause as usize),
+            };
+            (&slots[i], &keys[i])
+        }
+
         pub(super) fn count(&self, event: CacheEvent) {
-            let i = cache_index(event);
-            match event {
-                CacheEvent::Invalidated(_) => self.invalidations.increment(&CACHE_INVALIDATIONS, i),
-                CacheEvent::Reset(_) => self.resets.increment(&CACHE_RESETS, i),
-                _ => self.events.increment(&CACHE_EVENTS, i),
-            }
+            let (slot, key) = self.event(event);
+            counter(slot, key).increment(1);
         }
 
         pub(super) fn serving(&self, serving: bool) {
             let gauge = self.serving.get_or_init(|| {
-                metrics::with_recorder(|recorder| {
-                    recorder.register_gauge(&CACHE_SERVING, &METADATA)
-                })
+                metrics::with_recorder(|r| r.register_gauge(&CACHE_SERVING, &METADATA))
             });
             if serving {
                 gauge.increment(1.0);
@@ -673,10 +648,11 @@ mod metrics_impl {
                 (Event::Written, names::SESSIONS_WRITTEN),
                 (Event::Touched, names::SESSIONS_TOUCHED),
             ] {
-                assert_eq!(EVENTS[event_index(event).unwrap()].name(), name);
+                assert_eq!(Handles::default().event(event).1.name(), name);
             }
             for reason in Absence::ALL {
-                assert_eq!(event_index(Event::Absent(reason)), None);
+                let key = Handles::default().event(Event::Absent(reason)).1;
+                assert_eq!(key, &ABSENT[reason as usize]);
             }
         }
 
@@ -689,7 +665,7 @@ mod metrics_impl {
                 (CacheEvent::Fill, names::NEAR_CACHE_FILLS),
                 (CacheEvent::FillRefused, names::NEAR_CACHE_FILLS_REFUSED),
             ] {
-                assert_eq!(CACHE_EVENTS[cache_index(event)].name(), name);
+                assert_eq!(CacheHandles::default().event(event).1.name(), name);
             }
         }
 
