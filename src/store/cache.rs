@@ -32,17 +32,19 @@
 //!
 //! A record changed or destroyed on instance A can still be served by instance B until B
 //! receives the invalidation: the time the store takes to tell B. Measured on loopback
-//! (`bench/src/bin/near_cache_staleness.rs`, 10,000 trials, a 2-core machine under other
-//! load), from A's write acknowledged to the record dropped on B:
+//! (`bench/src/bin/near_cache_staleness.rs`, 10,000 trials, twice on each store, a 2-core
+//! machine), from A's write acknowledged to the record dropped on B:
 //!
 //! - Redis: a median of 0 (the invalidation usually lands before A has its answer), a p99 of
-//!   2 to 8 ms and a maximum of 17 to 36 ms;
-//! - PostgreSQL: a median of 0, a p90 of 6 to 8 ms, a p99 of 18 to 20 ms and a maximum of 33
-//!   to 43 ms (from the write sent: a median of 3 ms, a maximum of 39 to 56 ms). At the commit
-//!   PostgreSQL wakes the listening backend, which sends the notification once it runs; the
-//!   writer's answer often comes first.
+//!   21 to 26 µs;
+//! - PostgreSQL: a median of 0, a p99 of 52 to 54 µs, a p99.9 of 150 to 360 µs and a maximum
+//!   of 2.2 to 2.6 ms. At the commit PostgreSQL wakes the listening backend, which sends the
+//!   notification once it runs; the writer's answer often comes first.
 //!
-//! The tails grow with the machine's load. For a logout this means: after A's `destroy`
+//! The tails grow with the machine's load: a process that keeps a core busy holds
+//! PostgreSQL's listening backend off it for a scheduler tick (4 ms on that machine), and
+//! runs on a machine loaded by other work saw a p99 of 2 to 8 ms on Redis and of 18 to 20 ms
+//! on PostgreSQL. For a logout this means: after A's `destroy`
 //! returned, B may still serve the ended session for that long (a write B makes to it
 //! meanwhile still fails: R9 holds in the store). A lost channel is noticed at once for a
 //! closed connection; a silent one (a network partition, a server that stopped reading) when
