@@ -32,13 +32,13 @@
 //!
 //! A record changed or destroyed on instance A can still be served by instance B until B
 //! receives the invalidation: the time the store takes to tell B. Measured on loopback
-//! (`bench/src/bin/near_cache_staleness.rs`, 10,000 trials, twice on each store, a 2-core
-//! machine), from A's write acknowledged to the record dropped on B:
+//! (`bench/src/bin/near_cache_staleness.rs`, runs of 10,000 trials on a 2-core machine),
+//! from A's write acknowledged to the record dropped on B:
 //!
 //! - Redis: a median of 0 (the invalidation usually lands before A has its answer), a p99 of
-//!   21 to 26 µs;
-//! - PostgreSQL: a median of 0, a p99 of 52 to 54 µs, a p99.9 of 150 to 360 µs and a maximum
-//!   of 2.2 to 2.6 ms. At the commit PostgreSQL wakes the listening backend, which sends the
+//!   21 and 28 µs in two runs;
+//! - PostgreSQL: a median of 0, a p99 of 52, 54 and 243 µs in three runs, a maximum of 2.2 to
+//!   3.3 ms. At the commit PostgreSQL wakes the listening backend, which sends the
 //!   notification once it runs; the writer's answer often comes first.
 //!
 //! The tails grow with the machine's load: a process that keeps a core busy holds
