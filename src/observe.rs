@@ -251,7 +251,7 @@ enum Started {
     Tokio(Instant),
     /// The CPU's time-stamp counter, through `quanta` (the OS's monotonic clock where it has
     /// none that is steady), when only the metrics want the duration: two reads a store call,
-    /// at 9.6 ns a read where the OS's clock takes 23 ns (the 2-core VM of `BENCHMARKS.md`),
+    /// at 9.6 ns a read where the OS's clock takes 23 ns (on a 2-core VM like `BENCHMARKS.md`'s),
     /// which on its own was a fifth of what the metrics cost a request that reads and writes.
     #[cfg(feature = "metrics")]
     Counter(quanta::Instant),
@@ -392,9 +392,10 @@ pub(crate) fn session_span() -> Span {
 }
 
 /// The span of a store call made while no `tracing` subscriber was ever set: none at all (the
-/// session's span is none then too). A disabled span from the macros would, where a dependency turns on `tracing`'s `log` feature, hand its fields
-/// and each enter and exit to the `log` crate instead, at a cost of hundreds of instructions
-/// a request for nothing, when no logger is set either; `log` users lose only those lines.
+/// session's span is none then too). A disabled span from the macros would, where a
+/// dependency turns on `tracing`'s `log` feature, hand its fields and each enter and exit to
+/// the `log` crate instead, at a cost of hundreds of instructions a request for nothing, when
+/// no logger is set either; `log` users lose only those lines.
 fn no_span() -> Span {
     Span::none()
 }

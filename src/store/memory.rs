@@ -37,7 +37,7 @@ use crate::store::{
 /// its memory back to the allocator. Whether the allocator gives it to the system is its own
 /// choice: glibc's malloc raises its mmap threshold each time a large block is freed, and
 /// keeps what later blocks of that size leave free in its heap, for reuse. After a million
-/// sessions expire, a process that started near 3.7 MiB kept 5.5 to 11 MiB in our runs; with
+/// sessions expire, a process that started near 3.7 MiB kept 5.2 to 11 MiB in our runs; with
 /// the threshold fixed (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072` in the
 /// environment) it kept 3.9 to 4.3 MiB (`BENCHMARKS.md` has both).
 ///
