@@ -44,11 +44,11 @@
 //! The tails grow with the machine's load: a process that keeps a core busy holds
 //! PostgreSQL's listening backend off it for a scheduler tick (4 ms on that machine), and
 //! runs on a machine loaded by other work saw a p99 of 2 to 8 ms on Redis and of 18 to 20 ms
-//! on PostgreSQL. For a logout this means: after A's `destroy`
-//! returned, B may still serve the ended session for that long (a write B makes to it
-//! meanwhile still fails: R9 holds in the store). A lost channel is noticed at once for a
-//! closed connection; a silent one (a network partition, a server that stopped reading) when
-//! the probe the channel sends every second has not come back 2 s later, so within about 4 s.
+//! on PostgreSQL. For a logout this means: after A's `destroy` returned, B may still serve
+//! the ended session for that long (a write B makes to it meanwhile still fails: R9 holds in
+//! the store). A lost channel is noticed at once for a closed connection; a silent one (a
+//! network partition, a server that stopped reading) when the probe the channel sends every
+//! second has not come back 2 s later, so within about 4 s.
 //! Until then the bound above does not hold, which is one reason the cache is opt-in.
 //!
 //! A `FLUSHALL` or `FLUSHDB` on the Redis server sends an invalidation without keys, which the
