@@ -249,14 +249,14 @@ enum Started {
     /// Tokio's clock, as the deadline's, when a span records the duration: a test that pauses
     /// time sees a time-out take the store timeout.
     Tokio(Instant),
-    /// A raw read of the CPU's time-stamp counter, through `quanta` (the OS's monotonic clock
-    /// where it has none that is steady), when only the metrics want the duration: two reads a
-    /// store call, at 9.6 ns a read where the OS's clock takes 23 ns (on a 2-core VM like
-    /// `BENCHMARKS.md`'s), which on its own was a fifth of what the metrics cost a request that
-    /// reads and writes. Raw, and from a `Clock` of this crate's own: `quanta::Instant::now`
-    /// looks for a mocked clock in a thread-local and scales every read, which callgrind of
-    /// `bench/src/bin/hot_path.rs` put at about 45 instructions a read (184 of the 848 that the
-    /// metrics added to a request that reads and writes).
+    /// A raw read of the CPU's counter, through `quanta` (the OS's monotonic clock where it
+    /// has none that is steady), when only the metrics want the duration: two reads a store
+    /// call and one scaling of their difference, 22 ns where two reads of the OS's clock take
+    /// 38 ns (`bench/src/bin/metric_costs.rs`, on `BENCHMARKS.md`'s machine). Raw, and from a
+    /// `Clock` of this crate's own: `quanta::Instant::now` looks for a mocked clock in a
+    /// thread-local and scales every read, which callgrind of `bench/src/bin/hot_path.rs` put
+    /// at about 45 instructions a read (183 of the 848 that the metrics added to a request that
+    /// reads and writes). A clock mocked with `quanta::with_clock` does not reach it.
     #[cfg(feature = "metrics")]
     Counter(u64),
 }
