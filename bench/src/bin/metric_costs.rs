@@ -1,5 +1,7 @@
 //! What each part of the library's metrics costs on this machine, timed alone: a sample in the
-//! store call histogram, a counter's increment, and the clock a store call is timed with.
+//! store call histogram, a counter's increment, and the clock a store call is timed with (two
+//! raw reads of `quanta`'s counter and their difference), beside one read of
+//! `quanta::Instant::now` and of the OS's clock (`std::time::Instant::now`).
 //!
 //! ```text
 //! cargo run --release -p session-engine-bench --bin metric_costs -- [COUNT]
@@ -70,13 +72,13 @@ fn main() -> ExitCode {
         let instant = time(count, |_| {
             black_box(quanta::Instant::now());
         });
-        let std = time(count, |_| {
+        let os_clock = time(count, |_| {
             black_box(std::time::Instant::now());
         });
         println!(
             "round {round}: histogram sample {sample:.1}, counter increment {increment:.1}, \
              two raw counter reads and their difference {raw:.1}, quanta::Instant::now \
-             {instant:.1}, std::time::Instant::now {std:.1}"
+             {instant:.1}, std::time::Instant::now {os_clock:.1}"
         );
     }
     ExitCode::SUCCESS
