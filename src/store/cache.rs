@@ -36,9 +36,9 @@
 //! from A's write acknowledged to the record dropped on B:
 //!
 //! - Redis: a median of 0 (the invalidation usually lands before A has its answer), a p99 of
-//!   21 and 28 µs in two runs;
-//! - PostgreSQL: a median of 0, a p99 of 52, 54 and 243 µs in three runs, a maximum of 2.2 to
-//!   3.3 ms. At the commit PostgreSQL wakes the listening backend, which sends the
+//!   21, 28 and 24 µs in three runs;
+//! - PostgreSQL: a median of 0, a p99 of 52, 54, 243 and 104 µs in four runs, a maximum of 2.2
+//!   to 3.3 ms. At the commit PostgreSQL wakes the listening backend, which sends the
 //!   notification once it runs; the writer's answer often comes first.
 //!
 //! The tails grow with the machine's load: a process that keeps a core busy holds
